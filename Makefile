@@ -1,0 +1,37 @@
+# One command for each chore. `make demo` and `make test` set everything up on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first and pinned: a plain `pip install torch` can pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test lint format clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e .
+	touch $@
+
+demo: setup
+	mkdir -p out
+	$(BIN)/bertlayers extract examples/reviews.txt -o out/demo.npy --layers all --pooling mean --overwrite
+	$(BIN)/python -c "import numpy as np; a = np.load('out/demo.npy'); print('out/demo.npy', a.shape, a.dtype)"
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: setup
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -1,0 +1,295 @@
+"""The `bertlayers` command line: parses arguments into one config and calls the core.
+
+Errors are printed as one line on stderr with a non-zero exit code; stdout carries only the
+output a command is asked for (e.g. `info`), never progress or warnings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import BertlayersError, OptionError
+from .options import Combine, Device, DType, Pooling
+from .readers import InputFormat, guess_format, read_records
+
+EXTRACT_EXAMPLES = """\
+examples:
+  bertlayers extract texts.txt -o emb.npy                      # all layers, mean-pooled
+  bertlayers extract texts.txt -o emb.npy --layers -4: --combine mean
+  bertlayers extract data.tsv --text-column text -o emb.npy --pooling cls --layers 0,6,-1
+  bertlayers extract qa.jsonl --text-column question --pair-column answer -o pairs.npy
+  cat texts.txt | bertlayers extract - -o emb.npy --quiet
+  bertlayers extract texts.txt -o emb.npy --model bert-base-uncased   # any hub id or directory
+
+output: OUT.npy holds float32 (N, K, H) in input order — texts x selected layers x hidden size
+((N, 1, H) for --combine mean/sum, (N, 1, K*H) for concat); OUT.json beside it holds the
+provenance (model and hash, layers, pooling, per-text token counts and truncation flags).
+
+layers: 0 = embedding output, 1..L = encoder layers, negatives count from the end (-1 = last).
+Google's extract_features.py and bert-as-service count encoder layers only: their index is ours - 1.
+"""
+
+SUPPORTED_OUTPUTS = (".npy",)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="hub id or local directory (default: $BERTLAYERS_MODEL, else the bundled "
+        "all-MiniLM-L6-v2)",
+    )
+    parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bertlayers",
+        description="Embeddings from every encoder layer of BERT-family models.",
+        formatter_class=_Formatter,
+        epilog="run 'bertlayers COMMAND --help' for the options and examples of a command",
+    )
+    parser.add_argument("--version", action="version", version=f"bertlayers {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    extract = commands.add_parser(
+        "extract",
+        help="embed texts with every (or selected) layer and write them to a file",
+        description="Embed texts with every (or selected) encoder layer, pooled per text.",
+        formatter_class=_Formatter,
+        epilog=EXTRACT_EXAMPLES,
+    )
+    extract.add_argument(
+        "input", help="a .txt (one text per line), .csv, .tsv or .jsonl file; - for stdin"
+    )
+    extract.add_argument("-o", "--output", required=True, help="output file (.npy)")
+    _add_model_options(extract)
+    extract.add_argument("--layers", default="all", help="all | 6 | 0,6,-1 | -4: | 1:7")
+    extract.add_argument("--pooling", default="mean", help="|".join(p.value for p in Pooling))
+    extract.add_argument(
+        "--combine",
+        default="stack",
+        help="|".join(c.value for c in Combine) + " (stack keeps every layer)",
+    )
+    extract.add_argument(
+        "--include-special",
+        action="store_true",
+        help="let mean/max/first/last pooling see [CLS]/[SEP] (<s>, </s>) too",
+    )
+    extract.add_argument(
+        "--input-format",
+        default=None,
+        help="txt|csv|tsv|jsonl (default: from the file suffix; txt for stdin)",
+    )
+    extract.add_argument(
+        "--text-column", default="text", help="column (csv/tsv/jsonl) with the text"
+    )
+    extract.add_argument(
+        "--pair-column", default=None, help="column with the second text (segment B)"
+    )
+    extract.add_argument(
+        "--id-column", default=None, help="column with record ids (default: line number)"
+    )
+    extract.add_argument(
+        "--max-length",
+        type=_positive_int,
+        default=None,
+        help="tokens per text (default: the model's limit); longer texts are truncated and counted",
+    )
+    extract.add_argument(
+        "--batch-tokens", type=_positive_int, default=8192, help="padded tokens per batch"
+    )
+    extract.add_argument(
+        "--max-batch-size", type=_positive_int, default=256, help="texts per batch"
+    )
+    extract.add_argument(
+        "--device", default="auto", help="|".join(d.value for d in Device) + " (or cuda:N)"
+    )
+    extract.add_argument(
+        "--dtype", default="float32", help="compute dtype: " + "|".join(d.value for d in DType)
+    )
+    extract.add_argument("--output-dtype", default="float32", help="stored dtype: float32|float16")
+    extract.add_argument("--overwrite", action="store_true", help="replace existing output")
+    extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    extract.set_defaults(handler=run_extract)
+
+    info = commands.add_parser(
+        "info",
+        help="show a model's architecture, layers, hidden size and max length",
+        description="Show a model's architecture, layers, hidden size, max length and the "
+        "layer-index convention.",
+        formatter_class=_Formatter,
+        epilog="examples:\n  bertlayers info\n  bertlayers info --model bert-base-uncased --json\n",
+    )
+    _add_model_options(info)
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(handler=run_info)
+    return parser
+
+
+def _count_records(args: argparse.Namespace) -> int | None:
+    """Read the input once before loading the model: fail early, and know the total."""
+    if args.input == "-":
+        return None
+    return sum(1 for _ in _records(args))
+
+
+def _records(args: argparse.Namespace):
+    return read_records(
+        args.input,
+        input_format=args.input_format,
+        text_column=args.text_column,
+        pair_column=args.pair_column,
+        id_column=args.id_column,
+    )
+
+
+def _check_extract_args(args: argparse.Namespace) -> None:
+    fmt = (
+        InputFormat.parse(args.input_format, "input format")
+        if args.input_format
+        else guess_format(args.input)
+    )
+    if fmt is InputFormat.TXT and (args.pair_column or args.id_column):
+        raise OptionError(
+            "--pair-column and --id-column need a csv, tsv or jsonl input "
+            "(or --input-format for stdin)"
+        )
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in SUPPORTED_OUTPUTS:
+        raise OptionError(
+            f"unsupported output format '{suffix or args.output}': use a path ending in "
+            + ", ".join(SUPPORTED_OUTPUTS)
+        )
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from .extract import ExtractConfig, Extractor
+    from .sinks import NpySink
+
+    _check_extract_args(args)
+    config = ExtractConfig(
+        layers=args.layers,
+        pooling=args.pooling,
+        combine=args.combine,
+        include_special=args.include_special,
+        max_length=args.max_length,
+        output_dtype=args.output_dtype,
+        batch_tokens=args.batch_tokens,
+        max_batch_size=args.max_batch_size,
+    )
+    sink = NpySink(args.output, overwrite=args.overwrite)
+    total = _count_records(args)
+    extractor = Extractor(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
+    try:
+        provenance = extractor.run(
+            _records(args), sink, config, progress=not args.quiet, total=total
+        )
+    except BertlayersError as err:
+        if sink.rows:
+            raise BertlayersError(
+                f"{err} (the {sink.rows} texts embedded before it are kept in {sink.partial})"
+            ) from None
+        raise
+    if not args.quiet:
+        shape = "x".join(str(n) for n in provenance["shape"])
+        print(f"bertlayers: wrote {args.output} ({shape})", file=sys.stderr)
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from .encoder import Encoder
+    from .provenance import LAYER_CONVENTION
+
+    encoder = Encoder(args.model, device="cpu", revision=args.revision)
+    info = encoder.info
+    if args.json:
+        data = dict(vars(info), layer_convention=LAYER_CONVENTION)
+        print(json.dumps(data, indent=1))
+        return 0
+    n = info.num_layers
+    rows = [
+        ("model", info.name),
+        ("path", info.model_id) if info.name != info.model_id else None,
+        ("architecture", f"{info.architecture} ({info.model_type})"),
+        ("layers", f"{n} encoder layers + the embedding output = hidden states 0..{n}"),
+        ("hidden size", str(info.hidden_size)),
+        ("max length", f"{info.max_length} tokens (special tokens included)"),
+        (
+            "segments",
+            "yes (token_type_ids: pairs are encoded as segment A/B)" if info.has_segments else "no",
+        ),
+        ("tokenizer", f"{info.tokenizer} (fast)"),
+        ("layer index", f"0 = embedding output, 1..{n} = encoder layers, -1 = last ({n})"),
+        ("", "Google's extract_features.py / bert-as-service index = ours - 1"),
+    ]
+    for row in rows:
+        if row:
+            print(f"{row[0] + ':' if row[0] else '':<14}{row[1]}")
+    return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"bertlayers: warning: {message}", file=sys.stderr)
+
+
+def _join_layer_values(argv: list[str]) -> list[str]:
+    """`--layers -4:` -> `--layers=-4:`: argparse would take `-4:` for an option name."""
+    joined: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--layers":
+            value = next(tokens, None)
+            joined.append(token if value is None else f"--layers={value}")
+        else:
+            joined.append(token)
+    return joined
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a command; errors become one line on stderr and a non-zero exit."""
+    parser = build_parser()
+    args = parser.parse_args(_join_layer_values(sys.argv[1:] if argv is None else argv))
+    warnings.showwarning = _show_warning
+    try:
+        return args.handler(args)
+    except BertlayersError as err:
+        print(f"bertlayers: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bertlayers: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an unexpected failure: one line, a traceback only on request
+        if os.environ.get("BERTLAYERS_DEBUG"):
+            raise
+        print(
+            f"bertlayers: internal error: {type(err).__name__}: {err} "
+            "(set BERTLAYERS_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

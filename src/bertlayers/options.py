@@ -1,0 +1,73 @@
+"""Option enums: strings at the edges, enums inside, valid options in every error."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TypeVar
+
+from .errors import OptionError
+
+E = TypeVar("E", bound="StrEnum")
+
+
+class StrEnum(str, Enum):
+    """A string enum whose `parse` names the valid values when given a wrong one."""
+
+    @classmethod
+    def parse(cls: type[E], value: str | E, what: str) -> E:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            valid = ", ".join(m.value for m in cls)
+            raise OptionError(
+                f"unknown {what} '{value}'; valid {what} modes are: {valid}"
+            ) from None
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Pooling(StrEnum):
+    """How one sentence vector is made from its token vectors (per layer)."""
+
+    CLS = "cls"  # the first token of the sequence ([CLS] / <s>)
+    MEAN = "mean"  # mean over real tokens (special tokens excluded unless asked)
+    MAX = "max"  # element-wise max over real tokens
+    FIRST = "first"  # first real token (first word piece after [CLS])
+    LAST = "last"  # last real token (last word piece before [SEP])
+
+
+class Combine(StrEnum):
+    """How the selected layers are combined, per token, before pooling."""
+
+    STACK = "stack"  # keep every layer: (K, H)
+    MEAN = "mean"  # average of the layers: (1, H)
+    SUM = "sum"  # sum of the layers: (1, H)
+    CONCAT = "concat"  # layers side by side: (1, K*H)
+
+
+class DType(StrEnum):
+    """Floating point types for compute and output."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+
+    @property
+    def torch(self):
+        import torch
+
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
+            self.value
+        ]
+
+
+class Device(StrEnum):
+    """Where the model runs; `auto` picks CUDA, then MPS, then the CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"

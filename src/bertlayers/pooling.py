@@ -1,0 +1,77 @@
+"""Sentence pooling as small pure functions over hidden states and a token mask.
+
+Every function takes `hidden` of shape `(K, B, T, H)` (layers, batch, tokens, hidden) and a
+boolean `mask` `(B, T)` that is True for the tokens to pool over; padding is never in it.
+Each returns `(K, B, H)`. Nothing is written into the caller's tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .options import Pooling
+
+
+def pooling_mask(
+    attention_mask: torch.Tensor, special_mask: torch.Tensor, include_special: bool
+) -> torch.Tensor:
+    """Tokens to pool over `(B, T)`: real tokens, without special ones unless asked.
+
+    A text with no token left (an empty text is only [CLS] [SEP]) falls back to its special
+    tokens, so it still gets a defined vector instead of a division by zero.
+    """
+    real = attention_mask.bool()
+    if include_special:
+        return real
+    content = real & ~special_mask.bool()
+    empty = ~content.any(dim=1, keepdim=True)  # (B, 1)
+    return torch.where(empty, real, content)
+
+
+def cls_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The first token of the sequence ([CLS] / <s>), whatever the mask says."""
+    return hidden[..., 0, :]
+
+
+def mean_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the masked tokens."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    total = (hidden * weights).sum(dim=-2)  # (K, B, H)
+    return total / weights.sum(dim=-2).clamp(min=1)
+
+
+def max_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Element-wise max over the masked tokens."""
+    fill = torch.finfo(hidden.dtype).min
+    return hidden.masked_fill(~mask.unsqueeze(-1), fill).amax(dim=-2)
+
+
+def _take(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Pick one token per text: `positions` `(B,)` -> `(K, B, H)`."""
+    batch = torch.arange(hidden.shape[-3], device=hidden.device)
+    return hidden[..., batch, positions, :]
+
+
+def first_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The first masked token (the first word piece of the text)."""
+    return _take(hidden, mask.int().argmax(dim=1))
+
+
+def last_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The last masked token (the last word piece of the text)."""
+    length = mask.shape[1]
+    return _take(hidden, length - 1 - mask.int().flip(1).argmax(dim=1))
+
+
+POOLERS = {
+    Pooling.CLS: cls_pooling,
+    Pooling.MEAN: mean_pooling,
+    Pooling.MAX: max_pooling,
+    Pooling.FIRST: first_pooling,
+    Pooling.LAST: last_pooling,
+}
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: Pooling) -> torch.Tensor:
+    """Pool `(K, B, T, H)` to `(K, B, H)` with the named mode."""
+    return POOLERS[mode](hidden, mask)

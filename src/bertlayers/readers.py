@@ -1,0 +1,226 @@
+"""Readers turn files and lists into records, lazily; errors name the file and line.
+
+Formats: `.txt` (one text per line), `.csv`, `.tsv`, `.jsonl` (with a text column and an
+optional pair column), and `-` for standard input (txt unless a format is given).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .options import StrEnum
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input: its id (line number or id column), its text, and an optional second text."""
+
+    id: str
+    text: str
+    pair: str | None = None
+
+
+class InputFormat(StrEnum):
+    TXT = "txt"
+    CSV = "csv"
+    TSV = "tsv"
+    JSONL = "jsonl"
+
+
+_SUFFIXES = {
+    ".txt": InputFormat.TXT,
+    ".text": InputFormat.TXT,
+    ".csv": InputFormat.CSV,
+    ".tsv": InputFormat.TSV,
+    ".tab": InputFormat.TSV,
+    ".jsonl": InputFormat.JSONL,
+    ".ndjson": InputFormat.JSONL,
+}
+
+
+def guess_format(path: str) -> InputFormat:
+    """The input format named by the file's suffix (txt for stdin and unknown suffixes)."""
+    return _SUFFIXES.get(Path(path).suffix.lower(), InputFormat.TXT)
+
+
+def records_from_texts(
+    texts: Iterable[str], pairs: Iterable[str] | None = None
+) -> Iterator[Record]:
+    """Records from Python strings; ids are positions (0, 1, ...)."""
+    pair_iter = iter(pairs) if pairs is not None else None
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"text {index} is {type(text).__name__}, not a string")
+        pair = None
+        if pair_iter is not None:
+            try:
+                pair = next(pair_iter)
+            except StopIteration:
+                raise InputError(f"fewer pairs than texts: no pair for text {index}") from None
+            if not isinstance(pair, str):
+                raise InputError(f"pair {index} is {type(pair).__name__}, not a string")
+        yield Record(str(index), text, pair)
+    if pair_iter is not None and next(pair_iter, None) is not None:
+        raise InputError("more pairs than texts")
+
+
+def _decoded_lines(
+    stream: io.BufferedIOBase, name: str, keep_newline: bool = False
+) -> Iterator[tuple[int, str]]:
+    """(line number, line), failing on invalid UTF-8 with the line number.
+
+    Newlines are kept for the csv module (quoted fields may span lines), stripped otherwise.
+    """
+    for number, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(
+                f"{name}: line {number} is not valid UTF-8 (byte {err.start + 1}: {err.reason})"
+            ) from None
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        if not keep_newline and line.endswith("\n"):
+            line = line[:-2] if line.endswith("\r\n") else line[:-1]
+        yield number, line
+
+
+def _open(path: str) -> tuple[io.BufferedIOBase, str]:
+    if path == "-":
+        return sys.stdin.buffer, "<stdin>"
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"input file not found: {path}")
+    if file.is_dir():
+        raise InputError(f"input is a directory, not a file: {path}")
+    try:
+        return file.open("rb"), path
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror}") from None
+
+
+def _read_txt(lines: Iterator[tuple[int, str]]) -> Iterator[Record]:
+    for number, line in lines:
+        yield Record(str(number), line)
+
+
+def _column(row: dict, column: str | None, name: str, where: str) -> str | None:
+    if column is None:
+        return None
+    value = row.get(column)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{name}: {where}: column '{column}' is {type(value).__name__}, not text")
+    return value
+
+
+def _check_columns(available: list[str], wanted: list[str | None], name: str) -> None:
+    for column in wanted:
+        if column is not None and column not in available:
+            raise InputError(
+                f"{name}: no column '{column}'; columns are: {', '.join(available) or '(none)'}"
+            )
+
+
+def _read_delimited(
+    lines: Iterator[tuple[int, str]],
+    name: str,
+    delimiter: str,
+    text_column: str,
+    pair_column: str | None,
+    id_column: str | None,
+) -> Iterator[Record]:
+    current = {"line": 0}
+
+    def feed() -> Iterator[str]:
+        for number, line in lines:
+            current["line"] = number
+            yield line
+
+    reader = csv.DictReader(feed(), delimiter=delimiter)
+    try:
+        header = reader.fieldnames
+    except csv.Error as err:
+        raise InputError(f"{name}: line {current['line']}: {err}") from None
+    if not header:
+        raise InputError(f"{name} is empty: no header row")
+    _check_columns(list(header), [text_column, pair_column, id_column], name)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise InputError(f"{name}: line {current['line']}: {err}") from None
+        where = f"line {current['line']}"
+        text = row.get(text_column)
+        if text is None:
+            raise InputError(f"{name}: {where}: missing value for column '{text_column}'")
+        pair = row.get(pair_column) if pair_column else None
+        if pair_column and pair is None:
+            raise InputError(f"{name}: {where}: missing value for column '{pair_column}'")
+        record_id = row.get(id_column) if id_column else None
+        yield Record(record_id if record_id is not None else str(current["line"]), text, pair)
+
+
+def _read_jsonl(
+    lines: Iterator[tuple[int, str]],
+    name: str,
+    text_column: str,
+    pair_column: str | None,
+    id_column: str | None,
+) -> Iterator[Record]:
+    for number, line in lines:
+        if not line.strip():
+            continue  # blank lines separate nothing in JSON lines; skipping them loses no record
+        where = f"line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{name}: {where} is not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{name}: {where} is a JSON {type(row).__name__}, not an object")
+        _check_columns(list(row), [text_column, pair_column, id_column], f"{name}: {where}")
+        text = _column(row, text_column, name, where)
+        pair = _column(row, pair_column, name, where)
+        record_id = row.get(id_column) if id_column else None
+        yield Record(str(record_id) if record_id is not None else str(number), text, pair)
+
+
+def read_records(
+    path: str,
+    input_format: InputFormat | str | None = None,
+    text_column: str = "text",
+    pair_column: str | None = None,
+    id_column: str | None = None,
+) -> Iterator[Record]:
+    """Records from a file (or `-` for stdin), lazily; an empty input is an error."""
+    fmt = InputFormat.parse(input_format, "input format") if input_format else guess_format(path)
+    stream, name = _open(path)
+    try:
+        delimited = fmt in (InputFormat.CSV, InputFormat.TSV)
+        lines = _decoded_lines(stream, name, keep_newline=delimited)
+        if fmt is InputFormat.TXT:
+            records = _read_txt(lines)
+        elif fmt is InputFormat.JSONL:
+            records = _read_jsonl(lines, name, text_column, pair_column, id_column)
+        else:
+            delimiter = "\t" if fmt is InputFormat.TSV else ","
+            records = _read_delimited(lines, name, delimiter, text_column, pair_column, id_column)
+        empty = True
+        for record in records:
+            empty = False
+            yield record
+        if empty:
+            raise InputError(f"{name} is empty: no texts to embed")
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()

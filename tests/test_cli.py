@@ -1,0 +1,281 @@
+"""The command line, run as a user runs it: a real process, real files, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import Reference, data_file
+
+
+def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None, env=None):
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "bertlayers", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=environment,
+        timeout=600,
+    )
+
+
+def assert_one_line_error(result, message: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("bertlayers: error: ")
+    assert message in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def sentiment_sample(tmp_path_factory) -> Path:
+    """The first 300 rows of the shared sentiment TSV (header kept)."""
+    lines = data_file("sentiment-polarity.tsv").read_text(encoding="utf-8").splitlines()
+    path = tmp_path_factory.mktemp("data") / "sentiment.tsv"
+    path.write_text("\n".join(lines[:301]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_extract_tsv_writes_npy_and_provenance(
+    tmp_path, sentiment_sample, bundled, bundled_reference
+):
+    out = tmp_path / "emb.npy"
+    result = run_cli("extract", str(sentiment_sample), "-o", str(out), "--layers", "all")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # progress and messages go to stderr only
+    assert "text/s" in result.stderr and "tok/s" in result.stderr  # the progress bar
+    array = np.load(out)
+    assert array.shape == (300, 7, 384) and array.dtype == np.float32
+    provenance = json.loads(out.with_suffix(".json").read_text())
+    assert provenance["complete"] is True
+    assert provenance["layers"] == list(range(7))
+    assert provenance["pooling"] == "mean" and provenance["combine"] == "stack"
+    assert provenance["model"]["fingerprint"].startswith("sha256:")
+    assert provenance["bertlayers_version"]
+    assert len(provenance["texts"]["n_tokens"]) == 300
+    assert provenance["texts"]["ids"][0] == "2"
+    assert not (tmp_path / "emb.npy.partial").exists()
+    # the file holds the reference vectors, in input order
+    texts = bundled.extract
+    import csv
+
+    with sentiment_sample.open(encoding="utf-8", newline="") as handle:
+        rows = [row["text"] for row in csv.DictReader(handle, delimiter="\t")]
+    for i in (0, 150, 299):
+        expected = bundled_reference.pooled(rows[i], "mean")
+        assert np.abs(array[i] - expected).max() <= 1e-4
+    del texts
+
+
+def test_quiet_stdin_pairs_and_options(tmp_path):
+    out = tmp_path / "pairs.npy"
+    jsonl = "\n".join(
+        json.dumps({"q": f"question {i}?", "a": f"answer number {i}."}) for i in range(5)
+    )
+    result = run_cli(
+        "extract",
+        "-",
+        "--input-format",
+        "jsonl",
+        "--text-column",
+        "q",
+        "--pair-column",
+        "a",
+        "-o",
+        str(out),
+        "--layers",
+        "-2:",
+        "--pooling",
+        "cls",
+        "--combine",
+        "concat",
+        "--output-dtype",
+        "float16",
+        "--quiet",
+        stdin=jsonl,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    array = np.load(out)
+    assert array.shape == (5, 1, 768) and array.dtype == np.float16
+
+
+def test_truncation_warning_names_records(tmp_path):
+    source = tmp_path / "long.txt"
+    source.write_text("short\n" + "word " * 700 + "\nalso short\n")
+    result = run_cli("extract", str(source), "-o", str(tmp_path / "e.npy"), "--quiet")
+    assert result.returncode == 0
+    assert (
+        "warning: 1 of 3 texts were longer than 512 tokens and were truncated (ids: 2)"
+        in result.stderr
+    )
+    provenance = json.loads((tmp_path / "e.json").read_text())
+    assert provenance["texts"]["truncated"] == [False, True, False]
+
+
+def test_info_prints_model_facts():
+    result = run_cli("info")
+    assert result.returncode == 0
+    assert "BertModel" in result.stdout and "hidden size:  384" in result.stdout
+    assert "hidden states 0..6" in result.stdout and "max length:   512" in result.stdout
+    data = json.loads(run_cli("info", "--json").stdout)
+    assert data["num_layers"] == 6 and data["hidden_size"] == 384
+
+
+def test_model_env_var_and_flag(tmp_path, tiny_model_dirs):
+    source = tmp_path / "t.txt"
+    source.write_text("one\ntwo\n")
+    by_env = run_cli(
+        "extract",
+        str(source),
+        "-o",
+        str(tmp_path / "a.npy"),
+        "-q",
+        env={"BERTLAYERS_MODEL": str(tiny_model_dirs["roberta"])},
+    )
+    assert by_env.returncode == 0, by_env.stderr
+    assert np.load(tmp_path / "a.npy").shape == (2, 4, 32)
+    by_flag = run_cli(
+        "extract",
+        str(source),
+        "-o",
+        str(tmp_path / "b.npy"),
+        "-q",
+        "--model",
+        str(tiny_model_dirs["distilbert"]),
+    )
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert np.load(tmp_path / "b.npy").shape == (2, 4, 32)
+    reference = Reference(tiny_model_dirs["distilbert"])
+    assert np.abs(np.load(tmp_path / "b.npy")[1] - reference.pooled("two", "mean")).max() <= 1e-4
+
+
+def _decoder_only_model(root: Path) -> Path:
+    from transformers import BertTokenizer, GPT2Config, GPT2Model
+
+    from bertlayers.encoder import bundled_model_path
+
+    path = root / "gpt2"
+    GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=100)).save_pretrained(path)
+    BertTokenizer.from_pretrained(bundled_model_path()).save_pretrained(path)
+    return path
+
+
+def _encoder_decoder_model(root: Path) -> Path:
+    from transformers import T5Config, T5Model
+
+    path = root / "t5"
+    T5Model(
+        T5Config(num_layers=1, d_model=16, d_kv=4, d_ff=32, num_heads=2, vocab_size=100)
+    ).save_pretrained(path)
+    return path
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, sentiment_sample):
+    ok = str(sentiment_sample)
+    out = str(tmp_path / "x.npy")
+    bad_utf8 = tmp_path / "bad.txt"
+    bad_utf8.write_bytes(b"fine\nfine\n\xff\xfe broken\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    cases = [
+        (["extract", str(tmp_path / "missing.txt"), "-o", out], "input file not found"),
+        (["extract", str(bad_utf8), "-o", out], "line 3 is not valid UTF-8"),
+        (["extract", str(empty), "-o", out], "is empty: no texts"),
+        (
+            ["extract", ok, "-o", out, "--text-column", "sentence"],
+            "no column 'sentence'; columns are: label, text",
+        ),
+        (
+            ["extract", ok, "-o", out, "--model", "no-such-org/no-such-model"],
+            "unknown model 'no-such-org/no-such-model'",
+        ),
+        (["extract", ok, "-o", out, "--layers", "12"], "out of range: this model has layers 0..6"),
+        (["extract", ok, "-o", out, "--layers", "-9:"], "out of range: this model has layers 0..6"),
+        (
+            ["extract", ok, "-o", out, "--pooling", "avg"],
+            "valid pooling modes are: cls, mean, max, first, last",
+        ),
+        (
+            ["extract", ok, "-o", out, "--combine", "avg"],
+            "valid combine modes are: stack, mean, sum, concat",
+        ),
+        (["extract", ok, "-o", str(tmp_path / "x.h5")], "unsupported output format '.h5'"),
+        (
+            ["extract", ok, "-o", str(tmp_path / "nodir" / "x.npy")],
+            "output directory does not exist",
+        ),
+        (
+            ["extract", ok, "-o", out, "--device", "tpu"],
+            "valid device modes are: auto, cpu, cuda, mps",
+        ),
+        (["extract", ok, "-o", out, "--device", "cuda"], "no CUDA device is available"),
+        (["extract", ok, "-o", out, "--max-length", "9999"], "exceeds this model's limit of 512"),
+        (
+            ["extract", str(bad_utf8), "-o", out, "--pair-column", "b"],
+            "--pair-column and --id-column need",
+        ),
+        (
+            ["extract", ok, "-o", out, "--model", str(_decoder_only_model(tmp_path))],
+            "is a decoder-only model",
+        ),
+        (
+            ["extract", ok, "-o", out, "--model", str(_encoder_decoder_model(tmp_path))],
+            "is an encoder-decoder model",
+        ),
+    ]
+    for args, message in cases:
+        assert_one_line_error(run_cli(*args), message)
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    source = tmp_path / "t.txt"
+    source.write_text("one\n")
+    out = tmp_path / "e.npy"
+    out.write_bytes(b"precious")
+    assert_one_line_error(run_cli("extract", str(source), "-o", str(out)), "output exists")
+    assert out.read_bytes() == b"precious"
+    result = run_cli("extract", str(source), "-o", str(out), "--overwrite", "-q")
+    assert result.returncode == 0 and np.load(out).shape == (1, 7, 384)
+
+
+def test_usage_errors_exit_2_and_help_has_examples():
+    result = run_cli("extract")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    help_text = run_cli("extract", "--help").stdout
+    assert "examples:" in help_text and "--layers" in help_text and "ours - 1" in help_text
+
+
+def test_bad_record_midstream_keeps_what_was_written(tmp_path):
+    """Stdin is not read ahead: a bad line after the first chunk stops the run with the line
+    number, and the rows embedded before it stay in a file marked incomplete."""
+    lines = [f"text number {i}" for i in range(4100)]
+    payload = ("\n".join(lines) + "\n").encode() + b"\xff bad\n"
+    out = tmp_path / "e.npy"
+    result = subprocess.run(
+        [sys.executable, "-m", "bertlayers", "extract", "-", "-o", str(out), "-q", "--layers", "1"],
+        input=payload,
+        capture_output=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        timeout=600,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in stderr
+    assert "line 4101 is not valid UTF-8" in stderr
+    assert "the 4096 texts embedded before it are kept in" in stderr
+    assert not out.exists()
+    kept = np.load(tmp_path / "e.npy.partial")
+    assert kept.shape == (4096, 1, 384)
+    meta = json.loads((tmp_path / "e.npy.partial.json").read_text())
+    assert meta["complete"] is False and "line 4101" in meta["error"]

@@ -1,0 +1,182 @@
+"""Batched extraction agrees with the reference (each text alone, unpadded, float32) on every
+layer and every pooling, for the bundled model and tiny random models of each architecture."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bertlayers import Extractor, TruncationWarning
+from conftest import TINY_ARCHS, Reference, data_file
+
+POOLINGS = ["cls", "mean", "max", "first", "last"]
+TOLERANCE = 1e-4
+
+
+def _long_articles(count: int) -> list[str]:
+    rows = []
+    with data_file("news-bbc.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if len(row["text"].split()) > 600:
+                rows.append(row["text"])
+            if len(rows) == count:
+                break
+    return rows
+
+
+@pytest.fixture(scope="session")
+def mixed_texts(sentiment_texts) -> list[str]:
+    """Very short, ordinary, long and over-long (truncated) texts, empty and blank ones."""
+    return [
+        "ok",
+        sentiment_texts[0],
+        "",
+        *sentiment_texts[1:25],
+        "   ",
+        _long_articles(1)[0],
+        "a",
+        " ".join(sentiment_texts[30:36]),  # a long but untruncated text
+        *_long_articles(3)[1:],
+        "Zoë's café — naïve 🙂 façade!",
+    ]
+
+
+@pytest.fixture(scope="session")
+def bundled_mixed(bundled, mixed_texts):
+    with pytest.warns(TruncationWarning):
+        return {p: bundled.extract(mixed_texts, pooling=p, batch_tokens=2048) for p in POOLINGS}
+
+
+@pytest.fixture(scope="session")
+def reference_states(bundled_reference, bundled, mixed_texts):
+    max_length = bundled.info.max_length
+    return [bundled_reference.hidden(t, max_length=max_length) for t in mixed_texts]
+
+
+def _pool(states: np.ndarray, special: np.ndarray, pooling: str) -> np.ndarray:
+    content = ~special if (~special).any() else np.ones_like(special)
+    idx = np.flatnonzero(content)
+    return {
+        "cls": lambda: states[:, 0],
+        "mean": lambda: states[:, idx].mean(axis=1),
+        "max": lambda: states[:, idx].max(axis=1),
+        "first": lambda: states[:, idx[0]],
+        "last": lambda: states[:, idx[-1]],
+    }[pooling]()
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_bundled_every_layer_every_pooling_matches_reference(
+    pooling, bundled_mixed, reference_states, mixed_texts
+):
+    result = bundled_mixed[pooling]
+    assert result.embeddings.shape == (len(mixed_texts), 7, 384)
+    assert result.embeddings.dtype == np.float32
+    assert result.layers == list(range(7))
+    for i, (states, special) in enumerate(reference_states):
+        expected = _pool(states, special, pooling)
+        diff = np.abs(result.embeddings[i] - expected).max()
+        assert diff <= TOLERANCE, f"text {i} ({pooling}): max abs diff {diff}"
+
+
+def test_truncation_is_counted_and_flagged(bundled_mixed, mixed_texts):
+    result = bundled_mixed["mean"]
+    long_ids = {i for i, t in enumerate(mixed_texts) if len(t.split()) > 600}
+    assert long_ids, "the test needs texts over the limit"
+    assert set(np.flatnonzero(result.truncated)) == long_ids
+    assert all(result.n_tokens[i] > 512 for i in long_ids)
+    assert result.provenance["num_truncated"] == len(long_ids)
+    assert result.provenance["texts"]["truncated"] == result.truncated.tolist()
+
+
+def test_empty_and_blank_texts_give_the_special_token_vectors(bundled_mixed, mixed_texts):
+    """An empty text is [CLS] [SEP]: mean pooling falls back to those two tokens."""
+    result = bundled_mixed["mean"]
+    empty, blank = mixed_texts.index(""), mixed_texts.index("   ")
+    assert result.n_tokens[empty] == 2 and result.n_tokens[blank] == 2
+    np.testing.assert_allclose(result.embeddings[empty], result.embeddings[blank], atol=1e-6)
+    assert np.isfinite(result.embeddings[empty]).all()
+
+
+def test_include_special_pools_over_cls_and_sep(bundled, bundled_reference, sentiment_texts):
+    texts = sentiment_texts[:6]
+    result = bundled.embed(texts, pooling="mean", include_special=True)
+    for i, text in enumerate(texts):
+        states, _ = bundled_reference.hidden(text)
+        assert np.abs(result[i] - states.mean(axis=1)).max() <= TOLERANCE
+
+
+def test_sentence_pairs_use_segment_b(bundled, bundled_reference, sentiment_texts):
+    first, second = sentiment_texts[40:52], sentiment_texts[60:72]
+    second[3] = " ".join(sentiment_texts[100:140])  # a pair too long together: truncated
+    with pytest.warns(TruncationWarning):
+        result = bundled.extract(first, pairs=second, pooling="mean")
+    assert result.truncated.tolist() == [i == 3 for i in range(12)]
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        expected = bundled_reference.pooled(a, "mean", pair=b, max_length=512)
+        assert np.abs(result.embeddings[i] - expected).max() <= TOLERANCE
+    # segment B matters: the same two texts as one segment give other vectors
+    joined = bundled.embed([first[0] + " " + second[0]], pooling="mean")
+    assert np.abs(joined[0] - result.embeddings[0]).max() > 1e-3
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_tiny_architectures_match_reference(arch, tiny_model_dirs, sentiment_texts):
+    model_dir = tiny_model_dirs[arch]
+    extractor = Extractor(str(model_dir), device="cpu")
+    reference = Reference(model_dir)
+    assert extractor.info.num_layers == 3
+    max_length = extractor.info.max_length
+    texts = ["", "word", *sentiment_texts[:10], " ".join(sentiment_texts[10:20])]
+    for pooling in ("cls", "mean", "max", "last"):
+        with pytest.warns(TruncationWarning):
+            result = extractor.extract(texts, pooling=pooling, batch_tokens=256)
+        assert result.embeddings.shape == (len(texts), 4, 32)
+        assert result.truncated[-1]
+        for i, text in enumerate(texts):
+            expected = reference.pooled(text, pooling, max_length=max_length)
+            diff = np.abs(result.embeddings[i] - expected).max()
+            assert diff <= TOLERANCE, f"{arch} text {i} {pooling}: {diff}"
+    # pairs, and the layer indexing: layer -1 is the last of 0..3, layer 0 the embeddings
+    pairs = sentiment_texts[30:40]
+    with pytest.warns(TruncationWarning):
+        result = extractor.extract(texts[1:11], pairs=pairs, layers="0,-1", pooling="mean")
+    assert result.layers == [0, 3]
+    for i, (a, b) in enumerate(zip(texts[1:11], pairs, strict=True)):
+        expected = reference.pooled(a, "mean", pair=b, max_length=max_length)[[0, 3]]
+        assert np.abs(result.embeddings[i] - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+@pytest.mark.parametrize("layers", ["0", "1", "0:2"])
+def test_early_exit_layers_equal_the_full_run(arch, layers, tiny_model_dirs, sentiment_texts):
+    """Stopping at the deepest requested layer changes nothing (ModernBERT's final norm too)."""
+    extractor = Extractor(str(tiny_model_dirs[arch]), device="cpu")
+    texts = sentiment_texts[:8]
+    kwargs = {"pooling": "mean", "max_length": 32}
+    with pytest.warns(TruncationWarning):
+        full = extractor.extract(texts, layers="all", **kwargs)
+        part = extractor.extract(texts, layers=layers, **kwargs)
+    np.testing.assert_allclose(part.embeddings, full.embeddings[:, part.layers], atol=1e-5)
+
+
+def test_only_layers_up_to_the_deepest_are_computed(tiny_model_dirs):
+    extractor = Extractor(str(tiny_model_dirs["bert"]), device="cpu")
+    calls = []
+    layers = extractor.encoder.model.encoder.layer
+    hooks = [m.register_forward_hook(lambda *_, i=i: calls.append(i)) for i, m in enumerate(layers)]
+    try:
+        extractor.embed(["one text", "and another"], layers="0,1")
+        assert calls == [0]
+        calls.clear()
+        extractor.embed(["one text"], layers="-2")
+        assert calls == [0, 1]
+        calls.clear()
+        extractor.embed(["one text"], layers="all")
+        assert calls == [0, 1, 2]
+    finally:
+        for hook in hooks:
+            hook.remove()
