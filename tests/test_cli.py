@@ -279,3 +279,93 @@ def test_bad_record_midstream_keeps_what_was_written(tmp_path):
     assert kept.shape == (4096, 1, 384)
     meta = json.loads((tmp_path / "e.npy.partial.json").read_text())
     assert meta["complete"] is False and "line 4101" in meta["error"]
+
+
+def test_word_level_conll_to_npz(tmp_path):
+    from bertlayers import load
+
+    source = data_file("pos-wsj.conll")
+    lines = source.read_text(encoding="utf-8").splitlines()
+    sample = tmp_path / "sample.conll"
+    sample.write_text("\n".join(lines[:400]) + "\n", encoding="utf-8")
+    words = [line.split("\t")[0] for line in lines[:400] if line.strip()]
+    out = tmp_path / "words.npz"
+    result = run_cli(
+        "extract", str(sample), "-o", str(out), "--level", "word", "--layers", "-4:", "-q"
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = load(out)
+    assert loaded.items == words
+    assert loaded.vectors.shape == (len(words), 4, 384)
+    assert loaded.provenance["word_pooling"] == "first"
+    assert loaded.ids[0] == "1"  # the line where the first sequence starts
+
+
+def test_token_level_long_documents_to_npy(tmp_path):
+    from bertlayers import load
+
+    articles = []
+    with data_file("news-bbc.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            if len(json.loads(line)["text"].split()) > 650:
+                articles.append(line)
+            if len(articles) == 2:
+                break
+    source = tmp_path / "articles.jsonl"
+    source.write_text("".join(articles), encoding="utf-8")
+    out = tmp_path / "tokens.npy"
+    result = run_cli(
+        "extract",
+        str(source),
+        "-o",
+        str(out),
+        "--level",
+        "token",
+        "--layers",
+        "-1",
+        "--id-column",
+        "id",
+        "-q",
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and (tmp_path / "tokens.json").exists()
+    assert (tmp_path / "tokens.index.npz").exists()
+    loaded = load(out)
+    assert loaded.ids == [json.loads(a)["id"] for a in articles]
+    assert not loaded.truncated.any()
+    assert np.diff(loaded.offsets).tolist() == (loaded.n_tokens - 2).tolist()
+    assert min(loaded.provenance["texts"]["windows"]) > 1
+    # --long error refuses the same input, naming the record
+    refused = run_cli(
+        "extract",
+        str(source),
+        "-o",
+        str(tmp_path / "x.npy"),
+        "--level",
+        "token",
+        "--long",
+        "error",
+        "--id-column",
+        "id",
+        "-q",
+    )
+    assert_one_line_error(refused, f"record {loaded.ids[0]} has")
+
+
+def test_level_option_conflicts(tmp_path):
+    source = tmp_path / "t.txt"
+    source.write_text("one\n")
+    out = str(tmp_path / "x.npz")
+    cases = [
+        (["--level", "token", "--pooling", "mean"], "--pooling applies to --level sentence"),
+        (
+            ["--level", "sentence", "--word-pooling", "mean"],
+            "--word-pooling applies to --level word",
+        ),
+        (["--level", "phrase"], "valid level modes are: sentence, token, word"),
+        (["--level", "word", "--word-pooling", "median"], "valid word pooling modes are: first"),
+        (["--long", "wrap"], "valid long modes are: split, truncate, error"),
+        (["--words-column", "w"], "--words-column needs a jsonl input"),
+    ]
+    for extra, message in cases:
+        assert_one_line_error(run_cli("extract", str(source), "-o", out, *extra), message)

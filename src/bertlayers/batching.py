@@ -121,3 +121,175 @@ def collate(encoded: Encoded, rows: np.ndarray, pad_id: int) -> dict[str, torch.
     if types is not None:
         batch["token_type_ids"] = types
     return batch
+
+
+# ---------------------------------------------------------------- token/word level, windows
+
+
+@dataclass
+class ContentTokens:
+    """Each record's tokens without special tokens: ids, character spans, word ids.
+
+    Word ids number the record's words densely from 0: the tokenizer's own words for raw
+    text, the given words for pre-split input. Spans index into `record.text` (for pre-split
+    input, the words joined by single spaces).
+    """
+
+    ids: list[list[int]]
+    spans: list[np.ndarray]  # (n, 2) int64 per record
+    word_ids: list[np.ndarray]  # (n,) int64 per record
+    word_spans: list[np.ndarray]  # (n_words, 2) per record
+    replaced: list[list[int]]  # per record: pre-split words that gave no token, fed as [UNK]
+
+
+def _word_starts(words: Sequence[str]) -> np.ndarray:
+    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    return np.r_[0, np.cumsum(lengths + 1)[:-1]] if len(words) else lengths
+
+
+def _raw_words(word_ids: np.ndarray, spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber the tokenizer's word ids densely and give each word its character span."""
+    if not len(word_ids):
+        return word_ids, np.zeros((0, 2), dtype=np.int64)
+    new_word = np.r_[True, word_ids[1:] != word_ids[:-1]]
+    dense = np.cumsum(new_word) - 1
+    starts = np.flatnonzero(new_word)
+    word_spans = np.stack(
+        [
+            np.minimum.reduceat(spans[:, 0], starts),
+            np.maximum.reduceat(spans[:, 1], starts),
+        ],
+        axis=1,
+    )
+    return dense.astype(np.int64), word_spans
+
+
+def tokenize_content(tokenizer, words_tokenizer, records: Sequence[Record]) -> ContentTokens:
+    """Tokenize without special tokens, keeping offsets and word ids (vectorised per chunk).
+
+    A pre-split word that gives no token at all (an empty string, a zero-width joiner the
+    normaliser removes) is fed as the tokenizer's unknown token, so it still gets a vector,
+    and is reported in `replaced`. A word that still gets no token is an error naming it.
+    """
+    from .errors import InputError
+
+    kwargs = {
+        "add_special_tokens": False,
+        "return_offsets_mapping": True,
+        "return_attention_mask": False,
+        "return_token_type_ids": False,
+        "verbose": False,
+    }
+    pre_split = [r.words is not None for r in records]
+    out_ids: list[list[int]] = [[] for _ in records]
+    out_spans: list[np.ndarray] = [np.zeros((0, 2), np.int64)] * len(records)
+    out_words: list[np.ndarray] = [np.zeros(0, np.int64)] * len(records)
+    out_word_spans: list[np.ndarray] = [np.zeros((0, 2), np.int64)] * len(records)
+    replaced: list[list[int]] = [[] for _ in records]
+
+    raw_rows = [i for i, split in enumerate(pre_split) if not split]
+    if raw_rows:
+        enc = tokenizer([records[i].text for i in raw_rows], **kwargs)
+        for j, i in enumerate(raw_rows):
+            spans = np.asarray(enc["offset_mapping"][j], dtype=np.int64).reshape(-1, 2)
+            word_ids = np.asarray([-1 if w is None else w for w in enc.word_ids(j)], dtype=np.int64)
+            out_ids[i] = enc["input_ids"][j]
+            out_spans[i] = spans
+            out_words[i], out_word_spans[i] = _raw_words(word_ids, spans)
+
+    split_rows = [i for i, split in enumerate(pre_split) if split]
+    if split_rows:
+        words_lists = [list(records[i].words) for i in split_rows]
+        enc = words_tokenizer(words_lists, is_split_into_words=True, **kwargs)
+        for j, i in enumerate(split_rows):
+            words = words_lists[j]
+            ids = enc["input_ids"][j]
+            offsets = enc["offset_mapping"][j]
+            word_ids = [w for w in enc.word_ids(j)]
+            missing = sorted(set(range(len(words))) - set(word_ids))
+            if missing:
+                fixed = list(words)
+                for w in missing:
+                    fixed[w] = tokenizer.unk_token
+                again = words_tokenizer([fixed], is_split_into_words=True, **kwargs)
+                ids, offsets = again["input_ids"][0], again["offset_mapping"][0]
+                word_ids = list(again.word_ids(0))
+                still = sorted(set(range(len(words))) - set(word_ids))
+                if still:
+                    raise InputError(
+                        f"record {records[i].id}: word {still[0] + 1} ({words[still[0]]!r}) "
+                        "cannot be aligned to any token"
+                    )
+                replaced[i] = missing
+            word_arr = np.asarray(word_ids, dtype=np.int64)
+            starts = _word_starts(words)
+            spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2) + starts[word_arr, None]
+            lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+            for w in replaced[i]:
+                spans[word_arr == w] = [starts[w], starts[w] + lengths[w]]
+            out_ids[i] = ids
+            out_spans[i] = spans
+            out_words[i] = word_arr
+            out_word_spans[i] = np.stack([starts, starts + lengths], axis=1)
+    return ContentTokens(out_ids, out_spans, out_words, out_word_spans, replaced)
+
+
+@dataclass
+class Windows:
+    """Model inputs (one per window) for a group of records, and what each contributes.
+
+    `keep[s]` marks the positions of sequence s whose vectors go to its record's stitched
+    output: the prefix special tokens of its first window, the content tokens it owns, the
+    suffix special tokens of its last window. Records' windows are consecutive sequences.
+    """
+
+    encoded: Encoded  # sequences, in record then window order
+    record_of: np.ndarray  # (S,) record position in the group
+    keep: list[np.ndarray]  # (T_s,) bool per sequence
+    covered: np.ndarray  # (R,) content tokens each record's output covers
+    windows: np.ndarray  # (R,) windows per record
+
+
+def build_windows(
+    content: ContentTokens,
+    prefix: list[int],
+    suffix: list[int],
+    width: int,
+    stride: int,
+    split: bool,
+    use_token_types: bool,
+) -> Windows:
+    """Cut each record into windows of `width` content tokens (or truncate it to one)."""
+    from .windows import plan_windows, window_owners
+
+    ids_out: list[list[int]] = []
+    special_out: list[list[int]] = []
+    keep_out: list[np.ndarray] = []
+    record_of: list[int] = []
+    covered = np.zeros(len(content.ids), dtype=np.int64)
+    counts = np.zeros(len(content.ids), dtype=np.int64)
+    p, q = len(prefix), len(suffix)
+    for r, ids in enumerate(content.ids):
+        n = len(ids)
+        spans = plan_windows(n, width, stride) if split else [(0, min(n, width))]
+        owners = window_owners(n, spans) if len(spans) > 1 else None
+        covered[r] = spans[-1][1]
+        counts[r] = len(spans)
+        for w, (start, end) in enumerate(spans):
+            keep = np.zeros(p + (end - start) + q, dtype=bool)
+            keep[:p] = w == 0
+            keep[p + end - start :] = w == len(spans) - 1
+            keep[p : p + end - start] = True if owners is None else owners[start:end] == w
+            ids_out.append(prefix + ids[start:end] + suffix)
+            special_out.append([1] * p + [0] * (end - start) + [1] * q)
+            keep_out.append(keep)
+            record_of.append(r)
+    lengths = np.fromiter((len(x) for x in ids_out), dtype=np.int64, count=len(ids_out))
+    encoded = Encoded(
+        input_ids=ids_out,
+        token_type_ids=[[0] * len(x) for x in ids_out] if use_token_types else None,
+        special_mask=special_out,
+        full_lengths=lengths,
+        truncated=np.zeros(len(ids_out), dtype=bool),
+    )
+    return Windows(encoded, np.asarray(record_of, dtype=np.int64), keep_out, covered, counts)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BertlayersError, OptionError
-from .options import Combine, Device, DType, Pooling
+from .options import Combine, Device, DType, Level, Pooling, WordPooling
 from .readers import InputFormat, guess_format, read_records
 
 EXTRACT_EXAMPLES = """\
@@ -26,16 +26,22 @@ examples:
   bertlayers extract qa.jsonl --text-column question --pair-column answer -o pairs.npy
   cat texts.txt | bertlayers extract - -o emb.npy --quiet
   bertlayers extract texts.txt -o emb.npy --model bert-base-uncased   # any hub id or directory
+  bertlayers extract ner.conll -o words.npz --level word --word-pooling first   # NER / POS
+  bertlayers extract articles.jsonl -o tokens.npz --level token --layers -4:    # any length
+  bertlayers extract articles.jsonl -o docs.npy --long split --pooling mean     # whole documents
 
-output: OUT.npy holds float32 (N, K, H) in input order — texts x selected layers x hidden size
-((N, 1, H) for --combine mean/sum, (N, 1, K*H) for concat); OUT.json beside it holds the
-provenance (model and hash, layers, pooling, per-text token counts and truncation flags).
+output (sentence level): OUT.npy holds float32 (N, K, H) in input order — texts x selected
+layers x hidden size ((N, 1, H) for --combine mean/sum, (N, 1, K*H) for concat); OUT.json
+beside it holds the provenance (model and hash, layers, pooling, per-text token counts,
+truncation flags and windows). Token and word level are ragged: OUT.npy holds the flat rows
+(sum T_i, K, H) and OUT.index.npz the offsets (N+1,), ids, tokens/words and character spans;
+an .npz output holds all of it in one file. Read any output back with bertlayers.load(PATH).
 
 layers: 0 = embedding output, 1..L = encoder layers, negatives count from the end (-1 = last).
 Google's extract_features.py and bert-as-service count encoder layers only: their index is ours - 1.
 """
 
-SUPPORTED_OUTPUTS = (".npy",)
+SUPPORTED_OUTPUTS = (".npy", ".npz")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -83,10 +89,36 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "input", help="a .txt (one text per line), .csv, .tsv or .jsonl file; - for stdin"
     )
-    extract.add_argument("-o", "--output", required=True, help="output file (.npy)")
+    extract.add_argument("-o", "--output", required=True, help="output file (.npy or .npz)")
     _add_model_options(extract)
     extract.add_argument("--layers", default="all", help="all | 6 | 0,6,-1 | -4: | 1:7")
-    extract.add_argument("--pooling", default="mean", help="|".join(p.value for p in Pooling))
+    extract.add_argument(
+        "--level",
+        default="sentence",
+        help="sentence (one vector per text) | token (per word piece) | word",
+    )
+    extract.add_argument(
+        "--pooling",
+        default=None,
+        help="sentence level: " + "|".join(p.value for p in Pooling) + " (default: mean)",
+    )
+    extract.add_argument(
+        "--word-pooling",
+        default=None,
+        help="word level: " + "|".join(p.value for p in WordPooling) + " (default: first)",
+    )
+    extract.add_argument(
+        "--long",
+        default=None,
+        help="texts over the model's limit: split (windows; default at token/word level) | "
+        "truncate (default at sentence level) | error",
+    )
+    extract.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="with --long split: tokens shared by neighbouring windows (default: a quarter)",
+    )
     extract.add_argument(
         "--combine",
         default="stack",
@@ -100,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "--input-format",
         default=None,
-        help="txt|csv|tsv|jsonl (default: from the file suffix; txt for stdin)",
+        help="txt|csv|tsv|jsonl|conll (default: from the file suffix; txt for stdin)",
     )
     extract.add_argument(
         "--text-column", default="text", help="column (csv/tsv/jsonl) with the text"
@@ -110,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.add_argument(
         "--id-column", default=None, help="column with record ids (default: line number)"
+    )
+    extract.add_argument(
+        "--words-column",
+        default=None,
+        help="jsonl column holding a list of pre-split words (instead of --text-column)",
+    )
+    extract.add_argument(
+        "--word-column",
+        type=int,
+        default=0,
+        help="conll: the column (0-based) holding the word",
     )
     extract.add_argument(
         "--max-length",
@@ -162,6 +205,8 @@ def _records(args: argparse.Namespace):
         text_column=args.text_column,
         pair_column=args.pair_column,
         id_column=args.id_column,
+        words_column=args.words_column,
+        word_column=args.word_column,
     )
 
 
@@ -171,11 +216,23 @@ def _check_extract_args(args: argparse.Namespace) -> None:
         if args.input_format
         else guess_format(args.input)
     )
-    if fmt is InputFormat.TXT and (args.pair_column or args.id_column):
+    if fmt in (InputFormat.TXT, InputFormat.CONLL) and (args.pair_column or args.id_column):
         raise OptionError(
             "--pair-column and --id-column need a csv, tsv or jsonl input "
             "(or --input-format for stdin)"
         )
+    if args.words_column and fmt is not InputFormat.JSONL:
+        raise OptionError("--words-column needs a jsonl input")
+    level = Level.parse(args.level, "level")
+    if args.pooling is not None and level is not Level.SENTENCE:
+        raise OptionError(
+            f"--pooling applies to --level sentence; at --level {level.value} "
+            + ("use --word-pooling" if level is Level.WORD else "every token is kept")
+        )
+    if args.word_pooling is not None and level is not Level.WORD:
+        raise OptionError("--word-pooling applies to --level word")
+    if args.pair_column and level is not Level.SENTENCE:
+        raise OptionError("--pair-column works at --level sentence")
     suffix = Path(args.output).suffix.lower()
     if suffix not in SUPPORTED_OUTPUTS:
         raise OptionError(
@@ -186,12 +243,16 @@ def _check_extract_args(args: argparse.Namespace) -> None:
 
 def run_extract(args: argparse.Namespace) -> int:
     from .extract import ExtractConfig, Extractor
-    from .sinks import NpySink
+    from .sinks import open_sink
 
     _check_extract_args(args)
     config = ExtractConfig(
         layers=args.layers,
-        pooling=args.pooling,
+        level=args.level,
+        pooling=args.pooling or "mean",
+        word_pooling=args.word_pooling or "first",
+        long=args.long,
+        stride=args.stride,
         combine=args.combine,
         include_special=args.include_special,
         max_length=args.max_length,
@@ -199,7 +260,9 @@ def run_extract(args: argparse.Namespace) -> int:
         batch_tokens=args.batch_tokens,
         max_batch_size=args.max_batch_size,
     )
-    sink = NpySink(args.output, overwrite=args.overwrite)
+    sink = open_sink(
+        args.output, overwrite=args.overwrite, ragged=config.level is not Level.SENTENCE
+    )
     total = _count_records(args)
     extractor = Extractor(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
     try:
@@ -207,9 +270,9 @@ def run_extract(args: argparse.Namespace) -> int:
             _records(args), sink, config, progress=not args.quiet, total=total
         )
     except BertlayersError as err:
-        if sink.rows:
+        if sink.records:
             raise BertlayersError(
-                f"{err} (the {sink.rows} texts embedded before it are kept in {sink.partial})"
+                f"{err} (the {sink.records} texts embedded before it are kept in {sink.partial})"
             ) from None
         raise
     if not args.quiet:

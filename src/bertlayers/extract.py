@@ -2,6 +2,13 @@
 
 This is the one core that the Python API, the CLI (and later the service and the Ray runner)
 call. It works on chunks of records (a sort window) so memory stays bounded for any corpus.
+
+Two routes through it:
+- sentence level with truncation: the tokenizer builds each sequence (pairs too) and pooling
+  runs on the device, batch by batch;
+- token and word level, and any level with `long="split"`: texts are tokenized without special
+  tokens, cut into windows where too long, and each record's token vectors are stitched from
+  its windows before they are pooled to words or to one sentence vector.
 """
 
 from __future__ import annotations
@@ -10,56 +17,82 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from itertools import islice
 
 import numpy as np
 import torch
 
-from .batching import collate, plan_batches, tokenize
+from .batching import (
+    ContentTokens,
+    Windows,
+    build_windows,
+    collate,
+    plan_batches,
+    tokenize,
+    tokenize_content,
+)
+from .chunks import RaggedChunk, SentenceChunk
 from .encoder import Encoder, ModelInfo
-from .errors import BertlayersError, OptionError, TruncationWarning
+from .errors import BertlayersError, InputError, OptionError, TruncationWarning
 from .layers import LayerSelection, LayerSpec, combine_layers, resolve_layers
-from .options import Combine, DType, Pooling
-from .pooling import pool, pooling_mask
+from .options import Combine, DType, Level, LongMode, Pooling, WordPooling
+from .pooling import pool, pooling_mask, word_pooling
 from .provenance import PerTextLog, build_provenance
-from .readers import Record, records_from_texts
-from .sinks import MemorySink, SentenceChunk, Sink
+from .readers import Record, records_from_texts, records_from_words
+from .results import RaggedEmbeddings, SentenceEmbeddings
+from .sinks import MemorySink, Sink
 
 
 @dataclass(frozen=True)
 class ExtractConfig:
     """Everything that decides what is extracted, and how work is batched.
 
-    Batching settings (`batch_tokens`, `max_batch_size`, `max_padding`, `chunk_size`) change
-    speed and memory only, never the result.
+    `long` defaults to `truncate` at sentence level and `split` at token and word level;
+    `stride` (tokens shared by consecutive windows) to a quarter of a window. Batching settings
+    (`batch_tokens`, `max_batch_size`, `max_padding`, `chunk_size`, `chunk_bytes`) change speed
+    and memory only, never the result.
     """
 
     layers: LayerSpec = "all"
-    pooling: Pooling | str = Pooling.MEAN
+    level: Level | str = Level.SENTENCE
+    pooling: Pooling | str = Pooling.MEAN  # sentence level
+    word_pooling: WordPooling | str = WordPooling.FIRST  # word level
     combine: Combine | str = Combine.STACK
     include_special: bool = False
+    long: LongMode | str | None = None
+    stride: int | None = None
     max_length: int | None = None  # tokens per sequence; None = the model's limit
     output_dtype: DType | str = DType.FLOAT32
     batch_tokens: int = 8192  # padded tokens per batch
-    max_batch_size: int = 256  # texts per batch
+    max_batch_size: int = 256  # sequences per batch
     max_padding: float = 0.25  # largest share of padding in a batch
     chunk_size: int = 4096  # texts read, sorted and batched together (the sort window)
+    chunk_bytes: int = 256 * 2**20  # token/word level: output held before it is handed on
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        set_(self, "level", Level.parse(self.level, "level"))
         set_(self, "pooling", Pooling.parse(self.pooling, "pooling"))
+        set_(self, "word_pooling", WordPooling.parse(self.word_pooling, "word pooling"))
         set_(self, "combine", Combine.parse(self.combine, "combine"))
         set_(self, "output_dtype", DType.parse(self.output_dtype, "output dtype"))
+        if self.long is None:
+            set_(
+                self, "long", LongMode.TRUNCATE if self.level is Level.SENTENCE else LongMode.SPLIT
+            )
+        set_(self, "long", LongMode.parse(self.long, "long"))
         if self.output_dtype is DType.BFLOAT16:
             raise OptionError("output dtype bfloat16 has no numpy type: use float32 or float16")
-        for name in ("batch_tokens", "max_batch_size", "chunk_size"):
+        for name in ("batch_tokens", "max_batch_size", "chunk_size", "chunk_bytes"):
             if int(getattr(self, name)) < 1:
                 raise OptionError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.max_padding <= 1:
             raise OptionError(f"max_padding must be between 0 and 1, got {self.max_padding}")
         if self.max_length is not None and self.max_length < 4:
             raise OptionError(f"max_length must be at least 4 tokens, got {self.max_length}")
+        if self.stride is not None and self.stride < 0:
+            raise OptionError(f"stride must be at least 0, got {self.stride}")
 
     @classmethod
     def from_options(cls, **options: object) -> ExtractConfig:
@@ -71,31 +104,10 @@ class ExtractConfig:
             raise OptionError(f"unknown option(s) {', '.join(unknown)}; valid options are: {valid}")
         return cls(**options)  # type: ignore[arg-type]
 
-
-@dataclass
-class SentenceEmbeddings:
-    """Pooled embeddings of N texts, in input order.
-
-    `embeddings` is `(N, K, H)`: texts x selected layers x hidden size, or `(N, 1, H)` when the
-    layers are combined by mean/sum and `(N, 1, K*H)` when concatenated.
-    """
-
-    embeddings: np.ndarray
-    ids: list[str]
-    layers: list[int]
-    n_tokens: np.ndarray  # (N,) tokens before truncation, special tokens included
-    truncated: np.ndarray  # (N,) bool
-    provenance: dict = field(repr=False)
-
-    def layer(self, index: int) -> np.ndarray:
-        """The `(N, H)` vectors of one layer (our index convention; it must have been selected)."""
-        if self.provenance.get("combine") != Combine.STACK.value:
-            raise OptionError("layers were combined: there is no single layer to take")
-        num_layers = self.provenance["model"]["num_layers"]
-        wanted = resolve_layers(index, num_layers).indices[0]
-        if wanted not in self.layers:
-            raise OptionError(f"layer {index} was not extracted; layers here: {self.layers}")
-        return self.embeddings[:, self.layers.index(wanted)]
+    @property
+    def windowed(self) -> bool:
+        """Whether records go the token route (windows, stitching) rather than pooled batches."""
+        return self.level is not Level.SENTENCE or self.long is LongMode.SPLIT
 
 
 def _chunked(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -126,8 +138,10 @@ class _Progress:
         self.bar.set_postfix_str(f"{self.tokens / elapsed:,.0f} tok/s", refresh=False)
         self.bar.update(texts)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Close the bar; after a failure, erase it so the error stands alone."""
         if self.bar is not None:
+            self.bar.leave = not failed
             self.bar.close()
 
 
@@ -152,6 +166,8 @@ class Extractor:
         """Architecture, number of layers, hidden size and max length of the loaded model."""
         return self.encoder.info
 
+    # ------------------------------------------------------------------ settings
+
     def _max_length(self, config: ExtractConfig) -> int:
         limit = self.info.max_length
         if config.max_length is None:
@@ -162,67 +178,271 @@ class Extractor:
             )
         return config.max_length
 
+    def _window(self, config: ExtractConfig) -> tuple[int, int]:
+        """Content tokens per window, and the stride (tokens shared by neighbouring windows)."""
+        prefix, suffix = self.encoder.special_template
+        width = self._max_length(config) - len(prefix) - len(suffix)
+        stride = width // 4 if config.stride is None else config.stride
+        if stride >= width:
+            raise OptionError(
+                f"stride {stride} must be below the {width} content tokens of a window"
+            )
+        return width, stride
+
     def output_shape(self, config: ExtractConfig, selection: LayerSelection) -> tuple[int, int]:
-        """The `(K, H)` of one text's output for this config."""
+        """The `(K, H)` of one output row (a text, token or word) for this config."""
         k, h = len(selection.indices), self.info.hidden_size
         if config.combine is Combine.STACK:
             return k, h
         return 1, h * k if config.combine is Combine.CONCAT else h
 
-    def _pool_batch(
-        self, batch: dict[str, torch.Tensor], selection: LayerSelection, config: ExtractConfig
-    ) -> np.ndarray:
-        hidden = self.encoder.hidden_states(batch, selection.indices)  # (K, B, T, H)
-        hidden = combine_layers(hidden.float(), config.combine)  # (K', B, T, H')
-        device = hidden.device
-        mask = pooling_mask(
-            batch["attention_mask"].to(device),
-            batch["special_tokens_mask"].to(device),
-            config.include_special,
-        )
-        pooled = pool(hidden, mask, config.pooling)  # (K', B, H')
-        pooled = pooled.transpose(0, 1).to(config.output_dtype.torch)  # (B, K', H')
-        return pooled.cpu().numpy()
+    def settings(self, config: ExtractConfig) -> dict:
+        """The resolved settings recorded in the provenance."""
+        selection = resolve_layers(config.layers, self.info.num_layers)
+        record = {
+            "level": config.level.value,
+            "layers": list(selection.indices),
+            "combine": config.combine.value,
+            "include_special": config.include_special,
+            "max_length": self._max_length(config),
+            "long": config.long.value,
+            "output_dtype": config.output_dtype.value,
+        }
+        if config.level is Level.SENTENCE:
+            record["pooling"] = config.pooling.value
+        if config.level is Level.WORD:
+            record["word_pooling"] = config.word_pooling.value
+        if config.long is LongMode.SPLIT:
+            width, stride = self._window(config)
+            record["window"] = width
+            record["stride"] = stride
+        return record
 
-    def iter_chunks(
-        self,
-        records: Iterable[Record],
-        config: ExtractConfig,
-        progress: _Progress | None = None,
+    # ------------------------------------------------------------------ sentence route
+
+    def _hidden(self, batch: dict[str, torch.Tensor], selection: LayerSelection, config):
+        hidden = self.encoder.hidden_states(batch, selection.indices)  # (K, B, T, H)
+        return combine_layers(hidden.float(), config.combine)  # (K', B, T, H')
+
+    def _pooled_chunks(
+        self, records: Iterable[Record], config: ExtractConfig, progress: _Progress
     ) -> Iterator[SentenceChunk]:
-        """Embed records chunk by chunk; each chunk comes back whole and in input order."""
         selection = resolve_layers(config.layers, self.info.num_layers)
         max_length = self._max_length(config)
         row_shape = self.output_shape(config, selection)
-        np_dtype = np.dtype(config.output_dtype.value)
         for records_chunk in _chunked(records, config.chunk_size):
             try:
                 encoded = tokenize(
-                    self.encoder.tokenizer,
-                    records_chunk,
-                    max_length,
-                    self.encoder.uses_token_types,
+                    self.encoder.tokenizer, records_chunk, max_length, self.encoder.uses_token_types
                 )
             except BertlayersError:
                 raise
             except Exception as err:  # tokenizer errors carry no record: name the chunk
                 first, last = records_chunk[0].id, records_chunk[-1].id
                 raise BertlayersError(f"cannot tokenize records {first}..{last}: {err}") from None
+            if config.long is LongMode.ERROR and encoded.truncated.any():
+                i = int(np.flatnonzero(encoded.truncated)[0])
+                raise InputError(
+                    _too_long(records_chunk[i].id, encoded.full_lengths[i], max_length)
+                )
             lengths = encoded.lengths
-            out = np.empty((len(records_chunk), *row_shape), dtype=np_dtype)
+            out = np.empty((len(records_chunk), *row_shape), dtype=config.output_dtype.value)
             for rows in plan_batches(
                 lengths, config.batch_tokens, config.max_batch_size, config.max_padding
             ):
                 batch = collate(encoded, rows, self.encoder.pad_id)
-                out[rows] = self._pool_batch(batch, selection, config)
-                if progress is not None:
-                    progress.update(len(rows), int(lengths[rows].sum()))
+                hidden = self._hidden(batch, selection, config)
+                mask = pooling_mask(
+                    batch["attention_mask"].to(hidden.device),
+                    batch["special_tokens_mask"].to(hidden.device),
+                    config.include_special,
+                )
+                pooled = pool(hidden, mask, config.pooling)  # (K', B, H')
+                pooled = pooled.transpose(0, 1).to(config.output_dtype.torch)  # (B, K', H')
+                out[rows] = pooled.cpu().numpy()
+                progress.update(len(rows), int(lengths[rows].sum()))
             yield SentenceChunk(
                 ids=[r.id for r in records_chunk],
-                embeddings=out,
+                vectors=out,
                 n_tokens=encoded.full_lengths,
                 truncated=encoded.truncated,
+                windows=np.ones(len(records_chunk), dtype=np.int64),
             )
+
+    # ------------------------------------------------------------------ token route
+
+    def _groups(self, content: ContentTokens, row_bytes: int, budget: int) -> Iterator[list[int]]:
+        """Consecutive records whose stitched output stays under `budget` bytes (one at least)."""
+        group: list[int] = []
+        size = 0
+        for i, ids in enumerate(content.ids):
+            cost = (len(ids) + 2) * row_bytes
+            if group and size + cost > budget:
+                yield group
+                group, size = [], 0
+            group.append(i)
+            size += cost
+        if group:
+            yield group
+
+    def _run_windows(
+        self, windows: Windows, selection: LayerSelection, config: ExtractConfig, keep_cls: bool
+    ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Forward every window; per sequence the kept vectors `(n_keep, K', H')` (and CLS)."""
+        encoded = windows.encoded
+        pieces: list[np.ndarray] = [None] * len(encoded.input_ids)  # type: ignore[list-item]
+        cls: list[np.ndarray] | None = [None] * len(pieces) if keep_cls else None  # type: ignore[list-item]
+        token_dtype = config.output_dtype.torch if config.level is Level.TOKEN else torch.float32
+        for rows in plan_batches(
+            encoded.lengths, config.batch_tokens, config.max_batch_size, config.max_padding
+        ):
+            batch = collate(encoded, rows, self.encoder.pad_id)
+            hidden = self._hidden(batch, selection, config)  # (K', B, T, H')
+            width = hidden.shape[2]
+            keep = np.zeros((len(rows), width), dtype=bool)
+            for b, s in enumerate(rows):
+                keep[b, : len(windows.keep[s])] = windows.keep[s]
+            kept = hidden[:, torch.from_numpy(keep).to(hidden.device)]  # (K', n_keep, H')
+            kept = kept.transpose(0, 1).to(token_dtype).cpu().numpy()  # (n_keep, K', H')
+            for b, part in enumerate(np.split(kept, np.cumsum(keep.sum(1))[:-1])):
+                pieces[rows[b]] = part
+            if cls is not None:
+                first = hidden[:, :, 0].transpose(0, 1).cpu().numpy()  # (B, K', H')
+                for b, s in enumerate(rows):
+                    cls[s] = first[b]
+        return pieces, cls
+
+    def _ragged_chunks(
+        self, records: Iterable[Record], config: ExtractConfig, progress: _Progress
+    ) -> Iterator[SentenceChunk]:
+        selection = resolve_layers(config.layers, self.info.num_layers)
+        max_length = self._max_length(config)
+        row_shape = self.output_shape(config, selection)
+        width, stride = self._window(config)
+        prefix, suffix = self.encoder.special_template
+        n_special = len(prefix) + len(suffix)
+        tokenizer = self.encoder.tokenizer
+        row_bytes = int(np.prod(row_shape)) * 4
+        for records_chunk in _chunked(records, config.chunk_size):
+            for record in records_chunk:
+                if record.pair is not None:
+                    raise OptionError(
+                        f"record {record.id}: sentence pairs are embedded at sentence level "
+                        "with long texts truncated (level='sentence', long='truncate')"
+                    )
+            try:
+                content = tokenize_content(tokenizer, self.encoder.words_tokenizer, records_chunk)
+            except BertlayersError:
+                raise
+            except Exception as err:
+                first, last = records_chunk[0].id, records_chunk[-1].id
+                raise BertlayersError(f"cannot tokenize records {first}..{last}: {err}") from None
+            full = np.fromiter((len(x) + n_special for x in content.ids), dtype=np.int64)
+            if config.long is LongMode.ERROR and (full > max_length).any():
+                i = int(np.flatnonzero(full > max_length)[0])
+                raise InputError(_too_long(records_chunk[i].id, full[i], max_length))
+            for group in self._groups(content, row_bytes, config.chunk_bytes):
+                sub = ContentTokens(
+                    *([getattr(content, f.name)[i] for i in group] for f in fields(ContentTokens))
+                )
+                group_records = [records_chunk[i] for i in group]
+                windows = build_windows(
+                    sub,
+                    prefix,
+                    suffix,
+                    width,
+                    stride,
+                    split=config.long is LongMode.SPLIT,
+                    use_token_types=self.encoder.uses_token_types,
+                )
+                pieces, cls = self._run_windows(
+                    windows, selection, config, keep_cls=config.level is Level.SENTENCE
+                )
+                yield self._assemble(
+                    group_records, sub, windows, pieces, cls, full[group], config, row_shape
+                )
+                progress.update(len(group), int(windows.encoded.lengths.sum()))
+
+    def _assemble(
+        self,
+        records: list[Record],
+        content: ContentTokens,
+        windows: Windows,
+        pieces: list[np.ndarray],
+        cls: list[np.ndarray] | None,
+        full: np.ndarray,
+        config: ExtractConfig,
+        row_shape: tuple[int, int],
+    ) -> SentenceChunk:
+        """Stitch each record's windows and turn them into token, word or sentence rows."""
+        prefix, suffix = self.encoder.special_template
+        p = len(prefix)
+        tokenizer = self.encoder.tokenizer
+        out_dtype = np.dtype(config.output_dtype.value)
+        starts = np.searchsorted(windows.record_of, np.arange(len(records) + 1))
+        truncated = windows.covered < np.fromiter((len(x) for x in content.ids), dtype=np.int64)
+        vectors, lengths, items, spans, replaced = [], [], [], [], []
+        for r, record in enumerate(records):
+            seqs = range(starts[r], starts[r + 1])
+            stitched = np.concatenate([pieces[s] for s in seqs])  # (p + covered + q, K', H')
+            covered = int(windows.covered[r])
+            body = stitched[p : p + covered]
+            if config.level is Level.TOKEN:
+                ids = content.ids[r][:covered]
+                token_spans = content.spans[r][:covered]
+                if config.include_special:
+                    ids = prefix + ids + suffix
+                    edge = np.zeros((p, 2), np.int64), np.zeros((len(suffix), 2), np.int64)
+                    token_spans = np.concatenate([edge[0], token_spans, edge[1]])
+                    body = stitched
+                vectors.append(body)
+                items.extend(tokenizer.convert_ids_to_tokens(ids))
+                spans.append(token_spans)
+                lengths.append(len(body))
+            elif config.level is Level.WORD:
+                word_ids = content.word_ids[r][:covered]
+                n_words = int(word_ids[-1]) + 1 if covered else 0
+                words = word_pooling(body, word_ids, n_words, config.word_pooling.value)
+                vectors.append(words.astype(out_dtype))
+                word_spans = content.word_spans[r][:n_words]
+                if record.words is not None:
+                    items.extend(record.words[:n_words])
+                else:
+                    items.extend(record.text[a:b] for a, b in word_spans)
+                spans.append(word_spans)
+                lengths.append(n_words)
+                replaced.extend((record.id, w) for w in content.replaced[r] if w < n_words)
+            else:
+                pool_rows = stitched if config.include_special or covered == 0 else body
+                vectors.append(_pool_rows(pool_rows, np.stack([cls[s] for s in seqs]), config))
+        common = dict(
+            ids=[r.id for r in records],
+            n_tokens=full,
+            truncated=truncated,
+            windows=np.diff(starts),
+        )
+        if config.level is Level.SENTENCE:
+            return SentenceChunk(vectors=np.stack(vectors).astype(out_dtype), **common)
+        flat = np.concatenate(vectors) if vectors else np.zeros((0, *row_shape), out_dtype)
+        return RaggedChunk(
+            vectors=flat.astype(out_dtype, copy=False),
+            lengths=np.asarray(lengths, dtype=np.int64),
+            items=items,
+            spans=np.concatenate(spans) if spans else np.zeros((0, 2), np.int64),
+            replaced=replaced,
+            **common,
+        )
+
+    # ------------------------------------------------------------------ running
+
+    def iter_chunks(
+        self, records: Iterable[Record], config: ExtractConfig, progress: _Progress | None = None
+    ) -> Iterator[SentenceChunk]:
+        """Embed records chunk by chunk; each chunk comes back whole and in input order."""
+        progress = progress or _Progress(False, None)
+        if config.windowed:
+            return self._ragged_chunks(records, config, progress)
+        return self._pooled_chunks(records, config, progress)
 
     def run(
         self,
@@ -235,34 +455,35 @@ class Extractor:
         """Stream records through the model into `sink`; returns the provenance written.
 
         On any failure (bad record, Ctrl-C) the sink is aborted with what it already has.
-        Texts over the length limit are truncated and reported with a `TruncationWarning`.
+        Texts over the length limit are truncated (or split, or refused, as `long` says) and
+        truncation is reported with a `TruncationWarning`.
         """
         config = config or ExtractConfig()
-        selection = resolve_layers(config.layers, self.info.num_layers)
-        max_length = self._max_length(config)
-        row_shape = self.output_shape(config, selection)
+        settings = self.settings(config)
+        row_shape = self.output_shape(config, resolve_layers(config.layers, self.info.num_layers))
         log = PerTextLog()
         bar = _Progress(progress, total if total is not None else _len_or_none(records))
-
-        def provenance(complete: bool, error: str | None = None) -> dict:
-            shape = (len(log.ids), *row_shape)
-            return build_provenance(
-                self.encoder, config, selection, max_length, shape, log, complete, error
-            )
-
         try:
             for chunk in self.iter_chunks(records, config, bar):
                 sink.write(chunk)
                 log.add(chunk)
         except BaseException as err:
-            bar.close()
-            sink.abort(provenance(False, str(err) or type(err).__name__))
+            bar.close(failed=True)
+            message = str(err) or type(err).__name__
+            sink.abort(build_provenance(self.encoder, settings, row_shape, log, False, message))
             raise
         bar.close()
-        record = provenance(True)
-        _warn_truncation(log, max_length)
-        sink.close(record)
-        return record
+        provenance = build_provenance(self.encoder, settings, row_shape, log, True)
+        _warn(log, settings["max_length"])
+        sink.close(provenance)
+        return provenance
+
+    def _collect(
+        self, records: list[Record], config: ExtractConfig, progress: bool
+    ) -> tuple[MemorySink, dict]:
+        sink = MemorySink()
+        provenance = self.run(records, sink, config, progress=progress)
+        return sink, provenance
 
     def extract(
         self,
@@ -272,35 +493,78 @@ class Extractor:
         progress: bool = False,
         **options: object,
     ) -> SentenceEmbeddings:
-        """Embed texts (or records) in memory; options are `ExtractConfig` fields."""
-        if config is None:
-            config = ExtractConfig.from_options(**options)
-        elif options:
-            raise OptionError("pass either config or keyword options, not both")
-        if isinstance(texts, str):
-            raise OptionError("texts must be a list of strings, not one string")
-        items = list(texts)
-        if items and all(isinstance(r, Record) for r in items):
-            records: list[Record] = items
-        else:
-            records = list(records_from_texts(items, pairs))
-        sink = MemorySink()
+        """Embed texts (or records) to one vector per text and layer, in memory.
+
+        Options are `ExtractConfig` fields (`layers`, `pooling`, `combine`, `long`, ...).
+        """
+        config = _config(config, options, Level.SENTENCE)
+        records = _records(texts, pairs)
         if not records:
             selection = resolve_layers(config.layers, self.info.num_layers)
             empty = np.zeros((0, *self.output_shape(config, selection)), config.output_dtype.value)
             return SentenceEmbeddings(
-                empty, [], list(selection.indices), np.zeros(0, np.int32), np.zeros(0, bool), {}
+                empty, [], list(selection.indices), np.zeros(0, np.int64), np.zeros(0, bool), {}
             )
-        provenance = self.run(records, sink, config, progress=progress)
+        sink, provenance = self._collect(records, config, progress)
         texts_meta = provenance["texts"]
         return SentenceEmbeddings(
-            embeddings=sink.array(),
+            embeddings=sink.vectors(),
             ids=texts_meta["ids"],
             layers=provenance["layers"],
-            n_tokens=np.asarray(texts_meta["n_tokens"], dtype=np.int32),
+            n_tokens=np.asarray(texts_meta["n_tokens"], dtype=np.int64),
             truncated=np.asarray(texts_meta["truncated"], dtype=bool),
             provenance=provenance,
         )
+
+    def _extract_ragged(self, records: list[Record], config: ExtractConfig, progress: bool):
+        if not records:
+            raise InputError("no texts to embed")
+        sink, provenance = self._collect(records, config, progress)
+        arrays = sink.index.arrays()
+        texts_meta = provenance["texts"]
+        return RaggedEmbeddings(
+            vectors=sink.vectors(),
+            offsets=arrays["offsets"],
+            ids=texts_meta["ids"],
+            items=[str(x) for x in arrays["items"]],
+            spans=arrays["spans"],
+            layers=provenance["layers"],
+            n_tokens=np.asarray(texts_meta["n_tokens"], dtype=np.int64),
+            truncated=np.asarray(texts_meta["truncated"], dtype=bool),
+            provenance=provenance,
+        )
+
+    def extract_tokens(
+        self,
+        texts: Sequence[str] | Iterable[Record],
+        config: ExtractConfig | None = None,
+        progress: bool = False,
+        **options: object,
+    ) -> RaggedEmbeddings:
+        """Embed every token (word piece) of every text, every selected layer: `(T_i, K, H)`.
+
+        Special tokens are left out unless `include_special=True`; texts of any length are
+        split into windows unless `long` says otherwise.
+        """
+        config = _config(config, options, Level.TOKEN)
+        return self._extract_ragged(_records(texts, None), config, progress)
+
+    def extract_words(
+        self,
+        texts: Sequence[str] | Sequence[Sequence[str]] | Iterable[Record],
+        config: ExtractConfig | None = None,
+        progress: bool = False,
+        **options: object,
+    ) -> RaggedEmbeddings:
+        """Embed every word: raw texts (words = the tokenizer's pre-tokenization) or pre-split
+        words (a list of words per text); `word_pooling` pools each word's subwords."""
+        config = _config(config, options, Level.WORD)
+        items = list(texts)
+        if items and all(isinstance(t, list | tuple) for t in items):
+            records = list(records_from_words(items))
+        else:
+            records = _records(items, None)
+        return self._extract_ragged(records, config, progress)
 
     def embed(
         self,
@@ -316,6 +580,50 @@ class Extractor:
         return self.extract(texts, pairs, **options).embeddings
 
 
+def _config(config: ExtractConfig | None, options: dict, level: Level) -> ExtractConfig:
+    if config is not None and options:
+        raise OptionError("pass either config or keyword options, not both")
+    if config is None:
+        if "level" in options:
+            raise OptionError(
+                "the level is set by the method: extract, extract_tokens, extract_words"
+            )
+        return ExtractConfig.from_options(level=level, **options)
+    if config.level is not level:
+        raise OptionError(
+            f"config.level is {config.level.value}, but this method embeds {level.value}s"
+        )
+    return config
+
+
+def _records(texts: object, pairs: Sequence[str] | None) -> list[Record]:
+    if isinstance(texts, str):
+        raise OptionError("texts must be a list of strings, not one string")
+    items = list(texts)  # type: ignore[call-overload]
+    if items and all(isinstance(r, Record) for r in items):
+        return items
+    return list(records_from_texts(items, pairs))
+
+
+def _pool_rows(rows: np.ndarray, cls: np.ndarray, config: ExtractConfig) -> np.ndarray:
+    """Sentence pooling of one stitched record `(T, K', H')`; `cls` is `(windows, K', H')`."""
+    mode = config.pooling
+    if mode is Pooling.CLS:
+        return cls.mean(axis=0)  # the mean of the windows' [CLS] vectors
+    if mode is Pooling.MEAN:
+        return rows.mean(axis=0)
+    if mode is Pooling.MAX:
+        return rows.max(axis=0)
+    return rows[0] if mode is Pooling.FIRST else rows[-1]
+
+
+def _too_long(record_id: str, n_tokens: int, max_length: int) -> str:
+    return (
+        f"record {record_id} has {int(n_tokens)} tokens, over the limit of {max_length} "
+        "(use long='split' / --long split to embed it in windows, or truncate)"
+    )
+
+
 def _len_or_none(items: object) -> int | None:
     try:
         return len(items)  # type: ignore[arg-type]
@@ -323,18 +631,27 @@ def _len_or_none(items: object) -> int | None:
         return None
 
 
-def _warn_truncation(log: PerTextLog, max_length: int) -> None:
+def _warn(log: PerTextLog, max_length: int) -> None:
     truncated = log.truncated
     count = int(truncated.sum())
-    if not count:
-        return
-    first = [log.ids[i] for i in np.flatnonzero(truncated)[:5]]
-    more = ", ..." if count > len(first) else ""
-    warnings.warn(
-        TruncationWarning(
-            f"{count} of {len(truncated)} texts were longer than {max_length} tokens and were "
-            f"truncated (ids: {', '.join(first)}{more}); their 'truncated' flag is set in the "
-            "provenance"
-        ),
-        stacklevel=3,
-    )
+    if count:
+        first = [log.ids[i] for i in np.flatnonzero(truncated)[:5]]
+        more = ", ..." if count > len(first) else ""
+        warnings.warn(
+            TruncationWarning(
+                f"{count} of {len(truncated)} texts were longer than {max_length} tokens and "
+                f"were truncated (ids: {', '.join(first)}{more}); their 'truncated' flag is set "
+                "in the provenance"
+            ),
+            stacklevel=3,
+        )
+    if log.replaced:
+        first = ", ".join(f"record {rid} word {w + 1}" for rid, w in log.replaced[:3])
+        warnings.warn(
+            UserWarning(
+                f"{len(log.replaced)} words gave no token and were embedded as the unknown "
+                f"token ({first}{', ...' if len(log.replaced) > 3 else ''}); they are listed "
+                "in the provenance under 'replaced_words'"
+            ),
+            stacklevel=3,
+        )

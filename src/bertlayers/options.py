@@ -71,3 +71,28 @@ class Device(StrEnum):
     CPU = "cpu"
     CUDA = "cuda"
     MPS = "mps"
+
+
+class Level(StrEnum):
+    """What one output item is: a text, a token (word piece) or a word."""
+
+    SENTENCE = "sentence"
+    TOKEN = "token"
+    WORD = "word"
+
+
+class LongMode(StrEnum):
+    """What happens to texts longer than the model's limit."""
+
+    SPLIT = "split"  # sliding windows, stitched: every token gets vectors
+    TRUNCATE = "truncate"  # cut to the limit, counted and flagged
+    ERROR = "error"  # stop with an error naming the record
+
+
+class WordPooling(StrEnum):
+    """How a word's subword vectors become one word vector."""
+
+    FIRST = "first"
+    LAST = "last"
+    MEAN = "mean"
+    MAX = "max"

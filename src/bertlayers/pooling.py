@@ -1,12 +1,13 @@
-"""Sentence pooling as small pure functions over hidden states and a token mask.
+"""Pooling as small pure functions: sentence pooling over a token mask, and subwords to words.
 
-Every function takes `hidden` of shape `(K, B, T, H)` (layers, batch, tokens, hidden) and a
+Sentence poolers take `hidden` of shape `(K, B, T, H)` (layers, batch, tokens, hidden) and a
 boolean `mask` `(B, T)` that is True for the tokens to pool over; padding is never in it.
 Each returns `(K, B, H)`. Nothing is written into the caller's tensors.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .options import Pooling
@@ -75,3 +76,27 @@ POOLERS = {
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: Pooling) -> torch.Tensor:
     """Pool `(K, B, T, H)` to `(K, B, H)` with the named mode."""
     return POOLERS[mode](hidden, mask)
+
+
+def word_pooling(tokens: np.ndarray, word_ids: np.ndarray, n_words: int, mode: str) -> np.ndarray:
+    """Pool subword vectors `(T, ...)` to words `(n_words, ...)`; `word_ids` `(T,)` ascending.
+
+    Each word's tokens are contiguous (fast tokenizers guarantee it), so `reduceat` pools every
+    word in one vectorised call. Every word in `0..n_words-1` must own at least one token.
+    """
+    if n_words == 0:
+        return tokens[:0]
+    starts = np.flatnonzero(np.r_[True, word_ids[1:] != word_ids[:-1]])  # first token per word
+    if len(starts) != n_words or (n_words and (word_ids[starts] != np.arange(n_words)).any()):
+        raise ValueError("word ids do not cover every word exactly once")
+    if mode == "first":
+        return tokens[starts]
+    if mode == "last":
+        return tokens[np.r_[starts[1:], len(tokens)] - 1]
+    if mode == "mean":
+        counts = np.diff(np.r_[starts, len(tokens)]).astype(np.float32)
+        sums = np.add.reduceat(tokens.astype(np.float32), starts, axis=0)
+        return sums / counts.reshape((-1,) + (1,) * (tokens.ndim - 1))
+    if mode == "max":
+        return np.maximum.reduceat(tokens, starts, axis=0)
+    raise ValueError(mode)

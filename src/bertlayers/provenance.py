@@ -8,35 +8,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import __version__
+from .chunks import RaggedChunk, SentenceChunk
 
 if TYPE_CHECKING:
     from .encoder import Encoder
-    from .extract import ExtractConfig
-    from .layers import LayerSelection
-    from .sinks import SentenceChunk
-
-
-class PerTextLog:
-    """Per-text ids, token counts and truncation flags, kept compactly for the provenance."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self._n_tokens: list[np.ndarray] = []
-        self._truncated: list[np.ndarray] = []
-
-    def add(self, chunk: SentenceChunk) -> None:
-        self.ids.extend(chunk.ids)
-        self._n_tokens.append(chunk.n_tokens.astype(np.int32))
-        self._truncated.append(chunk.truncated.astype(bool))
-
-    @property
-    def n_tokens(self) -> np.ndarray:
-        return np.concatenate(self._n_tokens) if self._n_tokens else np.zeros(0, np.int32)
-
-    @property
-    def truncated(self) -> np.ndarray:
-        return np.concatenate(self._truncated) if self._truncated else np.zeros(0, bool)
-
 
 LAYER_CONVENTION = (
     "0 = embedding output, 1..L = encoder layers, as Hugging Face hidden_states "
@@ -44,17 +19,49 @@ LAYER_CONVENTION = (
 )
 
 
+class PerTextLog:
+    """Per-text ids, token counts, truncation flags and windows, kept compactly."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self._columns: dict[str, list[np.ndarray]] = {
+            "n_tokens": [],
+            "truncated": [],
+            "windows": [],
+        }
+        self.rows = 0
+        self.replaced: list[tuple[str, int]] = []
+
+    def add(self, chunk: SentenceChunk) -> None:
+        self.ids.extend(chunk.ids)
+        self._columns["n_tokens"].append(np.asarray(chunk.n_tokens, dtype=np.int64))
+        self._columns["truncated"].append(np.asarray(chunk.truncated, dtype=bool))
+        self._columns["windows"].append(np.asarray(chunk.windows, dtype=np.int64))
+        self.rows += len(chunk.vectors)
+        if isinstance(chunk, RaggedChunk) and chunk.replaced:
+            self.replaced.extend(chunk.replaced)
+
+    def column(self, name: str) -> np.ndarray:
+        parts = self._columns[name]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    @property
+    def truncated(self) -> np.ndarray:
+        return self.column("truncated").astype(bool)
+
+
 def build_provenance(
     encoder: Encoder,
-    config: ExtractConfig,
-    selection: LayerSelection,
-    max_length: int,
-    shape: tuple[int, ...],
+    settings: dict,
+    row_shape: tuple[int, ...],
     log: PerTextLog,
     complete: bool,
     error: str | None = None,
 ) -> dict:
-    """The provenance record written beside every output (and kept on in-memory results)."""
+    """The provenance record written beside every output (and kept on in-memory results).
+
+    `settings` are the resolved extraction settings (level, layers, pooling, ...).
+    """
     info = encoder.info
     truncated = log.truncated
     record = {
@@ -71,26 +78,23 @@ def build_provenance(
             "hidden_size": info.hidden_size,
         },
         "tokenizer": info.tokenizer,
-        "level": "sentence",
-        "layers": list(selection.indices),
+        **settings,
         "layer_convention": LAYER_CONVENTION,
-        "pooling": config.pooling.value,
-        "include_special": config.include_special,
-        "combine": config.combine.value,
-        "max_length": max_length,
-        "long": "truncate",
         "compute_dtype": encoder.dtype.value,
-        "output_dtype": config.output_dtype.value,
         "device": str(encoder.device),
-        "shape": list(shape),
+        "shape": [log.rows, *row_shape],
         "num_texts": len(log.ids),
         "num_truncated": int(truncated.sum()),
+        "num_windowed": int((log.column("windows") > 1).sum()),
         "texts": {
             "ids": log.ids,
-            "n_tokens": log.n_tokens.tolist(),
+            "n_tokens": log.column("n_tokens").astype(int).tolist(),
             "truncated": truncated.tolist(),
+            "windows": log.column("windows").astype(int).tolist(),
         },
     }
+    if log.replaced:
+        record["replaced_words"] = [[rid, int(w)] for rid, w in log.replaced]
     if error:
         record["error"] = error
     return record

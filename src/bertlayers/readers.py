@@ -1,7 +1,8 @@
 """Readers turn files and lists into records, lazily; errors name the file and line.
 
 Formats: `.txt` (one text per line), `.csv`, `.tsv`, `.jsonl` (with a text column and an
-optional pair column), and `-` for standard input (txt unless a format is given).
+optional pair column, or a column holding a list of words), `.conll` (one `word<TAB>tag...` per
+line, a blank line between sequences), and `-` for standard input (txt unless a format is given).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +21,14 @@ from .options import StrEnum
 
 @dataclass(frozen=True)
 class Record:
-    """One input: its id (line number or id column), its text, and an optional second text."""
+    """One input: its id (line number or id column), its text, an optional second text, and
+    its words when the input comes pre-split (CoNLL, a JSON list); then `text` is the words
+    joined by single spaces."""
 
     id: str
     text: str
     pair: str | None = None
+    words: tuple[str, ...] | None = None
 
 
 class InputFormat(StrEnum):
@@ -32,6 +36,7 @@ class InputFormat(StrEnum):
     CSV = "csv"
     TSV = "tsv"
     JSONL = "jsonl"
+    CONLL = "conll"
 
 
 _SUFFIXES = {
@@ -42,12 +47,21 @@ _SUFFIXES = {
     ".tab": InputFormat.TSV,
     ".jsonl": InputFormat.JSONL,
     ".ndjson": InputFormat.JSONL,
+    ".conll": InputFormat.CONLL,
 }
 
 
 def guess_format(path: str) -> InputFormat:
     """The input format named by the file's suffix (txt for stdin and unknown suffixes)."""
     return _SUFFIXES.get(Path(path).suffix.lower(), InputFormat.TXT)
+
+
+def records_from_words(words: Iterable[Sequence[str]]) -> Iterator[Record]:
+    """Records from pre-split words (one list of words per record); ids are positions."""
+    for index, items in enumerate(words):
+        if isinstance(items, str) or not all(isinstance(w, str) for w in items):
+            raise InputError(f"record {index}: words must be a list of strings")
+        yield Record(str(index), " ".join(items), None, tuple(items))
 
 
 def records_from_texts(
@@ -171,12 +185,41 @@ def _read_delimited(
         yield Record(record_id if record_id is not None else str(current["line"]), text, pair)
 
 
+def _read_conll(lines: Iterator[tuple[int, str]], name: str, word_column: int) -> Iterator[Record]:
+    """Sequences of words: column `word_column` of each line, a blank line after each sequence.
+
+    Columns are tab-separated (whitespace-separated when a line has no tab); `-DOCSTART-` lines
+    of CoNLL-2003 are document markers, not words, and are skipped.
+    """
+    words: list[str] = []
+    first_line = 0
+    for number, line in lines:
+        if not line.strip():
+            if words:
+                yield Record(str(first_line), " ".join(words), None, tuple(words))
+                words = []
+            continue
+        columns = line.split("\t") if "\t" in line else line.split()
+        if columns[0].startswith("-DOCSTART-"):
+            continue
+        if len(columns) <= word_column:
+            raise InputError(
+                f"{name}: line {number} has {len(columns)} column(s), no word column {word_column}"
+            )
+        if not words:
+            first_line = number
+        words.append(columns[word_column])
+    if words:
+        yield Record(str(first_line), " ".join(words), None, tuple(words))
+
+
 def _read_jsonl(
     lines: Iterator[tuple[int, str]],
     name: str,
     text_column: str,
     pair_column: str | None,
     id_column: str | None,
+    words_column: str | None = None,
 ) -> Iterator[Record]:
     for number, line in lines:
         if not line.strip():
@@ -188,11 +231,21 @@ def _read_jsonl(
             raise InputError(f"{name}: {where} is not valid JSON ({err.msg})") from None
         if not isinstance(row, dict):
             raise InputError(f"{name}: {where} is a JSON {type(row).__name__}, not an object")
+        record_id = row.get(id_column) if id_column else None
+        record_id = str(record_id) if record_id is not None else str(number)
+        if words_column is not None:
+            _check_columns(list(row), [words_column, id_column], f"{name}: {where}")
+            words = row[words_column]
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise InputError(
+                    f"{name}: {where}: column '{words_column}' must be a list of strings"
+                )
+            yield Record(record_id, " ".join(words), None, tuple(words))
+            continue
         _check_columns(list(row), [text_column, pair_column, id_column], f"{name}: {where}")
         text = _column(row, text_column, name, where)
         pair = _column(row, pair_column, name, where)
-        record_id = row.get(id_column) if id_column else None
-        yield Record(str(record_id) if record_id is not None else str(number), text, pair)
+        yield Record(record_id, text, pair)
 
 
 def read_records(
@@ -201,8 +254,14 @@ def read_records(
     text_column: str = "text",
     pair_column: str | None = None,
     id_column: str | None = None,
+    words_column: str | None = None,
+    word_column: int = 0,
 ) -> Iterator[Record]:
-    """Records from a file (or `-` for stdin), lazily; an empty input is an error."""
+    """Records from a file (or `-` for stdin), lazily; an empty input is an error.
+
+    `words_column` (jsonl) names a column holding a list of words; `word_column` is the column
+    index of the word in a CoNLL file.
+    """
     fmt = InputFormat.parse(input_format, "input format") if input_format else guess_format(path)
     stream, name = _open(path)
     try:
@@ -211,7 +270,9 @@ def read_records(
         if fmt is InputFormat.TXT:
             records = _read_txt(lines)
         elif fmt is InputFormat.JSONL:
-            records = _read_jsonl(lines, name, text_column, pair_column, id_column)
+            records = _read_jsonl(lines, name, text_column, pair_column, id_column, words_column)
+        elif fmt is InputFormat.CONLL:
+            records = _read_conll(lines, name, word_column)
         else:
             delimiter = "\t" if fmt is InputFormat.TSV else ","
             records = _read_delimited(lines, name, delimiter, text_column, pair_column, id_column)
