@@ -210,7 +210,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, sentiment_sample):
             ["extract", ok, "-o", out, "--combine", "avg"],
             "valid combine modes are: stack, mean, sum, concat",
         ),
-        (["extract", ok, "-o", str(tmp_path / "x.h5")], "unsupported output format '.h5'"),
+        (["extract", ok, "-o", str(tmp_path / "x.xyz")], "cannot tell the output format of"),
         (
             ["extract", ok, "-o", str(tmp_path / "nodir" / "x.npy")],
             "output directory does not exist",
@@ -274,11 +274,13 @@ def test_bad_record_midstream_keeps_what_was_written(tmp_path):
     assert result.returncode == 1 and "Traceback" not in stderr
     assert "line 4101 is not valid UTF-8" in stderr
     assert "the 4096 texts embedded before it are kept in" in stderr
+    assert "--resume continues from there" in stderr
     assert not out.exists()
-    kept = np.load(tmp_path / "e.npy.partial")
-    assert kept.shape == (4096, 1, 384)
-    meta = json.loads((tmp_path / "e.npy.partial.json").read_text())
-    assert meta["complete"] is False and "line 4101" in meta["error"]
+    from bertlayers.stores import describe
+
+    report = describe(out)
+    assert report["complete"] is False and report["texts"] == 4096
+    assert report["shape"] == [4096, 1, 384]
 
 
 def test_word_level_conll_to_npz(tmp_path):
@@ -369,3 +371,43 @@ def test_level_option_conflicts(tmp_path):
     ]
     for extra, message in cases:
         assert_one_line_error(run_cli("extract", str(source), "-o", out, *extra), message)
+
+
+def test_store_formats_inspect_convert_and_resume_flags(tmp_path, sentiment_sample):
+    out = tmp_path / "emb.h5"
+    result = run_cli("extract", str(sentiment_sample), "-o", str(out), "--layers", "-2:", "-q")
+    assert result.returncode == 0, result.stderr
+    shown = run_cli("inspect", str(out))
+    assert shown.returncode == 0 and shown.stderr == ""
+    assert "complete:  yes" in shown.stdout and "300 x 2 x 384" in shown.stdout
+    assert "hdf5" in shown.stdout and "float32" in shown.stdout
+    report = json.loads(run_cli("inspect", str(out), "--json").stdout)
+    assert report["texts"] == 300 and report["layers"] == [5, 6]
+    converted = run_cli("convert", str(out), str(tmp_path / "emb.parquet"))
+    assert converted.returncode == 0, converted.stderr
+    from bertlayers import load
+
+    np.testing.assert_array_equal(load(tmp_path / "emb.parquet").embeddings, load(out).embeddings)
+    shards = run_cli(
+        "extract",
+        str(sentiment_sample),
+        "-o",
+        str(tmp_path / "shards"),
+        "--format",
+        "parquet",
+        "--layers",
+        "-1",
+        "-q",
+    )
+    assert shards.returncode == 0, shards.stderr
+    assert load(tmp_path / "shards").embeddings.shape == (300, 1, 384)
+    # a finished store is not resumed over, and flags that contradict each other are refused
+    again = run_cli("extract", str(sentiment_sample), "-o", str(out), "--resume", "-q")
+    assert_one_line_error(again, "output exists")
+    both = run_cli("extract", str(sentiment_sample), "-o", str(out), "--resume", "--overwrite")
+    assert_one_line_error(both, "--resume continues a run and --overwrite starts again")
+    missing = run_cli("inspect", str(tmp_path / "nothing.npy"))
+    assert_one_line_error(missing, "no such store")
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    assert_one_line_error(run_cli("inspect", str(broken)), "is not a readable npz store")

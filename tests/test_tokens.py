@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import unicodedata
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from bertlayers import Extractor, TruncationWarning, load
+from bertlayers import Extractor, TruncationWarning
 from bertlayers.errors import InputError, OptionError
 from bertlayers.windows import plan_windows, window_owners
 from conftest import Reference, data_file
@@ -268,39 +267,6 @@ def test_token_results_do_not_depend_on_batching(bundled, short_texts, long_arti
         other = bundled.extract_tokens(texts, layers="0,3,-1", **options)
         assert maxdiff(other.vectors, base.vectors) <= TOLERANCE
         np.testing.assert_array_equal(other.offsets, base.offsets)
-
-
-@pytest.mark.parametrize("suffix", [".npz", ".npy"])
-@pytest.mark.parametrize("level", ["token", "word", "sentence"])
-def test_ragged_storage_round_trip(tmp_path, bundled, short_texts, suffix, level):
-    from bertlayers import ExtractConfig
-    from bertlayers.readers import records_from_texts
-    from bertlayers.sinks import open_sink
-
-    config = ExtractConfig(level=level, layers="0,-1", output_dtype="float16")
-    path = tmp_path / f"out{suffix}"
-    sink = open_sink(path, ragged=level != "sentence")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bundled.run(records_from_texts(short_texts), sink, config)
-    loaded = load(path)
-    method = {
-        "token": bundled.extract_tokens,
-        "word": bundled.extract_words,
-        "sentence": bundled.extract,
-    }
-    direct = method[level](short_texts, layers="0,-1", output_dtype="float16")
-    assert loaded.provenance["level"] == level and loaded.provenance["complete"]
-    assert loaded.ids == direct.ids
-    if level == "sentence":
-        np.testing.assert_array_equal(loaded.embeddings, direct.embeddings)
-        return
-    np.testing.assert_array_equal(loaded.vectors, direct.vectors)
-    assert loaded.vectors.dtype == np.float16
-    np.testing.assert_array_equal(loaded.offsets, direct.offsets)
-    assert loaded.items == direct.items
-    np.testing.assert_array_equal(loaded.spans, direct.spans)
-    assert [a.shape for a in loaded.arrays()] == [a.shape for a in direct.arrays()]
 
 
 def test_bad_level_options(bundled):

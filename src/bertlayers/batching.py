@@ -135,7 +135,7 @@ class ContentTokens:
     input, the words joined by single spaces).
     """
 
-    ids: list[list[int]]
+    ids: list[np.ndarray]  # (n,) int64 per record: compact, a chunk holds thousands
     spans: list[np.ndarray]  # (n, 2) int64 per record
     word_ids: list[np.ndarray]  # (n,) int64 per record
     word_spans: list[np.ndarray]  # (n_words, 2) per record
@@ -181,7 +181,7 @@ def tokenize_content(tokenizer, words_tokenizer, records: Sequence[Record]) -> C
         "verbose": False,
     }
     pre_split = [r.words is not None for r in records]
-    out_ids: list[list[int]] = [[] for _ in records]
+    out_ids: list[np.ndarray] = [np.zeros(0, np.int64)] * len(records)
     out_spans: list[np.ndarray] = [np.zeros((0, 2), np.int64)] * len(records)
     out_words: list[np.ndarray] = [np.zeros(0, np.int64)] * len(records)
     out_word_spans: list[np.ndarray] = [np.zeros((0, 2), np.int64)] * len(records)
@@ -193,7 +193,7 @@ def tokenize_content(tokenizer, words_tokenizer, records: Sequence[Record]) -> C
         for j, i in enumerate(raw_rows):
             spans = np.asarray(enc["offset_mapping"][j], dtype=np.int64).reshape(-1, 2)
             word_ids = np.asarray([-1 if w is None else w for w in enc.word_ids(j)], dtype=np.int64)
-            out_ids[i] = enc["input_ids"][j]
+            out_ids[i] = np.asarray(enc["input_ids"][j], dtype=np.int64)
             out_spans[i] = spans
             out_words[i], out_word_spans[i] = _raw_words(word_ids, spans)
 
@@ -227,7 +227,7 @@ def tokenize_content(tokenizer, words_tokenizer, records: Sequence[Record]) -> C
             lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
             for w in replaced[i]:
                 spans[word_arr == w] = [starts[w], starts[w] + lengths[w]]
-            out_ids[i] = ids
+            out_ids[i] = np.asarray(ids, dtype=np.int64)
             out_spans[i] = spans
             out_words[i] = word_arr
             out_word_spans[i] = np.stack([starts, starts + lengths], axis=1)
@@ -280,7 +280,7 @@ def build_windows(
             keep[:p] = w == 0
             keep[p + end - start :] = w == len(spans) - 1
             keep[p : p + end - start] = True if owners is None else owners[start:end] == w
-            ids_out.append(prefix + ids[start:end] + suffix)
+            ids_out.append([*prefix, *ids[start:end].tolist(), *suffix])
             special_out.append([1] * p + [0] * (end - start) + [1] * q)
             keep_out.append(keep)
             record_of.append(r)

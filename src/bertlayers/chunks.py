@@ -16,6 +16,7 @@ class SentenceChunk:
     n_tokens: np.ndarray  # (n,) tokens of the whole text, special tokens included
     truncated: np.ndarray  # (n,) bool
     windows: np.ndarray  # (n,) windows each text ran in (1 unless split)
+    chunk_end: bool = True  # the last piece of an input chunk: a durable point for stores
 
 
 @dataclass

@@ -11,12 +11,12 @@ import json
 import os
 import sys
 import warnings
-from pathlib import Path
 
 from . import __version__
 from .errors import BertlayersError, OptionError
 from .options import Combine, Device, DType, Level, Pooling, WordPooling
 from .readers import InputFormat, guess_format, read_records
+from .stores import store_format
 
 EXTRACT_EXAMPLES = """\
 examples:
@@ -40,8 +40,6 @@ an .npz output holds all of it in one file. Read any output back with bertlayers
 layers: 0 = embedding output, 1..L = encoder layers, negatives count from the end (-1 = last).
 Google's extract_features.py and bert-as-service count encoder layers only: their index is ours - 1.
 """
-
-SUPPORTED_OUTPUTS = (".npy", ".npz")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -89,7 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "input", help="a .txt (one text per line), .csv, .tsv or .jsonl file; - for stdin"
     )
-    extract.add_argument("-o", "--output", required=True, help="output file (.npy or .npz)")
+    extract.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output store: .npy, .npz, .h5/.hdf5, .parquet (or a directory with --format "
+        "parquet), .safetensors",
+    )
+    extract.add_argument(
+        "--format",
+        default=None,
+        help="npy|npz|hdf5|parquet|safetensors (default: from the output's suffix)",
+    )
+    extract.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last durable chunk",
+    )
     _add_model_options(extract)
     extract.add_argument("--layers", default="all", help="all | 6 | 0,6,-1 | -4: | 1:7")
     extract.add_argument(
@@ -167,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-size", type=_positive_int, default=256, help="texts per batch"
     )
     extract.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=4096,
+        help="texts sorted and batched together; also the unit a --resume restarts from",
+    )
+    extract.add_argument(
         "--device", default="auto", help="|".join(d.value for d in Device) + " (or cuda:N)"
     )
     extract.add_argument(
@@ -188,6 +208,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(handler=run_info)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="show what a store holds: provenance, shapes, dtype, size, completeness",
+        description="Show a store's provenance, shapes, dtype, size on disk and completeness.",
+        formatter_class=_Formatter,
+        epilog="examples:\n  bertlayers inspect emb.npy\n  bertlayers inspect words.h5 --json\n",
+    )
+    inspect.add_argument("path", help="a store written by bertlayers extract (or its .partial)")
+    inspect.add_argument("--json", action="store_true", help="print the provenance as JSON")
+    inspect.set_defaults(handler=run_inspect)
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert a store to another format",
+        description="Convert a store to another format, block by block.",
+        formatter_class=_Formatter,
+        epilog="examples:\n  bertlayers convert emb.npy emb.parquet\n"
+        "  bertlayers convert tokens.h5 tokens.safetensors --overwrite\n",
+    )
+    convert.add_argument("source", help="a complete store")
+    convert.add_argument("target", help="the new store (format from its suffix or --format)")
+    convert.add_argument("--format", default=None, help="npy|npz|hdf5|parquet|safetensors")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing target")
+    convert.set_defaults(handler=run_convert)
     return parser
 
 
@@ -233,17 +278,16 @@ def _check_extract_args(args: argparse.Namespace) -> None:
         raise OptionError("--word-pooling applies to --level word")
     if args.pair_column and level is not Level.SENTENCE:
         raise OptionError("--pair-column works at --level sentence")
-    suffix = Path(args.output).suffix.lower()
-    if suffix not in SUPPORTED_OUTPUTS:
-        raise OptionError(
-            f"unsupported output format '{suffix or args.output}': use a path ending in "
-            + ", ".join(SUPPORTED_OUTPUTS)
-        )
+    store_format(args.output, args.format)
+    if args.resume and args.overwrite:
+        raise OptionError("--resume continues a run and --overwrite starts again: choose one")
+    if args.resume and args.input == "-":
+        raise OptionError("--resume needs an input file: stdin cannot be read again")
 
 
 def run_extract(args: argparse.Namespace) -> int:
     from .extract import ExtractConfig, Extractor
-    from .sinks import open_sink
+    from .stores import StoreSink
 
     _check_extract_args(args)
     config = ExtractConfig(
@@ -259,25 +303,35 @@ def run_extract(args: argparse.Namespace) -> int:
         output_dtype=args.output_dtype,
         batch_tokens=args.batch_tokens,
         max_batch_size=args.max_batch_size,
-    )
-    sink = open_sink(
-        args.output, overwrite=args.overwrite, ragged=config.level is not Level.SENTENCE
+        chunk_size=args.chunk_size,
     )
     total = _count_records(args)
     extractor = Extractor(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
+    sink = StoreSink(
+        args.output,
+        extractor.identity(config),
+        fmt=args.format,
+        overwrite=args.overwrite,
+        resume=args.resume,
+    )
+    if sink.resumed_from and not args.quiet:
+        print(f"bertlayers: resuming after {sink.resumed_from} texts", file=sys.stderr)
+    if total is not None:
+        total -= sink.resumed_from
     try:
         provenance = extractor.run(
-            _records(args), sink, config, progress=not args.quiet, total=total
+            sink.skip_done(_records(args)), sink, config, progress=not args.quiet, total=total
         )
     except BertlayersError as err:
         if sink.records:
             raise BertlayersError(
-                f"{err} (the {sink.records} texts embedded before it are kept in {sink.partial})"
+                f"{err} (the {sink.records} texts embedded before it are kept in "
+                f"{sink.partial}; --resume continues from there)"
             ) from None
         raise
     if not args.quiet:
         shape = "x".join(str(n) for n in provenance["shape"])
-        print(f"bertlayers: wrote {args.output} ({shape})", file=sys.stderr)
+        print(f"bertlayers: wrote {args.output} ({shape}, {provenance['format']})", file=sys.stderr)
     return 0
 
 
@@ -313,6 +367,51 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _human(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from .stores import describe
+
+    report = describe(args.path)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    rows = [
+        ("store", f"{report['path']} ({report['format']})"),
+        ("complete", "yes" if report["complete"] else f"no — {report['status']}"),
+        ("model", report.get("model", "?")),
+        ("level", report.get("level", "?")),
+        ("layers", report.get("layers", "?")),
+        ("pooling", report.get("pooling", "-")),
+        ("combine", report.get("combine", "-")),
+        ("shape", " x ".join(str(n) for n in report.get("shape", []))),
+        ("dtype", report.get("dtype", "?")),
+        ("texts", report.get("texts", "?")),
+        ("truncated", report.get("truncated", "-")),
+        ("windowed", report.get("windowed", "-")),
+        ("size", _human(report["bytes"])),
+        ("created", report.get("created", "?")),
+        ("version", report.get("bertlayers_version", "?")),
+    ]
+    for key, value in rows:
+        print(f"{key + ':':<11}{value}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from .stores import convert
+
+    fmt = convert(args.source, args.target, fmt=args.format, overwrite=args.overwrite)
+    print(f"bertlayers: wrote {args.target} ({fmt.value})", file=sys.stderr)
+    return 0
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"bertlayers: warning: {message}", file=sys.stderr)
 
@@ -330,8 +429,25 @@ def _join_layer_values(argv: list[str]) -> list[str]:
     return joined
 
 
+def _steady_malloc() -> None:
+    """Keep large buffers out of the glibc heap, so peak memory stays flat on long runs.
+
+    glibc raises its mmap threshold each time a large buffer is freed; later batch-sized
+    arrays then come from the heap, which fragments and grows with the corpus. A fixed
+    threshold (what MALLOC_MMAP_THRESHOLD_ would set) returns every large buffer to the OS.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run a command; errors become one line on stderr and a non-zero exit."""
+    _steady_malloc()
     parser = build_parser()
     args = parser.parse_args(_join_layer_values(sys.argv[1:] if argv is None else argv))
     warnings.showwarning = _show_warning

@@ -40,8 +40,9 @@ from .options import Combine, DType, Level, LongMode, Pooling, WordPooling
 from .pooling import pool, pooling_mask, word_pooling
 from .provenance import PerTextLog, build_provenance
 from .readers import Record, records_from_texts, records_from_words
-from .results import RaggedEmbeddings, SentenceEmbeddings
+from .results import RaggedEmbeddings, SentenceEmbeddings, make_result
 from .sinks import MemorySink, Sink
+from .stores.base import ArraySource
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ExtractConfig:
     max_batch_size: int = 256  # sequences per batch
     max_padding: float = 0.25  # largest share of padding in a batch
     chunk_size: int = 4096  # texts read, sorted and batched together (the sort window)
-    chunk_bytes: int = 256 * 2**20  # token/word level: output held before it is handed on
+    chunk_bytes: int = 128 * 2**20  # token/word level: output held before it is handed on
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -218,6 +219,22 @@ class Extractor:
             record["stride"] = stride
         return record
 
+    def identity(self, config: ExtractConfig) -> dict:
+        """What must match for an interrupted store to be resumed: the model, the settings,
+        and the batching (which decides the bytes of every row)."""
+        return {
+            "model": self.info.model_id,
+            "fingerprint": self.encoder.fingerprint,
+            "compute_dtype": self.encoder.dtype.value,
+            "device": str(self.encoder.device),
+            **self.settings(config),
+            "batch_tokens": config.batch_tokens,
+            "max_batch_size": config.max_batch_size,
+            "max_padding": config.max_padding,
+            "chunk_size": config.chunk_size,
+            "chunk_bytes": config.chunk_bytes,
+        }
+
     # ------------------------------------------------------------------ sentence route
 
     def _hidden(self, batch: dict[str, torch.Tensor], selection: LayerSelection, config):
@@ -322,7 +339,9 @@ class Extractor:
         prefix, suffix = self.encoder.special_template
         n_special = len(prefix) + len(suffix)
         tokenizer = self.encoder.tokenizer
-        row_bytes = int(np.prod(row_shape)) * 4
+        # token vectors come back in the output dtype; word and sentence pooling work in float32
+        itemsize = config.output_dtype.torch.itemsize if config.level is Level.TOKEN else 4
+        row_bytes = int(np.prod(row_shape)) * itemsize
         for records_chunk in _chunked(records, config.chunk_size):
             for record in records_chunk:
                 if record.pair is not None:
@@ -341,7 +360,8 @@ class Extractor:
             if config.long is LongMode.ERROR and (full > max_length).any():
                 i = int(np.flatnonzero(full > max_length)[0])
                 raise InputError(_too_long(records_chunk[i].id, full[i], max_length))
-            for group in self._groups(content, row_bytes, config.chunk_bytes):
+            groups = list(self._groups(content, row_bytes, config.chunk_bytes))
+            for number, group in enumerate(groups):
                 sub = ContentTokens(
                     *([getattr(content, f.name)[i] for i in group] for f in fields(ContentTokens))
                 )
@@ -358,9 +378,11 @@ class Extractor:
                 pieces, cls = self._run_windows(
                     windows, selection, config, keep_cls=config.level is Level.SENTENCE
                 )
-                yield self._assemble(
+                chunk = self._assemble(
                     group_records, sub, windows, pieces, cls, full[group], config, row_shape
                 )
+                chunk.chunk_end = number == len(groups) - 1
+                yield chunk
                 progress.update(len(group), int(windows.encoded.lengths.sum()))
 
     def _assemble(
@@ -382,24 +404,34 @@ class Extractor:
         starts = np.searchsorted(windows.record_of, np.arange(len(records) + 1))
         truncated = windows.covered < np.fromiter((len(x) for x in content.ids), dtype=np.int64)
         vectors, lengths, items, spans, replaced = [], [], [], [], []
+        flat = None
+        if config.level is Level.TOKEN:  # rows go straight from the windows into one array
+            keep_special = config.include_special
+            n_rows = int(windows.covered.sum()) + (
+                len(records) * (p + len(suffix)) if keep_special else 0
+            )
+            flat = np.empty((n_rows, *row_shape), dtype=out_dtype)
+            cursor = 0
         for r, record in enumerate(records):
             seqs = range(starts[r], starts[r + 1])
-            stitched = np.concatenate([pieces[s] for s in seqs])  # (p + covered + q, K', H')
             covered = int(windows.covered[r])
-            body = stitched[p : p + covered]
             if config.level is Level.TOKEN:
-                ids = content.ids[r][:covered]
+                ids = content.ids[r][:covered].tolist()
                 token_spans = content.spans[r][:covered]
-                if config.include_special:
+                lo, hi = (0, p + covered + len(suffix)) if keep_special else (p, p + covered)
+                if keep_special:
                     ids = prefix + ids + suffix
                     edge = np.zeros((p, 2), np.int64), np.zeros((len(suffix), 2), np.int64)
                     token_spans = np.concatenate([edge[0], token_spans, edge[1]])
-                    body = stitched
-                vectors.append(body)
+                _copy_rows([pieces[s] for s in seqs], lo, hi, flat[cursor : cursor + hi - lo])
+                cursor += hi - lo
                 items.extend(tokenizer.convert_ids_to_tokens(ids))
                 spans.append(token_spans)
-                lengths.append(len(body))
-            elif config.level is Level.WORD:
+                lengths.append(hi - lo)
+                continue
+            stitched = np.concatenate([pieces[s] for s in seqs])  # (p + covered + q, K', H')
+            body = stitched[p : p + covered]
+            if config.level is Level.WORD:
                 word_ids = content.word_ids[r][:covered]
                 n_words = int(word_ids[-1]) + 1 if covered else 0
                 words = word_pooling(body, word_ids, n_words, config.word_pooling.value)
@@ -423,7 +455,8 @@ class Extractor:
         )
         if config.level is Level.SENTENCE:
             return SentenceChunk(vectors=np.stack(vectors).astype(out_dtype), **common)
-        flat = np.concatenate(vectors) if vectors else np.zeros((0, *row_shape), out_dtype)
+        if flat is None:
+            flat = np.concatenate(vectors) if vectors else np.zeros((0, *row_shape), out_dtype)
         return RaggedChunk(
             vectors=flat.astype(out_dtype, copy=False),
             lengths=np.asarray(lengths, dtype=np.int64),
@@ -476,7 +509,8 @@ class Extractor:
         provenance = build_provenance(self.encoder, settings, row_shape, log, True)
         _warn(log, settings["max_length"])
         sink.close(provenance)
-        return provenance
+        # a store may complete the record (a resumed run's texts, its format)
+        return getattr(sink, "provenance", None) or provenance
 
     def _collect(
         self, records: list[Record], config: ExtractConfig, progress: bool
@@ -503,36 +537,21 @@ class Extractor:
             selection = resolve_layers(config.layers, self.info.num_layers)
             empty = np.zeros((0, *self.output_shape(config, selection)), config.output_dtype.value)
             return SentenceEmbeddings(
-                empty, [], list(selection.indices), np.zeros(0, np.int64), np.zeros(0, bool), {}
+                ArraySource(empty),
+                [],
+                list(selection.indices),
+                np.zeros(0, np.int64),
+                np.zeros(0, bool),
+                {"layers": list(selection.indices), "level": "sentence"},
             )
         sink, provenance = self._collect(records, config, progress)
-        texts_meta = provenance["texts"]
-        return SentenceEmbeddings(
-            embeddings=sink.vectors(),
-            ids=texts_meta["ids"],
-            layers=provenance["layers"],
-            n_tokens=np.asarray(texts_meta["n_tokens"], dtype=np.int64),
-            truncated=np.asarray(texts_meta["truncated"], dtype=bool),
-            provenance=provenance,
-        )
+        return make_result(sink.vectors(), {}, provenance)
 
     def _extract_ragged(self, records: list[Record], config: ExtractConfig, progress: bool):
         if not records:
             raise InputError("no texts to embed")
         sink, provenance = self._collect(records, config, progress)
-        arrays = sink.index.arrays()
-        texts_meta = provenance["texts"]
-        return RaggedEmbeddings(
-            vectors=sink.vectors(),
-            offsets=arrays["offsets"],
-            ids=texts_meta["ids"],
-            items=[str(x) for x in arrays["items"]],
-            spans=arrays["spans"],
-            layers=provenance["layers"],
-            n_tokens=np.asarray(texts_meta["n_tokens"], dtype=np.int64),
-            truncated=np.asarray(texts_meta["truncated"], dtype=bool),
-            provenance=provenance,
-        )
+        return make_result(sink.vectors(), sink.index.arrays(), provenance)
 
     def extract_tokens(
         self,
@@ -603,6 +622,17 @@ def _records(texts: object, pairs: Sequence[str] | None) -> list[Record]:
     if items and all(isinstance(r, Record) for r in items):
         return items
     return list(records_from_texts(items, pairs))
+
+
+def _copy_rows(pieces: list[np.ndarray], lo: int, hi: int, out: np.ndarray) -> None:
+    """Copy rows `lo:hi` of the pieces laid end to end into `out`, without joining them."""
+    start = 0
+    for piece in pieces:
+        stop = start + len(piece)
+        a, b = max(lo, start), min(hi, stop)
+        if a < b:
+            out[a - lo : b - lo] = piece[a - start : b - start]
+        start = stop
 
 
 def _pool_rows(rows: np.ndarray, cls: np.ndarray, config: ExtractConfig) -> np.ndarray:

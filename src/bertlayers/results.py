@@ -1,23 +1,25 @@
-"""Result types, and `load` to read any output back.
+"""Result types, and `load` to read any store back.
 
 Sentence level: one `(N, K, H)` array. Token and word level are ragged: one flat
 `(sum T_i, K, H)` array plus offsets `(N+1,)`, so text `i` is rows `offsets[i]:offsets[i+1]`,
 with the token or word strings and their `(start, end)` character spans beside it.
+Vectors of a loaded store are read lazily: `layer(i)` reads one layer (only that layer, in
+HDF5, Parquet and safetensors stores), `embeddings`/`vectors` read everything on first use.
 """
 
 from __future__ import annotations
 
-import json
-import zipfile
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, OptionError
+from .errors import OptionError
 from .layers import resolve_layers
 from .options import Combine
+from .stores.base import ArraySource, LayerSource
 
 
 def _layer_position(layers: list[int], provenance: dict, index: int) -> int:
@@ -29,7 +31,11 @@ def _layer_position(layers: list[int], provenance: dict, index: int) -> int:
     return layers.index(wanted)
 
 
-@dataclass
+def _source(vectors: np.ndarray | LayerSource) -> LayerSource:
+    return ArraySource(vectors) if isinstance(vectors, np.ndarray) else vectors
+
+
+@dataclass(eq=False)
 class SentenceEmbeddings:
     """Pooled embeddings of N texts, in input order.
 
@@ -37,7 +43,7 @@ class SentenceEmbeddings:
     layers are combined by mean/sum and `(N, 1, K*H)` when concatenated.
     """
 
-    embeddings: np.ndarray
+    source: LayerSource = field(repr=False)
     ids: list[str]
     layers: list[int]
     n_tokens: np.ndarray  # (N,) tokens of the whole text, special tokens included
@@ -46,9 +52,17 @@ class SentenceEmbeddings:
 
     level = "sentence"
 
+    @functools.cached_property
+    def embeddings(self) -> np.ndarray:
+        return self.source.all()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.source.shape)
+
     def layer(self, index: int) -> np.ndarray:
         """The `(N, H)` vectors of one layer (our index convention; it must have been selected)."""
-        return self.embeddings[:, _layer_position(self.layers, self.provenance, index)]
+        return self.source.layer(_layer_position(self.layers, self.provenance, index))
 
 
 @dataclass
@@ -61,14 +75,14 @@ class TextVectors:
     spans: np.ndarray  # (T, 2)
 
 
-@dataclass
+@dataclass(eq=False)
 class RaggedEmbeddings:
     """Token- or word-level embeddings of N texts: flat rows plus offsets, in input order.
 
     `result[i]` is text i as `TextVectors`; `vectors[offsets[i]:offsets[i+1]]` its rows.
     """
 
-    vectors: np.ndarray  # (sum T_i, K, H)
+    source: LayerSource = field(repr=False)
     offsets: np.ndarray  # (N+1,)
     ids: list[str]
     items: list[str]  # token or word strings, one per row
@@ -77,6 +91,11 @@ class RaggedEmbeddings:
     n_tokens: np.ndarray  # (N,)
     truncated: np.ndarray  # (N,) bool
     provenance: dict = field(repr=False)
+
+    @functools.cached_property
+    def vectors(self) -> np.ndarray:
+        """All rows `(sum T_i, K, H)`."""
+        return self.source.all()
 
     @property
     def level(self) -> str:
@@ -99,60 +118,45 @@ class RaggedEmbeddings:
 
     def arrays(self) -> list[np.ndarray]:
         """Per-text arrays `(T_i, K, H)`."""
-        return [self.vectors[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
+        vectors = self.vectors
+        return [vectors[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
 
     def layer(self, index: int) -> np.ndarray:
         """The flat `(sum T_i, H)` rows of one layer."""
-        return self.vectors[:, _layer_position(self.layers, self.provenance, index)]
+        return self.source.layer(_layer_position(self.layers, self.provenance, index))
 
 
-def _from_parts(vectors: np.ndarray, arrays: dict, provenance: dict):
+def make_result(
+    vectors: np.ndarray | LayerSource, index: dict, provenance: dict
+) -> SentenceEmbeddings | RaggedEmbeddings:
+    """A result from vectors (or a lazy source), index arrays and provenance."""
     texts = provenance.get("texts", {})
-    ids = [str(x) for x in arrays["ids"]] if "ids" in arrays else texts.get("ids", [])
+    ids = [str(x) for x in index.get("ids", texts.get("ids", []))]
     common = dict(
+        source=_source(vectors),
         ids=ids,
         layers=list(provenance["layers"]),
-        n_tokens=np.asarray(texts.get("n_tokens", []), dtype=np.int64),
-        truncated=np.asarray(texts.get("truncated", []), dtype=bool),
+        n_tokens=np.asarray(index.get("n_tokens", texts.get("n_tokens", [])), dtype=np.int64),
+        truncated=np.asarray(index.get("truncated", texts.get("truncated", [])), dtype=bool),
         provenance=provenance,
     )
     if provenance.get("level", "sentence") == "sentence":
-        return SentenceEmbeddings(embeddings=vectors, **common)
+        return SentenceEmbeddings(**common)
     return RaggedEmbeddings(
-        vectors=vectors,
-        offsets=np.asarray(arrays["offsets"]),
-        items=[str(x) for x in arrays["items"]],
-        spans=np.asarray(arrays["spans"]),
+        offsets=np.asarray(index["offsets"]),
+        items=[str(x) for x in index["items"]],
+        spans=np.asarray(index["spans"]),
         **common,
     )
 
 
 def load(path: str | Path) -> SentenceEmbeddings | RaggedEmbeddings:
-    """Read an output of `bertlayers extract` (`.npy` + sidecars, or `.npz`).
+    """Read any bertlayers store (`.npy`, `.npz`, `.h5`, `.parquet`, `.safetensors`).
 
-    Vectors of an `.npy` output are memory-mapped, so a large store is read lazily. Sentence
-    level gives `SentenceEmbeddings`, token and word level `RaggedEmbeddings`.
+    Sentence level gives `SentenceEmbeddings`, token and word level `RaggedEmbeddings`; an
+    incomplete or corrupt store is an error that says so.
     """
-    path = Path(path)
-    if not path.exists():
-        partial = path.with_name(path.name + ".partial")
-        hint = f" (an incomplete run left {partial.name})" if partial.exists() else ""
-        raise InputError(f"no such output: {path}{hint}")
-    try:
-        if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            provenance = json.loads(str(arrays.pop("provenance")))
-            return _from_parts(arrays.pop("vectors"), arrays, provenance)
-        sidecar = path.with_suffix(".json")
-        if not sidecar.exists():
-            raise InputError(f"{path}: its provenance {sidecar.name} is missing")
-        provenance = json.loads(sidecar.read_text(encoding="utf-8"))
-        vectors = np.load(path, mmap_mode="r", allow_pickle=False)
-        arrays = {}
-        if provenance.get("level", "sentence") != "sentence":
-            with np.load(path.with_suffix(".index.npz"), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
-        raise InputError(f"{path} is not a readable bertlayers output: {err}") from None
-    return _from_parts(vectors, arrays, provenance)
+    from .stores import open_store
+
+    source, index, provenance, _ = open_store(path)
+    return make_result(source, index, provenance)

@@ -1,0 +1,446 @@
+"""Embedding stores: `.npy`, `.npz`, HDF5, Parquet and safetensors, chosen by the path.
+
+Every run streams into a staging area (`OUT.partial/`, see `staging.py`) that is durable after
+each chunk and resumable after a crash; when the run completes the store is written in the
+asked format and renamed into place. `load` reads any store back (lazily where the format
+allows), `describe` tells what a store holds, `convert` turns one format into another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..chunks import SentenceChunk
+from ..errors import InputError, OptionError, OutputError
+from ..options import StrEnum
+from ..readers import Record
+from .base import ArraySource, LayerSource, StoreData
+from .hdf5 import read_hdf5, write_hdf5
+from .npyfmt import index_path, read_npy, read_npz, sidecar_path, write_npy, write_npz
+from .parquet import read_parquet, write_parquet
+from .safetensors import read_safetensors, sharded_index, write_safetensors
+from .staging import StagedStore, Staging, input_digest
+
+
+class StoreFormat(StrEnum):
+    NPY = "npy"
+    NPZ = "npz"
+    HDF5 = "hdf5"
+    PARQUET = "parquet"
+    SAFETENSORS = "safetensors"
+
+
+_SUFFIXES = {
+    ".npy": StoreFormat.NPY,
+    ".npz": StoreFormat.NPZ,
+    ".h5": StoreFormat.HDF5,
+    ".hdf5": StoreFormat.HDF5,
+    ".parquet": StoreFormat.PARQUET,
+    ".safetensors": StoreFormat.SAFETENSORS,
+}
+
+_WRITERS: dict[StoreFormat, Callable[[StoreData, Path], list[Path]]] = {
+    StoreFormat.NPY: write_npy,
+    StoreFormat.NPZ: write_npz,
+    StoreFormat.HDF5: write_hdf5,
+    StoreFormat.PARQUET: write_parquet,
+    StoreFormat.SAFETENSORS: write_safetensors,
+}
+
+
+def store_format(path: str | Path, fmt: str | None = None) -> StoreFormat:
+    """The format named by `fmt`, else by the path's suffix (a directory: Parquet shards)."""
+    if fmt:
+        return StoreFormat.parse(fmt, "format")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    if path.is_dir() and any(path.glob("*.parquet")):
+        return StoreFormat.PARQUET
+    valid = ", ".join(sorted(_SUFFIXES))
+    raise OptionError(
+        f"cannot tell the output format of '{path}': use a path ending in {valid}, "
+        "or --format (a directory with --format parquet holds Parquet shards)"
+    )
+
+
+def _outputs(path: Path, fmt: StoreFormat) -> list[Path]:
+    """Every file a store of this format at `path` consists of."""
+    if fmt is StoreFormat.NPY:
+        return [path, sidecar_path(path), index_path(path)]
+    if fmt is StoreFormat.SAFETENSORS:
+        return [path, sharded_index(path)]
+    return [path]
+
+
+def _partial_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _with_texts(provenance: dict, index: dict, replaced: list, rows: int, row_shape) -> dict:
+    """The final provenance: per-text columns for every record of the store, resumed or not."""
+    out = dict(provenance)
+    out["texts"] = {
+        "ids": list(index["ids"]),
+        "n_tokens": index["n_tokens"].tolist(),
+        "truncated": index["truncated"].tolist(),
+        "windows": index["windows"].tolist(),
+    }
+    out["num_texts"] = len(index["ids"])
+    out["num_truncated"] = int(index["truncated"].sum())
+    out["num_windowed"] = int((index["windows"] > 1).sum())
+    out["shape"] = [rows, *row_shape]
+    out.pop("replaced_words", None)
+    if replaced:
+        out["replaced_words"] = replaced
+    return out
+
+
+@dataclass
+class _Staged:
+    """StoreData over a finished staging area."""
+
+    staged: StagedStore
+    provenance: dict
+    index_arrays: dict
+
+    @property
+    def num_rows(self) -> int:
+        return self.staged.vectors.shape[0]
+
+    @property
+    def row_shape(self) -> tuple[int, int]:
+        return tuple(self.staged.vectors.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.staged.vectors.dtype
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.staged.vectors[start:stop])
+
+    def index(self) -> dict[str, np.ndarray]:
+        return self.index_arrays
+
+
+class StoreSink:
+    """A sink that streams into a resumable staging area and writes the store at the end.
+
+    `identity` is what must match to resume (model, fingerprint, settings, batching);
+    the input is checked with a running digest of the records already embedded.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        identity: dict,
+        fmt: str | None = None,
+        overwrite: bool = False,
+        resume: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.format = store_format(self.path, fmt)
+        self.partial = _partial_dir(self.path)
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if not parent.is_dir():
+            raise OutputError(f"output directory does not exist: {parent}")
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"output directory is not writable: {parent}")
+        existing = [p for p in _outputs(self.path, self.format) if p.exists()]
+        if existing and not overwrite:
+            raise OutputError(f"output exists: {existing[0]} (use --overwrite to replace it)")
+        if self.partial.exists() and not (resume or overwrite):
+            raise OutputError(
+                f"an interrupted run left {self.partial}: use --resume to continue it, "
+                "or --overwrite to start again"
+            )
+        self.staging = Staging(self.partial, identity, resume=resume and not overwrite)
+        self.resumed_from = self.staging.records
+        self._digests: dict[int, str] = {self.staging.records: self.staging.input_digest}
+        self._consumed = 0
+        self._pending = 0
+
+    @property
+    def records(self) -> int:
+        """Records made durable so far (including those of an earlier, resumed run)."""
+        return self.staging.records
+
+    def skip_done(self, records: Iterable[Record]) -> Iterator[Record]:
+        """Skip the records an interrupted run already embedded (checking they are the same),
+        then pass the rest on while keeping the running digest of the input."""
+        digest = ""
+        count = 0
+        iterator = iter(records)
+        for record in iterator:
+            digest = input_digest(digest, _record_text(record), record.id)
+            count += 1
+            if count <= self.resumed_from:
+                if count == self.resumed_from and digest != self.staging.input_digest:
+                    raise InputError(
+                        f"cannot resume: the input differs from the interrupted run's within "
+                        f"its first {count} records (use --overwrite to start again)"
+                    )
+                continue
+            self._consumed = count
+            self._digests[count] = digest
+            yield record
+        if count < self.resumed_from:
+            raise InputError(
+                f"cannot resume: the input has {count} records, fewer than the "
+                f"{self.resumed_from} already embedded (use --overwrite to start again)"
+            )
+
+    def write(self, chunk: SentenceChunk) -> None:
+        self.staging.append(chunk)
+        self._pending += len(chunk.ids)
+        if chunk.chunk_end:
+            done = self.staging.records + self._pending
+            digest = self._digests.get(done)
+            if digest is None:  # records given without skip_done: no digest to keep
+                digest = ""
+            self.staging.commit(digest)
+            self._pending = 0
+            self._digests = {k: v for k, v in self._digests.items() if k >= done}
+
+    def close(self, provenance: dict) -> None:
+        """Write the store in its format from the staging area, then rename it into place."""
+        staged = self.staging.finish()
+        index = staged.index()
+        final = _with_texts(
+            provenance, index, staged.replaced, staged.vectors.shape[0], staged.vectors.shape[1:]
+        )
+        final["format"] = self.format.value
+        data = _Staged(staged, final, index)
+        written: list[Path] = []
+        try:
+            if self.format is StoreFormat.NPY:
+                written = write_npy(data, self.path, staged_vectors=staged.dir / "vectors.npy")
+            else:
+                written = _WRITERS[self.format](data, self.path)
+            for tmp in written:
+                target = tmp.with_name(tmp.name.removesuffix(".tmp"))
+                _remove(target)
+                os.replace(tmp, target)
+        except OSError as err:
+            for tmp in written:
+                _remove(tmp)
+            reason = "disk full" if err.errno == 28 else (err.strerror or str(err))
+            raise OutputError(
+                f"{reason} while writing {self.path}; the embedded texts are kept in "
+                f"{self.partial} (rerun with --resume once fixed)"
+            ) from None
+        self.staging.remove()
+        self.provenance = final
+
+    def abort(self, provenance: dict) -> None:
+        """Leave the staging area at its last durable point, for `--resume`."""
+        self.staging.close_files()
+
+
+def _record_text(record: Record) -> str:
+    return record.text if record.pair is None else f"{record.text}\x01{record.pair}"
+
+
+# ---------------------------------------------------------------- reading
+
+
+_READERS = {
+    StoreFormat.NPY: read_npy,
+    StoreFormat.NPZ: read_npz,
+    StoreFormat.HDF5: read_hdf5,
+    StoreFormat.PARQUET: read_parquet,
+    StoreFormat.SAFETENSORS: read_safetensors,
+}
+
+
+def open_store(path: str | Path) -> tuple[LayerSource, dict, dict, StoreFormat]:
+    """Open a complete store: its vectors source, index arrays and provenance."""
+    path = Path(path)
+    exists = path.exists() or (path.suffix == ".safetensors" and sharded_index(path).exists())
+    if not exists:
+        partial = _partial_dir(path)
+        if partial.exists():
+            raise InputError(
+                f"{path} is incomplete: an interrupted run left {partial.name} "
+                "(finish it with --resume)"
+            )
+        raise InputError(f"no such store: {path}")
+    fmt = store_format(path)
+    try:
+        source, index, provenance = _READERS[fmt](path)
+    except InputError:
+        raise
+    except Exception as err:  # corrupt or truncated files raise all kinds of errors
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{path} is not a readable {fmt.value} store: {first}") from None
+    if not provenance.get("complete", False):
+        raise InputError(f"{path} is marked incomplete")
+    texts = provenance.get("texts", {})
+    for key in ("ids", "n_tokens", "truncated", "windows"):
+        if key not in index and key in texts:
+            index[key] = np.asarray(texts[key])
+    expected_rows = provenance.get("shape", [None])[0]
+    if expected_rows is not None and source.shape[0] != expected_rows:
+        raise InputError(
+            f"{path} is truncated or corrupt: {source.shape[0]} rows, "
+            f"its provenance says {expected_rows}"
+        )
+    return source, index, provenance, fmt
+
+
+@dataclass
+class _Loaded:
+    """StoreData over an opened store (for convert)."""
+
+    source: LayerSource
+    index_arrays: dict
+    provenance: dict
+
+    @property
+    def num_rows(self) -> int:
+        return self.source.shape[0]
+
+    @property
+    def row_shape(self) -> tuple[int, int]:
+        return tuple(self.source.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.source.dtype)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return self.source.block(start, stop)
+
+    def index(self) -> dict[str, np.ndarray]:
+        return self.index_arrays
+
+
+def convert(
+    source_path: str | Path,
+    target_path: str | Path,
+    fmt: str | None = None,
+    overwrite: bool = False,
+) -> StoreFormat:
+    """Rewrite a store in another format (block by block: memory stays bounded)."""
+    source, index, provenance, _ = open_store(source_path)
+    target = Path(target_path)
+    target_format = store_format(target, fmt)
+    existing = [p for p in _outputs(target, target_format) if p.exists()]
+    if existing and not overwrite:
+        raise OutputError(f"output exists: {existing[0]} (use --overwrite to replace it)")
+    provenance = dict(provenance, format=target_format.value)
+    keep = {
+        k: v
+        for k, v in index.items()
+        if k in ("ids", "n_tokens", "truncated", "windows", "offsets", "items", "spans")
+    }
+    keep["ids"] = [str(x) for x in keep["ids"]]
+    written = _WRITERS[target_format](_Loaded(source, keep, provenance), target)
+    for tmp in written:
+        final = tmp.with_name(tmp.name.removesuffix(".tmp"))
+        _remove(final)
+        os.replace(tmp, final)
+    return target_format
+
+
+def disk_size(path: str | Path) -> int:
+    """Bytes a store takes on disk, all its files counted."""
+    path = Path(path)
+    fmt = store_format(path)
+    total = 0
+    for part in _outputs(path, fmt):
+        if part.is_dir():
+            total += sum(f.stat().st_size for f in part.rglob("*") if f.is_file())
+        elif part.exists():
+            total += part.stat().st_size
+    if fmt is StoreFormat.SAFETENSORS and sharded_index(path).exists():
+        stem = path.name.removesuffix(".safetensors")
+        total += sum(f.stat().st_size for f in path.parent.glob(f"{stem}-*-of-*.safetensors"))
+    return total
+
+
+__all__ = [
+    "ArraySource",
+    "StoreFormat",
+    "StoreSink",
+    "convert",
+    "disk_size",
+    "open_store",
+    "store_format",
+]
+
+
+def describe(path: str | Path) -> dict:
+    """What a store holds, for `bertlayers inspect`; an interrupted run's staging too."""
+    path = Path(path)
+    partial = path if path.name.endswith(".partial") else _partial_dir(path)
+    complete_exists = path.exists() and not path.name.endswith(".partial")
+    if not complete_exists and partial.is_dir():
+        journal = json.loads((partial / "journal.json").read_text(encoding="utf-8"))
+        identity = journal["identity"]
+        size = sum(f.stat().st_size for f in partial.rglob("*") if f.is_file())
+        return {
+            "path": str(path),
+            "format": "staging",
+            "complete": False,
+            "status": f"an interrupted run: {journal['records']} texts durable "
+            "(bertlayers extract ... --resume finishes it)",
+            "model": identity.get("model"),
+            "level": identity.get("level"),
+            "layers": identity.get("layers"),
+            "pooling": identity.get("pooling"),
+            "combine": identity.get("combine"),
+            "shape": [journal["rows"], *(journal["row_shape"] or [])],
+            "dtype": str(np.dtype(journal["dtype"])) if journal["dtype"] else None,
+            "texts": journal["records"],
+            "bytes": size,
+        }
+    source, _, provenance, fmt = open_store(path)
+    report = {
+        "path": str(path),
+        "format": fmt.value,
+        "complete": True,
+        "status": "complete",
+        "model": provenance["model"].get("name", provenance["model"]["id"]),
+        "fingerprint": provenance["model"].get("fingerprint"),
+        "level": provenance.get("level", "sentence"),
+        "layers": provenance.get("layers"),
+        "pooling": provenance.get("pooling", provenance.get("word_pooling", "-")),
+        "combine": provenance.get("combine"),
+        "shape": list(source.shape),
+        "dtype": str(np.dtype(source.dtype)),
+        "texts": provenance.get("num_texts"),
+        "truncated": provenance.get("num_truncated"),
+        "windowed": provenance.get("num_windowed"),
+        "bytes": disk_size(path),
+        "created": provenance.get("created"),
+        "bertlayers_version": provenance.get("bertlayers_version"),
+    }
+    return report
+
+
+__all__ = [
+    "ArraySource",
+    "StoreFormat",
+    "StoreSink",
+    "convert",
+    "describe",
+    "disk_size",
+    "open_store",
+    "store_format",
+]

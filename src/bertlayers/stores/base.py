@@ -1,0 +1,118 @@
+"""What every store format reads and writes: rows of vectors, an index, a provenance.
+
+Writers take a `StoreData` (the staging area of a run, or a store being converted) and read
+it in blocks of rows, so memory stays bounded whatever the store's size. Readers return a
+`LayerSource`, which reads one layer, a block of rows, or everything, lazily where the format
+allows.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+
+BLOCK_BYTES = 64 * 2**20  # rows read and written at a time
+
+
+class StoreData(Protocol):
+    """Rows `(num_rows, K, H)` plus their index and provenance."""
+
+    num_rows: int
+    row_shape: tuple[int, int]
+    dtype: np.dtype
+    provenance: dict
+
+    def rows(self, start: int, stop: int) -> np.ndarray: ...
+
+    def index(self) -> dict[str, np.ndarray]: ...
+
+
+class LayerSource(Protocol):
+    """Lazy access to stored vectors `(rows, K, H)`."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+
+    def layer(self, position: int) -> np.ndarray: ...
+
+    def block(self, start: int, stop: int) -> np.ndarray: ...
+
+    def all(self) -> np.ndarray: ...
+
+
+class ArraySource:
+    """A LayerSource over an array in memory (or memory-mapped)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+
+    def layer(self, position: int) -> np.ndarray:
+        return np.asarray(self.array[:, position])
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.array[start:stop])
+
+    def all(self) -> np.ndarray:
+        return self.array
+
+
+def block_ranges(num_rows: int, row_bytes: int) -> Iterator[tuple[int, int]]:
+    """Consecutive `(start, stop)` row ranges of about BLOCK_BYTES each."""
+    step = max(1, BLOCK_BYTES // max(row_bytes, 1))
+    for start in range(0, num_rows, step):
+        yield start, min(num_rows, start + step)
+
+
+def layer_names(provenance: dict, count: int) -> list[str]:
+    """Dataset/column/tensor names for the K stored layers: `layer_6`, or `combined`."""
+    if provenance.get("combine", "stack") != "stack":
+        return ["combined"]
+    names: list[str] = []
+    for index in provenance["layers"][:count]:
+        name = f"layer_{index}"
+        while name in names:  # a layer asked for twice ("6,-1" on a 6-layer model)
+            name += "_again"
+        names.append(name)
+    return names
+
+
+STRING_KEYS = ("ids", "items")  # index entries that are lists of strings
+
+
+def encode_strings(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Strings as UTF-8 bytes `(total,)` uint8 plus offsets `(n+1,)`: compact whatever their
+    lengths (a fixed-width numpy string array would pad every item to the longest one)."""
+    encoded = [str(v).encode("utf-8") for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+def decode_strings(data: np.ndarray, offsets: np.ndarray) -> list[str]:
+    raw = data.tobytes()
+    return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())]
+
+
+def pack_index(index: dict) -> dict[str, np.ndarray]:
+    """The index as numeric arrays only: string lists become `NAME.utf8` + `NAME.offsets`."""
+    packed = {}
+    for name, value in index.items():
+        if name in STRING_KEYS:
+            packed[f"{name}.utf8"], packed[f"{name}.offsets"] = encode_strings(value)
+        else:
+            packed[name] = np.asarray(value)
+    return packed
+
+
+def unpack_index(arrays: dict[str, np.ndarray]) -> dict:
+    """The inverse of `pack_index`."""
+    index = {k: v for k, v in arrays.items() if "." not in k}
+    for name in STRING_KEYS:
+        if f"{name}.utf8" in arrays:
+            index[name] = decode_strings(arrays[f"{name}.utf8"], arrays[f"{name}.offsets"])
+    return index

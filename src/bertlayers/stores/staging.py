@@ -1,0 +1,250 @@
+"""The staging area every store streams into: durable, resumable, format-neutral.
+
+`OUT.partial/` holds `vectors.npy` (rows appended as they come, header fixed at the end),
+`texts.jsonl` (one line per record: id, token count, truncation, windows, and for token/word
+level the strings and spans of its rows) and `journal.json`, rewritten atomically after the
+data files are synced at each durable point. A killed run leaves a consistent prefix: on
+`--resume` the files are cut back to the journal's sizes and the run continues from there.
+Only when the run completes is the final store written (in the asked format) and renamed
+into place, so nothing incomplete ever looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..chunks import RaggedChunk, SentenceChunk
+from ..errors import InputError, OutputError
+from ..sinks import npy_header
+
+_HEADER = 128  # bytes reserved for the vectors' .npy header (see sinks.npy_header)
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON to a temporary file, sync it, and rename it over `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _disk_error(err: OSError, where: Path, records: int) -> OutputError:
+    reason = "disk full" if err.errno == 28 else (err.strerror or str(err))
+    return OutputError(
+        f"{reason} while writing {where}; the {records} texts made durable so far are kept in "
+        f"{where.parent if where.parent.name.endswith('.partial') else where} "
+        "(rerun with --resume once fixed)"
+    )
+
+
+class Staging:
+    """Append embedded chunks durably; resume after a crash; read back when complete."""
+
+    def __init__(self, directory: Path, identity: dict, resume: bool) -> None:
+        self.dir = directory
+        self.identity = identity
+        self.vectors_path = directory / "vectors.npy"
+        self.texts_path = directory / "texts.jsonl"
+        self.journal_path = directory / "journal.json"
+        self.records = 0  # durable records
+        self.rows = 0  # durable rows
+        self.input_digest = ""  # sha256 state of the durable input records
+        self.row_shape: list[int] | None = None
+        self.dtype: str | None = None
+        self.ragged = bool(identity.get("level", "sentence") != "sentence")
+        if resume and self.journal_path.exists():
+            self._reopen()
+        else:
+            if directory.exists():
+                shutil.rmtree(directory)
+            directory.mkdir(parents=True)
+            self.texts_path.write_bytes(b"")
+            self._commit_journal(texts_bytes=0)
+        self._vectors = None
+        self._texts = self.texts_path.open("ab")
+        self._pending_records = 0
+        self._pending_rows = 0
+
+    # ---------------------------------------------------------------- journal
+
+    def _journal(self, texts_bytes: int) -> dict:
+        return {
+            "identity": self.identity,
+            "records": self.records,
+            "rows": self.rows,
+            "texts_bytes": texts_bytes,
+            "row_shape": self.row_shape,
+            "dtype": self.dtype,
+            "input_digest": self.input_digest,
+        }
+
+    def _commit_journal(self, texts_bytes: int) -> None:
+        write_json_atomic(self.journal_path, self._journal(texts_bytes))
+
+    def _reopen(self) -> None:
+        try:
+            journal = json.loads(self.journal_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(f"cannot resume: {self.journal_path} is unreadable ({err})") from None
+        differences = _differences(journal["identity"], self.identity)
+        if differences:
+            raise InputError("cannot resume: " + "; ".join(differences) + " (use --overwrite)")
+        self.records = int(journal["records"])
+        self.rows = int(journal["rows"])
+        self.row_shape = journal["row_shape"]
+        self.dtype = journal["dtype"]
+        self.input_digest = journal["input_digest"]
+        with self.texts_path.open("r+b") as handle:
+            handle.truncate(int(journal["texts_bytes"]))
+        if self.row_shape is not None and self.vectors_path.exists():
+            row_bytes = int(np.prod(self.row_shape)) * np.dtype(self.dtype).itemsize
+            with self.vectors_path.open("r+b") as handle:
+                handle.truncate(_HEADER + self.rows * row_bytes)
+
+    # ---------------------------------------------------------------- writing
+
+    def append(self, chunk: SentenceChunk) -> None:
+        """Write a chunk (not yet durable: `commit` makes everything so far durable)."""
+        data = np.ascontiguousarray(chunk.vectors)
+        try:
+            if self._vectors is None:
+                if self.row_shape is None:
+                    self.row_shape = list(data.shape[1:])
+                    self.dtype = data.dtype.str
+                    with self.vectors_path.open("wb") as handle:
+                        handle.write(npy_header((0, *self.row_shape), data.dtype))
+                self._vectors = self.vectors_path.open("ab")
+            self._vectors.write(data.tobytes())
+            self._texts.write(_text_lines(chunk))
+        except OSError as err:
+            raise _disk_error(err, self.dir, self.records) from None
+        self._pending_records += len(chunk.ids)
+        self._pending_rows += len(data)
+
+    def commit(self, input_digest: str) -> None:
+        """Sync the data files, then record the new durable point in the journal."""
+        try:
+            for handle in (self._vectors, self._texts):
+                if handle is not None:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            self.records += self._pending_records
+            self.rows += self._pending_rows
+            self._pending_records = self._pending_rows = 0
+            self.input_digest = input_digest
+            self._commit_journal(texts_bytes=self._texts.tell())
+        except OSError as err:
+            raise _disk_error(err, self.dir, self.records) from None
+
+    def close_files(self) -> None:
+        for handle in (self._vectors, self._texts):
+            if handle is not None:
+                handle.close()
+        self._vectors = None
+
+    def finish(self) -> StagedStore:
+        """Fix the vectors' header and hand the complete staging to a format writer."""
+        self.close_files()
+        if self.row_shape is None:
+            raise OutputError("nothing was embedded")
+        with self.vectors_path.open("r+b") as handle:
+            handle.write(npy_header((self.rows, *self.row_shape), np.dtype(self.dtype)))
+        return StagedStore(self.dir)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            out.append(f"{key} was {old.get(key)!r} in the interrupted run, now {new.get(key)!r}")
+    return out
+
+
+def _text_lines(chunk: SentenceChunk) -> bytes:
+    lines = []
+    offset = 0
+    for i, record_id in enumerate(chunk.ids):
+        entry = {
+            "id": record_id,
+            "n_tokens": int(chunk.n_tokens[i]),
+            "truncated": bool(chunk.truncated[i]),
+            "windows": int(chunk.windows[i]),
+        }
+        if isinstance(chunk, RaggedChunk):
+            length = int(chunk.lengths[i])
+            entry["items"] = chunk.items[offset : offset + length]
+            entry["spans"] = chunk.spans[offset : offset + length].tolist()
+            offset += length
+            replaced = [w for rid, w in (chunk.replaced or []) if rid == record_id]
+            if replaced:
+                entry["replaced"] = replaced
+        lines.append(json.dumps(entry, ensure_ascii=False))
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+class StagedStore:
+    """A complete staging area, read by the format writers (vectors memory-mapped)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.vectors = np.load(directory / "vectors.npy", mmap_mode="r")
+
+    def texts(self) -> Iterator[dict]:
+        with (self.dir / "texts.jsonl").open(encoding="utf-8") as handle:
+            for line in handle:
+                yield json.loads(line)
+
+    def index(self) -> dict[str, np.ndarray]:
+        """ids, per-text columns, and for ragged output offsets, items and spans."""
+        ids, n_tokens, truncated, windows, lengths, items, spans = [], [], [], [], [], [], []
+        replaced: list[list] = []
+        ragged = False
+        for entry in self.texts():
+            ids.append(entry["id"])
+            n_tokens.append(entry["n_tokens"])
+            truncated.append(entry["truncated"])
+            windows.append(entry["windows"])
+            if "items" in entry:
+                ragged = True
+                lengths.append(len(entry["items"]))
+                items.extend(entry["items"])
+                # a small array per record, not one list of pairs for the whole store
+                spans.append(np.asarray(entry["spans"], dtype=np.int64).reshape(-1, 2))
+                replaced.extend([entry["id"], w] for w in entry.get("replaced", []))
+        out = {
+            "ids": ids,
+            "n_tokens": np.asarray(n_tokens, dtype=np.int64),
+            "truncated": np.asarray(truncated, dtype=bool),
+            "windows": np.asarray(windows, dtype=np.int64),
+        }
+        if ragged:
+            out["offsets"] = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+            out["items"] = items
+            out["spans"] = np.concatenate(spans) if spans else np.zeros((0, 2), np.int64)
+        self.replaced = replaced
+        return out
+
+
+def input_digest(previous: str, text: str, record_id: str) -> str:
+    """Chain a record into the running digest of the input (to refuse a changed input)."""
+    return hashlib.sha256(f"{previous}\x00{record_id}\x00{text}".encode()).hexdigest()

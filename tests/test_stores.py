@@ -1,0 +1,274 @@
+"""Stores: every format passes the same contract; runs are crash-safe and resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertlayers import ExtractConfig, load
+from bertlayers.errors import InputError, OutputError
+from bertlayers.readers import records_from_texts, records_from_words
+from bertlayers.stores import StoreSink, convert, describe
+from bertlayers.stores.parquet import write_parquet
+from bertlayers.stores.safetensors import write_safetensors
+from conftest import data_file
+
+SUFFIXES = [".npy", ".npz", ".h5", ".parquet", ".safetensors"]
+
+
+@pytest.fixture(scope="module")
+def texts(sentiment_texts) -> list[str]:
+    return ["", "Short one.", *sentiment_texts[:20], "   "]
+
+
+def _direct(extractor, level, texts, **options):
+    method = {
+        "sentence": extractor.extract,
+        "token": extractor.extract_tokens,
+        "word": extractor.extract_words,
+    }[level]
+    return method(texts, **options)
+
+
+def _write(extractor, path: Path, records, config: ExtractConfig, **kwargs) -> dict:
+    sink = StoreSink(path, extractor.identity(config), **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return extractor.run(sink.skip_done(records), sink, config)
+
+
+class TestStoreContract:
+    """Round trip: what a store gives back equals the in-memory result, bit for bit."""
+
+    @pytest.mark.parametrize("suffix", SUFFIXES)
+    @pytest.mark.parametrize("level", ["sentence", "token", "word"])
+    @pytest.mark.parametrize("dtype", ["float32", "float16"])
+    def test_round_trip(self, tmp_path, bundled, texts, suffix, level, dtype):
+        options = {"layers": "0,3,-1", "output_dtype": dtype}
+        config = ExtractConfig(level=level, **options)
+        path = tmp_path / f"store{suffix}"
+        _write(bundled, path, records_from_texts(texts), config)
+        loaded = load(path)
+        direct = _direct(bundled, level, texts, **options)
+        assert not Path(str(path) + ".partial").exists()
+        assert loaded.ids == direct.ids == [str(i) for i in range(len(texts))]
+        assert loaded.layers == [0, 3, 6]
+        np.testing.assert_array_equal(loaded.n_tokens, direct.n_tokens)
+        np.testing.assert_array_equal(loaded.truncated, direct.truncated)
+        provenance = loaded.provenance
+        assert provenance["complete"] is True and provenance["level"] == level
+        assert provenance["model"] == direct.provenance["model"]
+        assert provenance["output_dtype"] == dtype
+        assert provenance["texts"]["ids"] == direct.ids
+        if level == "sentence":
+            assert loaded.embeddings.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(loaded.embeddings, direct.embeddings)
+            np.testing.assert_array_equal(loaded.layer(-1), direct.embeddings[:, 2])
+        else:
+            assert loaded.vectors.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(loaded.vectors, direct.vectors)
+            np.testing.assert_array_equal(loaded.offsets, direct.offsets)
+            assert loaded.items == direct.items
+            np.testing.assert_array_equal(loaded.spans, direct.spans)
+            np.testing.assert_array_equal(loaded.layer(3), direct.vectors[:, 1])
+            assert [a.shape for a in loaded.arrays()] == [a.shape for a in direct.arrays()]
+        report = describe(path)
+        assert report["complete"] and report["bytes"] > 0
+
+
+def test_pre_split_words_and_combined_layers_round_trip(tmp_path, bundled):
+    words = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"], ["", "x"]]
+    config = ExtractConfig(level="word", layers="-4:", combine="concat")
+    for suffix in SUFFIXES:
+        path = tmp_path / f"w{suffix}"
+        _write(bundled, path, records_from_words(words), config)
+        loaded = load(path)
+        assert loaded.items == [w for ws in words for w in ws]
+        assert loaded.vectors.shape == (8, 1, 4 * 384)
+        assert loaded.provenance["replaced_words"] == [["2", 0]]
+
+
+def test_layer_major_formats_read_one_layer_only(tmp_path, bundled, texts):
+    import h5py
+    import pyarrow.parquet as pq
+    from safetensors import safe_open
+
+    config = ExtractConfig(level="token", layers="all")
+    for suffix in (".h5", ".parquet", ".safetensors"):
+        _write(bundled, tmp_path / f"s{suffix}", records_from_texts(texts), config)
+    with h5py.File(tmp_path / "s.h5") as h5:
+        assert sorted(h5["vectors"]) == [f"layer_{i}" for i in range(7)]
+        assert h5["vectors/layer_4"].chunks[1] == 384
+    schema = pq.read_schema(tmp_path / "s.parquet")
+    assert [n for n in schema.names if n.startswith("layer_")] == [f"layer_{i}" for i in range(7)]
+    with safe_open(str(tmp_path / "s.safetensors"), framework="np") as handle:
+        assert handle.get_slice("layer_4").get_shape()[1] == 384
+
+
+def test_sharded_parquet_and_safetensors(tmp_path, bundled, texts):
+    from bertlayers.stores import _Loaded, open_store
+
+    path = tmp_path / "base.npy"
+    _write(bundled, path, records_from_texts(texts), ExtractConfig(level="token", layers="0,-1"))
+    source, index, provenance, _ = open_store(path)
+    data = _Loaded(source, index, provenance)
+    shards = tmp_path / "shards"
+    for tmp in write_parquet(data, shards, shard_rows=50):
+        tmp.rename(shards)
+    assert len(list(shards.glob("part-*.parquet"))) == -(-source.shape[0] // 50)
+    st_path = tmp_path / "emb.safetensors"
+    layer_bytes = source.shape[0] * 384 * 4
+    for tmp in write_safetensors(data, st_path, max_shard_bytes=layer_bytes + 1):
+        tmp.rename(tmp.with_name(tmp.name.removesuffix(".tmp")))
+    assert (tmp_path / "emb.safetensors.index.json").exists()
+    assert (tmp_path / "emb-00002-of-00002.safetensors").exists()
+    base = load(path)
+    for other in (load(shards), load(st_path)):
+        np.testing.assert_array_equal(other.vectors, base.vectors)
+        assert other.items == base.items and other.ids == base.ids
+
+
+def test_convert_between_every_format(tmp_path, bundled, texts):
+    start = tmp_path / "a.npy"
+    _write(bundled, start, records_from_texts(texts), ExtractConfig(level="word", layers="1,2"))
+    reference = load(start)
+    previous = start
+    for suffix in [".h5", ".parquet", ".safetensors", ".npz", ".npy"]:
+        target = tmp_path / f"c{len(suffix)}{suffix}"
+        convert(previous, target)
+        converted = load(target)
+        np.testing.assert_array_equal(converted.vectors, reference.vectors)
+        assert converted.items == reference.items and converted.ids == reference.ids
+        np.testing.assert_array_equal(converted.offsets, reference.offsets)
+        previous = target
+    with pytest.raises(OutputError, match="output exists"):
+        convert(start, previous)
+
+
+def _interrupting(records, after: int):
+    for count, record in enumerate(records):
+        if count == after:
+            raise KeyboardInterrupt
+        yield record
+
+
+@pytest.mark.parametrize("level", ["sentence", "token"])
+def test_resume_after_an_interruption_is_identical(tmp_path, bundled, sentiment_texts, level):
+    texts = sentiment_texts[:90]
+    config = ExtractConfig(level=level, layers="0,-1", chunk_size=20, output_dtype="float16")
+    whole = tmp_path / "whole.npy"
+    _write(bundled, whole, records_from_texts(texts), config)
+    path = tmp_path / "resumed.npy"
+    with pytest.raises(KeyboardInterrupt):
+        _write(bundled, path, _interrupting(records_from_texts(texts), 47), config)
+    assert not path.exists()
+    report = describe(path)
+    assert report["complete"] is False and report["texts"] == 40  # two durable chunks
+    with pytest.raises(InputError, match="is incomplete"):
+        load(path)
+    with pytest.raises(OutputError, match="an interrupted run left"):
+        StoreSink(path, bundled.identity(config))
+    _write(bundled, path, records_from_texts(texts), config, resume=True)
+    assert path.read_bytes() == whole.read_bytes()
+    assert load(path).ids == load(whole).ids
+    if level == "token":
+        assert (tmp_path / "resumed.index.npz").read_bytes() != b""
+        assert load(path).items == load(whole).items
+
+
+def test_resume_refuses_other_settings_or_input(tmp_path, bundled, sentiment_texts):
+    config = ExtractConfig(layers="0,-1", chunk_size=10)
+    path = tmp_path / "r.npy"
+    with pytest.raises(KeyboardInterrupt):
+        _write(bundled, path, _interrupting(records_from_texts(sentiment_texts[:40]), 25), config)
+    other = ExtractConfig(layers="all", chunk_size=10)
+    with pytest.raises(
+        InputError,
+        match=r"cannot resume: layers was \[0, 6\] in the interrupted run, now \[0, 1, 2",
+    ):
+        StoreSink(path, bundled.identity(other), resume=True)
+    changed = ["changed", *sentiment_texts[1:40]]
+    with pytest.raises(InputError, match="the input differs from the interrupted run's"):
+        _write(bundled, path, records_from_texts(changed), config, resume=True)
+
+
+def test_corrupt_and_missing_stores_fail_clearly(tmp_path, bundled, texts):
+    config = ExtractConfig(layers="0,-1")
+    for suffix in SUFFIXES:
+        path = tmp_path / f"c{suffix}"
+        _write(bundled, path, records_from_texts(texts), config)
+        with path.open("r+b") as handle:
+            handle.truncate(path.stat().st_size // 2)
+        with pytest.raises(InputError, match=r"(not a readable|truncated or corrupt)"):
+            load(path).embeddings  # noqa: B018
+    with pytest.raises(InputError, match="no such store"):
+        load(tmp_path / "missing.h5")
+
+
+def test_disk_full_keeps_what_was_made_durable(tmp_path, bundled, sentiment_texts):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        config = ExtractConfig(layers="all", chunk_size=20)  # 20 x 7 x 384 x 4 = 215 KB a chunk
+        path = mount / "e.npy"
+        with pytest.raises(OutputError, match="disk full while writing"):
+            _write(bundled, path, records_from_texts(sentiment_texts[:200]), config)
+        assert not path.exists()
+        assert describe(path)["texts"] >= 20
+    finally:
+        subprocess.run(["umount", str(mount)])
+
+
+CRASH_TEXTS = 1200
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bertlayers", "extract", *args]
+
+
+def test_kill_9_and_resume_is_byte_identical(tmp_path):
+    lines = data_file("corpus-fortunes.txt").read_text(encoding="utf-8").splitlines()
+    source = tmp_path / "fortunes.txt"
+    source.write_text("\n".join(lines[:CRASH_TEXTS]) + "\n", encoding="utf-8")
+    common = ["--layers", "0,3,-1", "--chunk-size", "100", "--output-dtype", "float16", "-q"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    whole = tmp_path / "whole.npy"
+    subprocess.run(_cli(str(source), "-o", str(whole), *common), check=True, env=env, timeout=600)
+    crashed = tmp_path / "crashed.npy"
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(3):
+        process = subprocess.Popen(
+            _cli(str(source), "-o", str(crashed), "--resume", *common),
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(5.0, 9.0))  # model loading takes a few seconds; then chunks
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+    assert kills >= 1, "the run finished before it could be killed"
+    durable = describe(crashed)
+    assert durable["complete"] is False and 0 < durable["texts"] < CRASH_TEXTS
+    assert durable["texts"] % 100 == 0  # durable points are whole chunks
+    subprocess.run(
+        _cli(str(source), "-o", str(crashed), "--resume", *common), check=True, env=env, timeout=600
+    )
+    assert crashed.read_bytes() == whole.read_bytes()
+    assert json.loads(crashed.with_suffix(".json").read_text())["texts"]["ids"] == [
+        str(i) for i in range(1, CRASH_TEXTS + 1)
+    ]
+    assert not Path(str(crashed) + ".partial").exists()
