@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo test lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/speed.py --fortunes 600 --news 15 --rounds 1 --out bench/results/speed.json
+	$(BIN)/python bench/breakdown.py --texts 600 --out bench/results/breakdown.txt
+	$(BIN)/python bench/memory.py --texts 1000 --out bench/results/memory.json
 
 lint: setup
 	$(BIN)/ruff check src tests bench

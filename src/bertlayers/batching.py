@@ -104,22 +104,24 @@ def plan_batches(
 
 def collate(encoded: Encoded, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
     """Pad the rows of one batch into tensors: ids, attention mask, special mask, types."""
-    size = len(rows)
-    width = max(len(encoded.input_ids[i]) for i in rows)
-    ids = torch.full((size, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((size, width), dtype=torch.long)
-    special = torch.zeros((size, width), dtype=torch.bool)
-    types = torch.zeros((size, width), dtype=torch.long) if encoded.token_type_ids else None
-    for b, i in enumerate(rows):
-        n = len(encoded.input_ids[i])
-        ids[b, :n] = torch.tensor(encoded.input_ids[i])
-        attention[b, :n] = 1
-        special[b, :n] = torch.tensor(encoded.special_mask[i], dtype=torch.bool)
-        if types is not None:
-            types[b, :n] = torch.tensor(encoded.token_type_ids[i])
-    batch = {"input_ids": ids, "attention_mask": attention, "special_tokens_mask": special}
-    if types is not None:
-        batch["token_type_ids"] = types
+    lengths = np.fromiter((len(encoded.input_ids[i]) for i in rows), dtype=np.int64)
+    width = int(lengths.max())
+    attention = np.arange(width) < lengths[:, None]  # (B, T): real tokens, left-aligned
+
+    def padded(sequences: list[list[int]], fill: int) -> torch.Tensor:
+        out = np.full((len(rows), width), fill, dtype=np.int64)
+        out[attention] = np.fromiter(
+            (x for i in rows for x in sequences[i]), dtype=np.int64, count=int(lengths.sum())
+        )
+        return torch.from_numpy(out)
+
+    batch = {
+        "input_ids": padded(encoded.input_ids, pad_id),
+        "attention_mask": torch.from_numpy(attention.astype(np.int64)),
+        "special_tokens_mask": padded(encoded.special_mask, 0).bool(),
+    }
+    if encoded.token_type_ids:
+        batch["token_type_ids"] = padded(encoded.token_type_ids, 0)
     return batch
 
 

@@ -261,9 +261,15 @@ class Encoder:
             else:
                 config.tie_last_hidden_states = tie
 
-    @torch.inference_mode()
     def hidden_states(self, batch: dict[str, torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
         """Selected hidden states of a padded batch: `(K, B, T, H)` on the model's device."""
+        return torch.stack(self.hidden_state_list(batch, layers))
+
+    @torch.inference_mode()
+    def hidden_state_list(
+        self, batch: dict[str, torch.Tensor], layers: Sequence[int]
+    ) -> list[torch.Tensor]:
+        """Selected hidden states of a padded batch, one `(B, T, H)` each, not copied."""
         inputs = {
             name: batch[name].to(self.device, non_blocking=True)
             for name in self.input_names
@@ -274,7 +280,7 @@ class Encoder:
         with self._lock, self._depth(deepest):
             outputs = self.model(**inputs, output_hidden_states=True)
         states = outputs.hidden_states
-        return torch.stack([states[i] for i in layers])
+        return [states[i] for i in layers]
 
 
 def _install_capture_hooks(model: torch.nn.Module) -> None:

@@ -35,10 +35,11 @@ def cls_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def mean_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the masked tokens."""
-    weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    total = (hidden * weights).sum(dim=-2)  # (K, B, H)
-    return total / weights.sum(dim=-2).clamp(min=1)
+    """Mean over the masked tokens: one batched matmul with the normalised mask, no
+    `(K, B, T, H)` temporary."""
+    weights = mask.to(hidden.dtype)
+    weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=1)  # (B, T)
+    return torch.matmul(weights.unsqueeze(-2), hidden).squeeze(-2)  # (K, B, H)
 
 
 def max_pooling(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
