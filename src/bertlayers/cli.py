@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "--chunk-size",
         type=_positive_int,
-        default=4096,
+        default=1024,
         help="texts sorted and batched together; also the unit a --resume restarts from",
     )
     extract.add_argument(

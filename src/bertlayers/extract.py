@@ -68,7 +68,7 @@ class ExtractConfig:
     batch_tokens: int | None = None  # padded tokens per batch; None: 1024 on CPU, 16384 else
     max_batch_size: int = 256  # sequences per batch
     max_padding: float = 0.05  # largest share of padding in a batch
-    chunk_size: int = 4096  # texts read, sorted and batched together (the sort window)
+    chunk_size: int = 1024  # texts read, sorted and batched together (the sort window)
     chunk_bytes: int = 128 * 2**20  # token/word level: output held before it is handed on
 
     def __post_init__(self) -> None:

@@ -23,7 +23,9 @@ class PerTextLog:
     """Per-text ids, token counts, truncation flags and windows, kept compactly."""
 
     def __init__(self) -> None:
-        self.ids: list[str] = []
+        # Ids are kept as one joined string per chunk: thousands of small long-lived strings
+        # would pin the allocator's pools and make memory creep up with the corpus.
+        self._id_chunks: list[str] = []
         self._columns: dict[str, list[np.ndarray]] = {
             "n_tokens": [],
             "truncated": [],
@@ -32,8 +34,15 @@ class PerTextLog:
         self.rows = 0
         self.replaced: list[tuple[str, int]] = []
 
+    @property
+    def ids(self) -> list[str]:
+        return (
+            [i for chunk in self._id_chunks for i in chunk.split("\x00")] if self._id_chunks else []
+        )
+
     def add(self, chunk: SentenceChunk) -> None:
-        self.ids.extend(chunk.ids)
+        if chunk.ids:
+            self._id_chunks.append("\x00".join(chunk.ids))
         self._columns["n_tokens"].append(np.asarray(chunk.n_tokens, dtype=np.int64))
         self._columns["truncated"].append(np.asarray(chunk.truncated, dtype=bool))
         self._columns["windows"].append(np.asarray(chunk.windows, dtype=np.int64))

@@ -215,6 +215,7 @@ class StoreSink:
                 digest = ""
             self.staging.commit(digest)
             self._pending = 0
+            _trim_heap()
             self._digests = {k: v for k, v in self._digests.items() if k >= done}
 
     def close(self, provenance: dict) -> None:
@@ -250,6 +251,17 @@ class StoreSink:
     def abort(self, provenance: dict) -> None:
         """Leave the staging area at its last durable point, for `--resume`."""
         self.staging.close_files()
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS after each chunk (glibc), so that fragmentation
+    left by one chunk's buffers does not add up over a long run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _record_text(record: Record) -> str:
