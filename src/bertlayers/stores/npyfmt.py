@@ -26,19 +26,6 @@ def sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _sentence_texts(provenance: dict, index: dict) -> dict:
-    """Sentence-level `.npy` keeps per-text ids, token counts and flags in its JSON."""
-    return dict(
-        provenance,
-        texts={
-            "ids": list(index["ids"]),
-            "n_tokens": index["n_tokens"].tolist(),
-            "truncated": index["truncated"].tolist(),
-            "windows": index["windows"].tolist(),
-        },
-    )
-
-
 def write_npy(data: StoreData, path: Path, staged_vectors: Path | None = None) -> list[Path]:
     """Write `.npy` and its sidecars as `*.tmp` files; returns them for the caller to rename."""
     tmp = path.with_name(path.name + ".tmp")
@@ -57,11 +44,9 @@ def write_npy(data: StoreData, path: Path, staged_vectors: Path | None = None) -
         with index_tmp.open("wb") as handle:
             np.savez(handle, **pack_index(index))
         written.append(index_tmp)
-        provenance = data.provenance
-    else:
-        provenance = _sentence_texts(data.provenance, index)
     json_tmp = sidecar_path(path).with_name(sidecar_path(path).name + ".tmp")
-    json_tmp.write_text(json.dumps(provenance, indent=1) + "\n", encoding="utf-8")
+    # the provenance carries the per-text ids, token counts and flags (see stores._with_texts)
+    json_tmp.write_text(json.dumps(data.provenance, indent=1) + "\n", encoding="utf-8")
     written.append(json_tmp)
     return written
 
