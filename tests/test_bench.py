@@ -15,18 +15,24 @@ from conftest import data_file
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_speed_bench_smoke(tmp_path):
+def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a bench script as a user would, offline, on the shared data."""
     data_file("corpus-fortunes.txt")
-    out = tmp_path / "speed.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "speed.py"), "--smoke", "--out", str(out)],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=600,
         env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.mark.slow
+def test_speed_bench_smoke(tmp_path):
+    out = tmp_path / "speed.json"
+    result = run_bench("speed.py", "--smoke", "--out", str(out))
     report = json.loads(out.read_text())
     model = report["models"][0]
     assert set(model["contenders"]) == {
@@ -46,25 +52,8 @@ def test_speed_bench_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_memory_bench_smoke(tmp_path):
-    data_file("corpus-fortunes.txt")
     out = tmp_path / "memory.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "memory.py"),
-            "--texts",
-            "40",
-            "--factor",
-            "2",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_bench("memory.py", "--texts", "40", "--factor", "2", "--out", str(out))
     report = json.loads(out.read_text())
     assert [run["texts"] for run in report["runs"]] == [40, 80]
     assert all(run["peak_rss_mib"] > 100 and run["output_mib"] > 0 for run in report["runs"])

@@ -13,6 +13,7 @@ Two routes through it:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
@@ -109,6 +110,18 @@ class ExtractConfig:
     def windowed(self) -> bool:
         """Whether records go the token route (windows, stitching) rather than pooled batches."""
         return self.level is not Level.SENTENCE or self.long is LongMode.SPLIT
+
+
+@contextlib.contextmanager
+def _naming_chunk(records: list[Record]) -> Iterator[None]:
+    """Tokenizer errors carry no record: re-raise them naming the chunk's records."""
+    try:
+        yield
+    except BertlayersError:
+        raise
+    except Exception as err:
+        first, last = records[0].id, records[-1].id
+        raise BertlayersError(f"cannot tokenize records {first}..{last}: {err}") from None
 
 
 def _chunked(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -278,15 +291,10 @@ class Extractor:
         max_length = self._max_length(config)
         row_shape = self.output_shape(config, selection)
         for records_chunk in _chunked(records, config.chunk_size):
-            try:
+            with _naming_chunk(records_chunk):
                 encoded = tokenize(
                     self.encoder.tokenizer, records_chunk, max_length, self.encoder.uses_token_types
                 )
-            except BertlayersError:
-                raise
-            except Exception as err:  # tokenizer errors carry no record: name the chunk
-                first, last = records_chunk[0].id, records_chunk[-1].id
-                raise BertlayersError(f"cannot tokenize records {first}..{last}: {err}") from None
             if config.long is LongMode.ERROR and encoded.truncated.any():
                 i = int(np.flatnonzero(encoded.truncated)[0])
                 raise InputError(
@@ -373,13 +381,8 @@ class Extractor:
                         f"record {record.id}: sentence pairs are embedded at sentence level "
                         "with long texts truncated (level='sentence', long='truncate')"
                     )
-            try:
+            with _naming_chunk(records_chunk):
                 content = tokenize_content(tokenizer, self.encoder.words_tokenizer, records_chunk)
-            except BertlayersError:
-                raise
-            except Exception as err:
-                first, last = records_chunk[0].id, records_chunk[-1].id
-                raise BertlayersError(f"cannot tokenize records {first}..{last}: {err}") from None
             full = np.fromiter((len(x) + n_special for x in content.ids), dtype=np.int64)
             if config.long is LongMode.ERROR and (full > max_length).any():
                 i = int(np.flatnonzero(full > max_length)[0])
