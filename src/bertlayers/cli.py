@@ -236,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--format", default=None, help="npy|npz|hdf5|parquet|safetensors")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing target")
     convert.set_defaults(handler=run_convert)
+
+    from .cli_probe import add_commands
+
+    add_commands(commands, _Formatter)
     return parser
 
 

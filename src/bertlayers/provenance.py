@@ -107,3 +107,12 @@ def build_provenance(
     if error:
         record["error"] = error
     return record
+
+
+def summary(provenance: dict) -> dict:
+    """The provenance without its per-text lists (ids, token counts), which grow with the
+    corpus: what reports and probe results carry."""
+    short = {k: v for k, v in provenance.items() if k not in ("texts", "replaced_words")}
+    if "replaced_words" in provenance:
+        short["num_replaced_words"] = len(provenance["replaced_words"])
+    return short

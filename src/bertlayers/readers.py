@@ -23,12 +23,14 @@ from .options import StrEnum
 class Record:
     """One input: its id (line number or id column), its text, an optional second text, and
     its words when the input comes pre-split (CoNLL, a JSON list); then `text` is the words
-    joined by single spaces."""
+    joined by single spaces. Labelled inputs carry a `label` (per text) or `tags` (per word)."""
 
     id: str
     text: str
     pair: str | None = None
     words: tuple[str, ...] | None = None
+    label: str | None = None  # a sentence label (--label-column), for probes
+    tags: tuple[str, ...] | None = None  # one tag per word (CoNLL), for probes
 
 
 class InputFormat(StrEnum):
@@ -151,6 +153,7 @@ def _read_delimited(
     text_column: str,
     pair_column: str | None,
     id_column: str | None,
+    label_column: str | None = None,
 ) -> Iterator[Record]:
     current = {"line": 0}
 
@@ -166,7 +169,7 @@ def _read_delimited(
         raise InputError(f"{name}: line {current['line']}: {err}") from None
     if not header:
         raise InputError(f"{name} is empty: no header row")
-    _check_columns(list(header), [text_column, pair_column, id_column], name)
+    _check_columns(list(header), [text_column, pair_column, id_column, label_column], name)
     while True:
         try:
             row = next(reader)
@@ -182,22 +185,50 @@ def _read_delimited(
         if pair_column and pair is None:
             raise InputError(f"{name}: {where}: missing value for column '{pair_column}'")
         record_id = row.get(id_column) if id_column else None
-        yield Record(record_id if record_id is not None else str(current["line"]), text, pair)
+        label = _label(row.get(label_column), label_column, name, where)
+        yield Record(
+            record_id if record_id is not None else str(current["line"]), text, pair, label=label
+        )
 
 
-def _read_conll(lines: Iterator[tuple[int, str]], name: str, word_column: int) -> Iterator[Record]:
+def _label(value: object, column: str | None, name: str, where: str) -> str | None:
+    """A label as text; a labelled input with a record lacking its label is an error."""
+    if column is None:
+        return None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError(f"{name}: {where}: no label in column '{column}'")
+    if isinstance(value, dict | list):
+        raise InputError(f"{name}: {where}: the label in column '{column}' is not a single value")
+    return str(value).strip()
+
+
+def _read_conll(
+    lines: Iterator[tuple[int, str]], name: str, word_column: int, tag_column: int | None = None
+) -> Iterator[Record]:
     """Sequences of words: column `word_column` of each line, a blank line after each sequence.
 
     Columns are tab-separated (whitespace-separated when a line has no tab); `-DOCSTART-` lines
-    of CoNLL-2003 are document markers, not words, and are skipped.
+    of CoNLL-2003 are document markers, not words, and are skipped. With `tag_column` (-1 for
+    the last column) each word's tag is read too.
     """
     words: list[str] = []
+    tags: list[str] = []
     first_line = 0
+
+    def record() -> Record:
+        return Record(
+            str(first_line),
+            " ".join(words),
+            None,
+            tuple(words),
+            tags=tuple(tags) if tag_column is not None else None,
+        )
+
     for number, line in lines:
         if not line.strip():
             if words:
-                yield Record(str(first_line), " ".join(words), None, tuple(words))
-                words = []
+                yield record()
+                words, tags = [], []
             continue
         columns = line.split("\t") if "\t" in line else line.split()
         if columns[0].startswith("-DOCSTART-"):
@@ -206,11 +237,18 @@ def _read_conll(lines: Iterator[tuple[int, str]], name: str, word_column: int) -
             raise InputError(
                 f"{name}: line {number} has {len(columns)} column(s), no word column {word_column}"
             )
+        if tag_column is not None:
+            tag_at = tag_column if tag_column >= 0 else len(columns) + tag_column
+            if tag_at == word_column or not 0 <= tag_at < len(columns):
+                raise InputError(
+                    f"{name}: line {number} has {len(columns)} column(s), no tag beside the word"
+                )
+            tags.append(columns[tag_at])
         if not words:
             first_line = number
         words.append(columns[word_column])
     if words:
-        yield Record(str(first_line), " ".join(words), None, tuple(words))
+        yield record()
 
 
 def _read_jsonl(
@@ -220,6 +258,7 @@ def _read_jsonl(
     pair_column: str | None,
     id_column: str | None,
     words_column: str | None = None,
+    label_column: str | None = None,
 ) -> Iterator[Record]:
     for number, line in lines:
         if not line.strip():
@@ -233,6 +272,7 @@ def _read_jsonl(
             raise InputError(f"{name}: {where} is a JSON {type(row).__name__}, not an object")
         record_id = row.get(id_column) if id_column else None
         record_id = str(record_id) if record_id is not None else str(number)
+        label = _label(row.get(label_column), label_column, name, where) if label_column else None
         if words_column is not None:
             _check_columns(list(row), [words_column, id_column], f"{name}: {where}")
             words = row[words_column]
@@ -240,12 +280,12 @@ def _read_jsonl(
                 raise InputError(
                     f"{name}: {where}: column '{words_column}' must be a list of strings"
                 )
-            yield Record(record_id, " ".join(words), None, tuple(words))
+            yield Record(record_id, " ".join(words), None, tuple(words), label=label)
             continue
         _check_columns(list(row), [text_column, pair_column, id_column], f"{name}: {where}")
         text = _column(row, text_column, name, where)
         pair = _column(row, pair_column, name, where)
-        yield Record(record_id, text, pair)
+        yield Record(record_id, text, pair, label=label)
 
 
 def read_records(
@@ -256,11 +296,14 @@ def read_records(
     id_column: str | None = None,
     words_column: str | None = None,
     word_column: int = 0,
+    label_column: str | None = None,
+    tag_column: int | None = None,
 ) -> Iterator[Record]:
     """Records from a file (or `-` for stdin), lazily; an empty input is an error.
 
     `words_column` (jsonl) names a column holding a list of words; `word_column` is the column
-    index of the word in a CoNLL file.
+    index of the word in a CoNLL file. `label_column` (csv/tsv/jsonl) reads a label per text and
+    `tag_column` (conll; -1 = last) a tag per word; a record without one is an error.
     """
     fmt = InputFormat.parse(input_format, "input format") if input_format else guess_format(path)
     stream, name = _open(path)
@@ -270,12 +313,16 @@ def read_records(
         if fmt is InputFormat.TXT:
             records = _read_txt(lines)
         elif fmt is InputFormat.JSONL:
-            records = _read_jsonl(lines, name, text_column, pair_column, id_column, words_column)
+            records = _read_jsonl(
+                lines, name, text_column, pair_column, id_column, words_column, label_column
+            )
         elif fmt is InputFormat.CONLL:
-            records = _read_conll(lines, name, word_column)
+            records = _read_conll(lines, name, word_column, tag_column)
         else:
             delimiter = "\t" if fmt is InputFormat.TSV else ","
-            records = _read_delimited(lines, name, delimiter, text_column, pair_column, id_column)
+            records = _read_delimited(
+                lines, name, delimiter, text_column, pair_column, id_column, label_column
+            )
         empty = True
         for record in records:
             empty = False

@@ -1,0 +1,536 @@
+"""`bertlayers probe | predict | analyze | report`: the layers put to work.
+
+Thin front ends: they read labelled records, get vectors (from a store, or by extracting them
+with the core), and hand them to `probing`, `geometry`, `plots` and `report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import InputError, OptionError
+from .readers import InputFormat, Record, guess_format, read_records
+
+PROBE_EXAMPLES = """\
+examples:
+  # sentiment: which layer? 5-fold CV, table on stdout, JSON/CSV/plots in runs/sentiment
+  bertlayers probe sentiment.tsv --label-column label -o runs/sentiment
+  # keep the vectors (reused on the next run), save the best probe, then label new text
+  bertlayers probe sentiment.tsv --store runs/sentiment/vectors.npy -o runs/sentiment \\
+      --save-model runs/sentiment/clf.joblib
+  bertlayers predict runs/sentiment/clf.joblib new.txt
+  # POS / NER tags from a CoNLL file (word<TAB>tag): word-level vectors, folds by sentence
+  bertlayers probe train.conll --test test.conll -o runs/pos
+  # long documents: windows over the whole text instead of truncation
+  bertlayers probe news.jsonl --label-column label --long split -o runs/topic
+
+The table gives each layer (0 = embedding output), the mean of all layers, the last four
+concatenated, a learned scalar mix, and majority-class and bag-of-words baselines: the mean
+and standard deviation over folds of accuracy and macro-F1 (entity-level F1 too for BIO tags).
+"""
+
+
+def _positive_int(text: str) -> int:
+    from .cli import _positive_int as parse
+
+    return parse(text)
+
+
+def _add_data_options(parser: argparse.ArgumentParser, labelled: bool = True) -> None:
+    parser.add_argument(
+        "--input-format", default=None, help="txt|csv|tsv|jsonl|conll (default: from the suffix)"
+    )
+    parser.add_argument("--text-column", default="text", help="csv/tsv/jsonl: the text column")
+    parser.add_argument("--id-column", default=None, help="column with record ids")
+    parser.add_argument("--word-column", type=int, default=0, help="conll: the word's column")
+    if labelled:
+        parser.add_argument("--label-column", default="label", help="csv/tsv/jsonl: the label")
+        parser.add_argument(
+            "--tag-column", type=int, default=-1, help="conll: the tag's column (-1 = last)"
+        )
+
+
+def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
+    from .cli import _add_model_options
+
+    _add_model_options(parser)
+    parser.add_argument("--layers", default="all", help="layers to probe: all | 0,6,-1 | -4:")
+    parser.add_argument(
+        "--pooling", default=None, help="texts: cls|mean|max|first|last (default: mean)"
+    )
+    parser.add_argument(
+        "--word-pooling", default=None, help="words: first|last|mean|max (default: first)"
+    )
+    parser.add_argument(
+        "--long",
+        default=None,
+        help="texts over the model's limit: truncate (default for texts) | split | error",
+    )
+    parser.add_argument("--max-length", type=_positive_int, default=None, help="tokens per text")
+    parser.add_argument("--batch-tokens", type=_positive_int, default=None)
+    parser.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (or cuda:N)")
+    parser.add_argument("--dtype", default="float32", help="compute dtype")
+
+
+def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
+    """Register probe, predict, analyze and report on the main parser's subcommands."""
+    probe = commands.add_parser(
+        "probe",
+        help="score a linear probe on every layer: which layer is best for my labels?",
+        description="Per-layer linear probes (scikit-learn) with k-fold cross-validation or a "
+        "test set, on text labels (csv/tsv/jsonl) or word tags (conll).",
+        formatter_class=formatter,
+        epilog=PROBE_EXAMPLES,
+    )
+    probe.add_argument("data", help="labelled .csv/.tsv/.jsonl (one text per row) or .conll")
+    probe.add_argument(
+        "--store",
+        default=None,
+        help="read the vectors from this store; when it does not exist, extract into it first",
+    )
+    probe.add_argument("--test", default=None, help="a labelled test file (instead of folds)")
+    probe.add_argument("--test-store", default=None, help="vectors of --test, as --store")
+    probe.add_argument("-o", "--output-dir", default=None, help="write probe.json/.csv and plots")
+    probe.add_argument("--classifier", default="logreg", help="logreg | svm (linear)")
+    probe.add_argument("--folds", type=_positive_int, default=5, help="k of k-fold CV")
+    probe.add_argument("--seed", type=int, default=0, help="folds, sampling and solvers")
+    probe.add_argument("--C", dest="c", type=float, default=1.0, help="inverse regularization")
+    probe.add_argument(
+        "--metric",
+        default=None,
+        help="accuracy|macro_f1|entity_f1 for 'best' (default: macro_f1 for texts, "
+        "accuracy for tags, entity_f1 for BIO tags)",
+    )
+    probe.add_argument(
+        "--projection", default="pca", help="plot of each layer's vectors: pca | umap | none"
+    )
+    probe.add_argument(
+        "--tensorboard", default=None, help="also export every layer to TensorBoard's projector"
+    )
+    probe.add_argument("--save-model", default=None, help="save the fitted probe (.joblib)")
+    probe.add_argument(
+        "--use",
+        default="best",
+        help="what --save-model fits: best | a layer (6, -1) | mean | concat | mix",
+    )
+    _add_data_options(probe)
+    _add_extraction_options(probe)
+    probe.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    probe.set_defaults(handler=run_probe)
+
+    predict = commands.add_parser(
+        "predict",
+        help="label new text with a probe saved by 'probe --save-model'",
+        description="Embed texts the way the probe was trained and label them: one "
+        "'id<TAB>label' line per text, or 'word<TAB>tag' (CoNLL) for word probes.",
+        formatter_class=formatter,
+        epilog="examples:\n  bertlayers predict clf.joblib new.txt\n"
+        "  bertlayers predict clf.joblib reviews.csv --text-column review --proba -o labels.tsv\n"
+        "  bertlayers predict pos.joblib sentences.txt   # one sentence per line -> CoNLL\n",
+    )
+    predict.add_argument("model_file", help="a probe saved with bertlayers probe --save-model")
+    predict.add_argument("input", help="texts: .txt/.csv/.tsv/.jsonl/.conll, or - for stdin")
+    predict.add_argument("-o", "--output", default=None, help="write here instead of stdout")
+    predict.add_argument("--proba", action="store_true", help="add the label's probability")
+    _add_data_options(predict, labelled=False)
+    predict.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (or cuda:N)")
+    predict.add_argument("--model", default=None, help="override the model the probe names")
+    predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(handler=run_predict)
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="per-layer geometry of a store: anisotropy, self-similarity, CKA, norms",
+        description="Per-layer geometry (Ethayarajh 2019): anisotropy, self-similarity of a "
+        "word across contexts, intra-sentence similarity (token/word stores), linear CKA "
+        "between layers and norms. A table on stdout; JSON, CSV and plots with -o.",
+        formatter_class=formatter,
+        epilog="examples:\n  bertlayers extract pos.conll --level word -o words.npz\n"
+        "  bertlayers analyze words.npz -o runs/pos\n",
+    )
+    analyze.add_argument("store", help="a store written by bertlayers extract")
+    analyze.add_argument("-o", "--output-dir", default=None, help="write analysis.json and plots")
+    analyze.add_argument("--seed", type=int, default=0, help="the samples drawn")
+    analyze.add_argument("--pairs", type=_positive_int, default=5000, help="random pairs")
+    analyze.add_argument("--max-rows", type=_positive_int, default=5000, help="rows for CKA")
+    analyze.set_defaults(handler=run_analyze)
+
+    report = commands.add_parser(
+        "report",
+        help="one self-contained HTML page of a run's probes, plots and provenance",
+        description="Gather probe.json, analysis.json and the plots in a directory into one "
+        "HTML file that opens offline.",
+        formatter_class=formatter,
+        epilog="examples:\n  bertlayers report runs/sentiment            # runs/sentiment/"
+        "report.html\n  bertlayers report runs/pos -o pos.html\n",
+    )
+    report.add_argument("directory", help="where probe and/or analyze wrote with -o")
+    report.add_argument("-o", "--output", default=None, help="default: DIRECTORY/report.html")
+    report.set_defaults(handler=run_report)
+
+
+# ------------------------------------------------------------------ reading and vectors
+
+
+def _data_format(path: str, input_format: str | None) -> InputFormat:
+    return InputFormat.parse(input_format, "input format") if input_format else guess_format(path)
+
+
+def _labelled_records(path: str, args: argparse.Namespace) -> tuple[list[Record], bool]:
+    """The labelled records of a file, and whether they are word tags (CoNLL)."""
+    fmt = _data_format(path, args.input_format)
+    if fmt is InputFormat.TXT:
+        raise InputError(
+            f"{path}: a probe needs labels: give a .csv/.tsv/.jsonl file with a label column "
+            "or a .conll file with tags (plain text has no labels)"
+        )
+    words = fmt is InputFormat.CONLL
+    records = list(
+        read_records(
+            path,
+            input_format=fmt,
+            text_column=args.text_column,
+            id_column=args.id_column,
+            word_column=args.word_column,
+            label_column=None if words else args.label_column,
+            tag_column=args.tag_column if words else None,
+        )
+    )
+    return records, words
+
+
+def _labels_of(records: list[Record], words: bool) -> tuple[list[str], object, str]:
+    """Labels, the text of each, and the level: what `check_labels` needs."""
+    import numpy as np
+
+    if words:
+        labels = [tag for r in records for tag in r.tags]
+        groups = np.repeat(np.arange(len(records)), [len(r.tags) for r in records])
+        return labels, groups, "word"
+    return [r.label for r in records], np.arange(len(records)), "sentence"
+
+
+def _extract_config(args: argparse.Namespace, words: bool, layers: object = None):
+    from .extract import ExtractConfig
+
+    return ExtractConfig(
+        layers=args.layers if layers is None else layers,
+        level="word" if words else "sentence",
+        pooling=args.pooling or "mean",
+        word_pooling=args.word_pooling or "first",
+        long=args.long,
+        max_length=args.max_length,
+        batch_tokens=args.batch_tokens,
+    )
+
+
+class _Vectors:
+    """Gets vectors for records: from a store, or by extracting them (into a store or memory).
+
+    The model is loaded once, and only when something has to be extracted.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._extractor = None
+
+    @property
+    def extractor(self):
+        if self._extractor is None:
+            from .extract import Extractor
+
+            args = self.args
+            self._extractor = Extractor(
+                args.model, device=args.device, dtype=args.dtype, revision=args.revision
+            )
+        return self._extractor
+
+    def _check_store(self, provenance: dict, store: str) -> None:
+        """An existing store must hold what the options given ask for."""
+        args = self.args
+        model = provenance.get("model", {})
+        if args.model is not None and args.model not in (model.get("id"), model.get("name")):
+            raise OptionError(
+                f"{store} was extracted with {model.get('name')}, not {args.model}: "
+                "remove it or give another --store"
+            )
+        for option in ("pooling", "word_pooling", "long"):
+            wanted = getattr(args, option)
+            if wanted is not None and option in provenance and provenance[option] != wanted:
+                flag = "--" + option.replace("_", "-")
+                raise OptionError(
+                    f"{store} was extracted with {flag} {provenance[option]}, not {wanted}: "
+                    "remove it or give another --store"
+                )
+
+    def get(self, records: list[Record], words: bool, store: str | None, name: str):
+        from .results import load
+
+        if store and Path(store).exists():
+            result = load(store)
+            self._check_store(result.provenance, store)
+            return result, store
+        config = _extract_config(self.args, words)
+        progress = not self.args.quiet
+        if store:
+            from .stores import StoreSink
+
+            Path(store).parent.mkdir(parents=True, exist_ok=True)
+            sink = StoreSink(store, self.extractor.identity(config))
+            self.extractor.run(records, sink, config, progress=progress, total=len(records))
+            return load(store), store
+        from .results import make_result
+        from .sinks import MemorySink
+
+        sink = MemorySink()
+        provenance = self.extractor.run(
+            records, sink, config, progress=progress, total=len(records)
+        )
+        return make_result(sink.vectors(), sink.index.arrays(), provenance), name
+
+
+def _probe_data(records, words, result, where, data_name):
+    from .probing import sentence_data, word_data
+
+    build = word_data if words else sentence_data
+    return build(result, records, name=where, data_name=data_name)
+
+
+def _extraction_record(provenance: dict, args: argparse.Namespace) -> dict:
+    """What `predict` needs to embed new text exactly as the probe's training text."""
+    model = provenance.get("model", {})
+    bundled = str(model.get("name", "")).endswith("(bundled)")
+    return {
+        "model": None if bundled else model.get("id"),
+        "model_name": model.get("name"),
+        "fingerprint": model.get("fingerprint"),
+        "revision": args.revision,
+        "level": provenance.get("level", "sentence"),
+        "layers": provenance.get("layers"),
+        "pooling": provenance.get("pooling", "mean"),
+        "word_pooling": provenance.get("word_pooling", "first"),
+        "include_special": provenance.get("include_special", False),
+        "long": provenance.get("long"),
+        "max_length": provenance.get("max_length"),
+    }
+
+
+# ------------------------------------------------------------------ handlers
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from .plots import export_tensorboard, plot_probe, plot_projection
+    from .probing import (
+        Classifier,
+        Metric,
+        check_labels,
+        feature_for,
+        fit_probe,
+        run_probes,
+        save_probe,
+        write_report,
+    )
+    from .provenance import summary
+
+    Classifier.parse(args.classifier, "classifier")
+    if args.metric:
+        Metric.parse(args.metric, "metric")
+    if args.projection not in ("pca", "umap", "none"):
+        raise OptionError(f"unknown projection '{args.projection}': use pca, umap or none")
+    if args.test_store and not args.test:
+        raise OptionError("--test-store gives the vectors of --test: name the --test file too")
+
+    records, words = _labelled_records(args.data, args)
+    check_labels(*_labels_of(records, words), None if args.test else args.folds, args.data)
+    test_records = None
+    if args.test:
+        test_records, test_words = _labelled_records(args.test, args)
+        if test_words != words:
+            raise InputError(f"{args.data} and {args.test} must both be CoNLL, or both not")
+    vectors = _Vectors(args)
+    result, where = vectors.get(records, words, args.store, "the vectors")
+    data = _probe_data(records, words, result, where, args.data)
+    test = None
+    if test_records is not None:
+        test_result, test_where = vectors.get(test_records, words, args.test_store, "test vectors")
+        test = _probe_data(test_records, words, test_result, test_where, args.test)
+
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        n = len(data.layers) + 2 + (3 if len(data.layers) > 1 else 0)
+        bar = tqdm(total=n, desc="probing", unit="probe", file=sys.stderr, dynamic_ncols=True)
+
+    def done(name: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(name, refresh=False)
+            bar.update(1)
+
+    try:
+        report = run_probes(
+            data, test, args.classifier, args.folds, args.seed, args.c, args.metric, done
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    report.provenance = summary(report.provenance)
+    print(report.table())
+    if args.output_dir:
+        out = Path(args.output_dir)
+        write_report(report, out)
+        plot_probe(report, out)
+        if args.projection != "none":
+            plot_projection(data, out, args.projection, args.seed)
+        if not args.quiet:
+            print(f"bertlayers: wrote probe.json, probe.csv and plots to {out}", file=sys.stderr)
+    if args.tensorboard:
+        config = export_tensorboard(data, args.tensorboard)
+        if not args.quiet:
+            print(
+                f"bertlayers: wrote {config} (tensorboard --logdir {args.tensorboard})",
+                file=sys.stderr,
+            )
+    if args.save_model:
+        feature = feature_for(report, args.use, data.layers)
+        extraction = _extraction_record(result.provenance, args)
+        probe = fit_probe(data, feature, extraction, args.classifier, args.seed, args.c, report)
+        save_probe(probe, args.save_model)
+        if not args.quiet:
+            print(
+                f"bertlayers: saved the {feature.name} probe ({report.metric} "
+                f"{probe.cv_score:.4f}) to {args.save_model}",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def _chunks(records, size: int):
+    batch = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .extract import ExtractConfig, Extractor
+    from .probing import load_probe
+
+    probe = load_probe(args.model_file)
+    saved = probe.extraction
+    words = probe.level == "word"
+    fmt = _data_format(args.input, args.input_format)
+    if not words and fmt is InputFormat.CONLL:
+        raise InputError("this probe labels texts; a CoNLL input holds words: give texts")
+    records = read_records(
+        args.input,
+        input_format=fmt,
+        text_column=args.text_column,
+        id_column=args.id_column,
+        word_column=args.word_column,
+    )
+    first = next(records)  # fail on a bad input before loading the model
+    extractor = Extractor(
+        args.model or saved["model"], device=args.device, revision=saved.get("revision")
+    )
+    if (
+        args.model is None
+        and saved.get("fingerprint")
+        and (extractor.encoder.fingerprint != saved["fingerprint"])
+    ):
+        import warnings
+
+        warnings.warn(
+            f"the model loaded ({extractor.info.name}) differs from the one the probe was "
+            "trained on (its fingerprint changed): predictions may be off",
+            stacklevel=1,
+        )
+    config = ExtractConfig(
+        layers=saved["layers"],
+        level=saved["level"],
+        pooling=saved["pooling"],
+        word_pooling=saved["word_pooling"],
+        include_special=saved["include_special"],
+        long=saved["long"],
+        max_length=saved["max_length"],
+    )
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(unit="text", desc="predicting", file=sys.stderr, dynamic_ncols=True)
+    try:
+        import itertools
+
+        for batch in _chunks(itertools.chain([first], records), 1024):
+            if words:
+                result = extractor.extract_words(batch, config=config)
+                labels = probe.predict(result.vectors)
+                for i, text in enumerate(result):
+                    start = int(result.offsets[i])
+                    for j, word in enumerate(text.items):
+                        out.write(f"{word}\t{labels[start + j]}\n")
+                    out.write("\n")
+            else:
+                result = extractor.extract(batch, config=config)
+                vectors = result.embeddings
+                labels = probe.predict(vectors)
+                proba = probe.predict_proba(vectors) if args.proba else None
+                if args.proba and proba is None:
+                    raise OptionError(
+                        "--proba needs a logreg probe (a linear SVM gives no probabilities)"
+                    )
+                for i, record in enumerate(batch):
+                    line = f"{record.id}\t{labels[i]}"
+                    if proba is not None:
+                        line += f"\t{proba[i].max():.4f}"
+                    out.write(line + "\n")
+            out.flush()
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from .geometry import analyze, write_geometry
+    from .plots import plot_geometry
+    from .provenance import summary
+    from .results import load
+
+    report = analyze(load(args.store), seed=args.seed, pairs=args.pairs, max_rows=args.max_rows)
+    report.provenance = summary(report.provenance)
+    print(report.table())
+    if report.level == "sentence":
+        print("(sentence vectors: self- and intra-sentence similarity need a token or word store)")
+    if args.output_dir:
+        write_geometry(report, args.output_dir)
+        plot_geometry(report, args.output_dir)
+        print(
+            f"bertlayers: wrote analysis.json, analysis.csv and plots to {args.output_dir}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    path = build_report(args.directory, args.output)
+    print(f"bertlayers: wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,160 @@
+"""One self-contained HTML report from what `probe` and `analyze` wrote in a directory.
+
+Plots are embedded as data URIs and the styles inline, so the file opens anywhere without a
+network. The page marks itself `data-plots-rendered="N"` once its N plots have decoded, which
+is what the browser test reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+from .provenance import summary
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.8em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+tr.best td { font-weight: bold; background: #eef6ff; }
+img { max-width: 100%; display: block; margin: 0.8em 0; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }
+.note { color: #555; }
+"""
+
+_SCRIPT = """
+function markRendered() {
+  const plots = Array.from(document.querySelectorAll('img.plot'));
+  const done = plots.filter(p => p.complete && p.naturalWidth > 0).length;
+  document.documentElement.dataset.plotsRendered = String(done);
+  document.documentElement.dataset.plotsTotal = String(plots.length);
+}
+window.addEventListener('load', markRendered);
+"""
+
+_PLOTS = [
+    ("probe.svg", "Probe score by layer"),
+    ("projection.png", "Projection of each layer"),
+    ("geometry.svg", "Geometry by layer"),
+    ("cka.svg", "Similarity between layers (linear CKA)"),
+]
+
+
+def _image(path: Path, caption: str) -> str:
+    kind = "image/svg+xml" if path.suffix == ".svg" else "image/png"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img class="plot" alt="{html.escape(caption)}" src="data:{kind};base64,{data}">'
+
+
+def _table(header: list[str], rows: list[list[str]], best: int | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = ' class="best"' if i == best else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _probe_section(probe: dict, directory: Path) -> list[str]:
+    task, metric = probe["task"], probe["metric"]
+    metrics = list(probe["scores"][0]["mean"])
+    rows, best = [], None
+    for i, s in enumerate(probe["scores"]):
+        if s["name"] == probe["best"]:
+            best = i
+        rows.append([s["name"]] + [f"{s['mean'][m]:.4f} ± {s['std'][m]:.3f}" for m in metrics])
+    classes = task["classes"]
+    shown = ", ".join(classes[:12]) + (f" … ({len(classes)} in all)" if len(classes) > 12 else "")
+    parts = [
+        "<h2>Probes</h2>",
+        f'<p class="note">{task["level"]}-level labels, {task["rows"]} examples from '
+        f"{task['texts']} texts; classes: {html.escape(shown)}. {task['classifier']} probes, "
+        f"{html.escape(task['evaluation'])}, seed {task['seed']}. Best by "
+        f"{metric.replace('_', ' ')}: <b>{html.escape(probe['best'])}</b>.</p>",
+        _table(["probe", *[m.replace("_", " ") for m in metrics]], rows, best),
+    ]
+    mix = next((s for s in probe["scores"] if s.get("weights")), None)
+    if mix:
+        weights = ", ".join(
+            f"{layer}: {w:.2f}" for layer, w in zip(task["layers"], mix["weights"], strict=False)
+        )
+        parts.append(f'<p class="note">Scalar mix weights by layer — {weights}.</p>')
+    for name, caption in _PLOTS[:2]:
+        if (directory / name).exists():
+            parts += [f"<h3>{caption}</h3>", _image(directory / name, caption)]
+    return parts
+
+
+def _analysis_section(analysis: dict, directory: Path) -> list[str]:
+    layers = analysis["layers"]
+    columns = [c for c in layers[0] if c != "layer" and layers[0][c] is not None]
+    rows = [[str(r["layer"])] + [f"{r[c]:.4f}" for c in columns] for r in layers]
+    parts = [
+        "<h2>Layer geometry</h2>",
+        f'<p class="note">{analysis["level"]}-level vectors; sample: '
+        f"{html.escape(json.dumps(analysis['sample']))}.</p>",
+        _table(["layer", *[c.replace("_", " ") for c in columns]], rows),
+    ]
+    for name, caption in _PLOTS[2:]:
+        if (directory / name).exists():
+            parts += [f"<h3>{caption}</h3>", _image(directory / name, caption)]
+    return parts
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path} is not valid JSON ({err.msg})") from None
+
+
+def build_report(directory: str | Path, output: str | Path | None = None) -> Path:
+    """Write `report.html` (or `output`) from the probe and analysis results in `directory`."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise InputError(f"not a directory: {directory}")
+    probe = _read_json(folder / "probe.json")
+    analysis = _read_json(folder / "analysis.json")
+    if probe is None and analysis is None:
+        raise InputError(
+            f"{directory} holds no probe.json or analysis.json: run 'bertlayers probe ... -o "
+            f"{directory}' or 'bertlayers analyze STORE -o {directory}' first"
+        )
+    provenance = (probe or analysis)["provenance"]
+    model = provenance.get("model", {})
+    title = f"bertlayers report — {model.get('name', 'model')}"
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    body.append(
+        f'<p class="note">Model {html.escape(str(model.get("name")))} '
+        f"({html.escape(str(model.get('architecture')))}, {model.get('num_layers')} layers, "
+        f"hidden {model.get('hidden_size')}); layers {provenance.get('layers')} "
+        "(0 = embedding output); "
+        f"pooling {html.escape(str(provenance.get('pooling', provenance.get('word_pooling'))))}; "
+        f"bertlayers {__version__}.</p>"
+    )
+    if probe:
+        body += _probe_section(probe, folder)
+    if analysis:
+        body += _analysis_section(analysis, folder)
+    body += [
+        "<h2>Provenance</h2>",
+        "<details><summary>how these vectors were made</summary><pre>",
+        html.escape(json.dumps(summary(provenance), indent=1)),
+        "</pre></details>",
+    ]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style>"
+        f"<script>{_SCRIPT}</script></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+    target = Path(output) if output else folder / "report.html"
+    target.write_text(page, encoding="utf-8")
+    return target
