@@ -339,6 +339,13 @@ def run_probe(args: argparse.Namespace) -> int:
         Metric.parse(args.metric, "metric")
     if args.projection not in ("pca", "umap", "none"):
         raise OptionError(f"unknown projection '{args.projection}': use pca, umap or none")
+    if args.projection == "umap" and args.output_dir:
+        import importlib.util
+
+        if importlib.util.find_spec("umap") is None:
+            raise OptionError(
+                "--projection umap needs the umap-learn package (pip install umap-learn)"
+            )
     if args.test_store and not args.test:
         raise OptionError("--test-store gives the vectors of --test: name the --test file too")
 
@@ -517,7 +524,11 @@ def run_analyze(args: argparse.Namespace) -> int:
     report.provenance = summary(report.provenance)
     print(report.table())
     if report.level == "sentence":
-        print("(sentence vectors: self- and intra-sentence similarity need a token or word store)")
+        print(
+            "bertlayers: sentence vectors: self- and intra-sentence similarity need a token "
+            "or word store",
+            file=sys.stderr,
+        )
     if args.output_dir:
         write_geometry(report, args.output_dir)
         plot_geometry(report, args.output_dir)
