@@ -7,7 +7,9 @@ mean-pooled in float32 (sentence-transformers: its last layer, as it only offers
 - `hf-batched`: Hugging Face in corpus order, batches of 32 padded to the longest;
 - `st-encode`: `SentenceTransformer(model).encode`, max_seq_length 512, batch 32;
 - `bertlayers`: `Extractor.embed(texts, layers="all", pooling="mean")`;
-- `bl-tokens`: bertlayers' token-level output of every layer, streamed to an `.npy` store.
+- `bl-tokens`: bertlayers' token-level output of every layer, streamed to an `.npy` store;
+- `bl-int8`: bertlayers with `int8=True` (approximate), with its lowest cosine to float32 for
+  each layer.
 It reports real (non-padding) tokens/s, texts/s, padding efficiency, ratios, and MFU: the
 achieved FLOP/s (from the model's FLOPs per real token, attention included) over the fp32
 matmul FLOP/s measured in the same run at the model's shapes. Results go to JSON.
@@ -146,6 +148,25 @@ class Bertlayers:
         return self.extractor.embed(texts, layers="all", pooling="mean", **self.options)
 
 
+class BertlayersInt8(Bertlayers):
+    """bertlayers with `int8=True` (approximate: see `bertlayers.quantize`)."""
+
+    name = "bl-int8"
+
+    def __init__(self, model_dir: Path, **options) -> None:
+        from bertlayers import Extractor
+
+        self.extractor = Extractor(str(model_dir), device="cpu", int8=True)
+        self.options = options
+
+
+def min_cosine_per_layer(approx: np.ndarray, exact: np.ndarray) -> list[float]:
+    """Per layer, the lowest cosine between a text's approximate and exact vectors."""
+    dot = (approx * exact).sum(-1)
+    norms = np.linalg.norm(approx, axis=-1) * np.linalg.norm(exact, axis=-1)
+    return [round(float(v), 4) for v in (dot / np.maximum(norms, 1e-12)).min(axis=0)]
+
+
 class BertlayersTokens(Bertlayers):
     """Every token's vectors at every layer, float32, streamed to an `.npy` store on disk
     (truncated at 512 like the others, so the model does the same work)."""
@@ -246,8 +267,10 @@ def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int) -> d
         STEncode(model_dir),
         Bertlayers(model_dir),
         BertlayersTokens(model_dir),
+        BertlayersInt8(model_dir),
     ]
-    contenders[3].options_config = contenders[4].options_config = ExtractConfig()
+    for bl in contenders[3:]:
+        bl.options_config = ExtractConfig()
     times: dict[str, list[float]] = {c.name: [] for c in contenders}
     outputs: dict[str, np.ndarray] = {}
     for c in contenders:  # warm-up: first calls allocate and pick kernels
@@ -279,6 +302,9 @@ def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int) -> d
     for name in results:
         results[name]["bertlayers_speedup"] = round(results[name]["seconds"] / base, 2)
     results["bl-tokens"]["padding_efficiency"] = results["bertlayers"]["padding_efficiency"]
+    results["bl-int8"]["min_cosine_per_layer"] = min_cosine_per_layer(
+        outputs["bl-int8"], outputs["bertlayers"]
+    )
     # correctness: bertlayers against the per-text loop (the reference), every layer
     diff = float(np.abs(outputs["bertlayers"] - outputs["tutorial"]).max())
     return {
@@ -314,6 +340,8 @@ def print_table(report: dict) -> None:
                 f"{row['real_tokens_per_s']:>11.0f}{row['padding_efficiency']:>9.2f}"
                 f"{row['mfu']:>7.2f}{row['bertlayers_speedup']:>14.2f}"
             )
+        cosines = model["contenders"]["bl-int8"]["min_cosine_per_layer"]
+        print(f"bl-int8 vs float32, lowest cosine per layer 0..{len(cosines) - 1}: {cosines}")
 
 
 def _quiet_libraries() -> None:

@@ -164,6 +164,7 @@ class Extractor:
 
     `model` is a hub id, a local directory, or None for `BERTLAYERS_MODEL` / the bundled
     all-MiniLM-L6-v2. `dtype` is the compute dtype; outputs are float32 unless asked otherwise.
+    `int8=True` (CPU) trades exactness for speed: see `bertlayers.quantize`.
     """
 
     def __init__(
@@ -172,8 +173,9 @@ class Extractor:
         device: str | None = "auto",
         dtype: DType | str = DType.FLOAT32,
         revision: str | None = None,
+        int8: bool = False,
     ) -> None:
-        self.encoder = Encoder(model, device=device, dtype=dtype, revision=revision)
+        self.encoder = Encoder(model, device=device, dtype=dtype, revision=revision, int8=int8)
 
     @property
     def info(self) -> ModelInfo:
@@ -248,7 +250,7 @@ class Extractor:
         return {
             "model": self.info.model_id,
             "fingerprint": self.encoder.fingerprint,
-            "compute_dtype": self.encoder.dtype.value,
+            "compute_dtype": self.encoder.compute,
             "device": str(self.encoder.device),
             **self.settings(config),
             "batch_tokens": self.batch_tokens(config),
