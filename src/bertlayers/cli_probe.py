@@ -434,6 +434,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from .probing import load_probe
 
     probe = load_probe(args.model_file)
+    if args.proba and not hasattr(probe.pipeline.named_steps["classifier"], "predict_proba"):
+        raise OptionError("--proba needs a logreg probe: a linear SVM gives no probabilities")
     saved = probe.extraction
     words = probe.level == "word"
     fmt = _data_format(args.input, args.input_format)
@@ -494,10 +496,6 @@ def run_predict(args: argparse.Namespace) -> int:
                 vectors = result.embeddings
                 labels = probe.predict(vectors)
                 proba = probe.predict_proba(vectors) if args.proba else None
-                if args.proba and proba is None:
-                    raise OptionError(
-                        "--proba needs a logreg probe (a linear SVM gives no probabilities)"
-                    )
                 for i, record in enumerate(batch):
                     line = f"{record.id}\t{labels[i]}"
                     if proba is not None:
