@@ -383,3 +383,27 @@ def test_cli_probe_bad_input_is_one_line(tmp_path, sentiment_file, pos_file):
     assert_one_line_error(
         run_cli("probe", str(sentiment_file), "--projection", "tsne"), "unknown projection"
     )
+
+
+def test_given_test_set_scores_one_split(sentiment):
+    from bertlayers.probing import ProbeData
+
+    data, _ = sentiment
+    rows = np.random.default_rng(0).permutation(len(data.labels))
+    train_rows, test_rows = np.sort(rows[:160]), np.sort(rows[160:])
+
+    def part(index):
+        return ProbeData(
+            data.vectors[index], data.labels[index], np.arange(len(index)),
+            [data.items[i] for i in index], data.layers, data.level, data.provenance,
+        )  # fmt: skip
+
+    train, test = part(train_rows), part(test_rows)
+    report = run_probes(train, test=test, seed=0)
+    assert report.task["evaluation"] == "test set" and report.task["test_rows"] == 80
+    model = make_pipeline(StandardScaler(), LogisticRegression(tol=1e-3, max_iter=2000))
+    model.fit(train.vectors[:, 5], train.labels.astype(str))
+    expected = accuracy_score(test.labels.astype(str), model.predict(test.vectors[:, 5]))
+    layer5 = report.score("layer 5")
+    assert layer5.mean["accuracy"] == pytest.approx(expected, abs=1e-9)
+    assert layer5.std["accuracy"] == 0 and len(layer5.folds) == 1
