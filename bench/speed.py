@@ -138,14 +138,13 @@ class STEncode:
 class Bertlayers:
     name = "bertlayers"
 
-    def __init__(self, model_dir: Path, **options) -> None:
+    def __init__(self, model_dir: Path, int8: bool = False) -> None:
         from bertlayers import Extractor
 
-        self.extractor = Extractor(str(model_dir), device="cpu")
-        self.options = options
+        self.extractor = Extractor(str(model_dir), device="cpu", int8=int8)
 
     def run(self, texts: list[str]) -> np.ndarray:
-        return self.extractor.embed(texts, layers="all", pooling="mean", **self.options)
+        return self.extractor.embed(texts, layers="all", pooling="mean")
 
 
 class BertlayersInt8(Bertlayers):
@@ -153,11 +152,8 @@ class BertlayersInt8(Bertlayers):
 
     name = "bl-int8"
 
-    def __init__(self, model_dir: Path, **options) -> None:
-        from bertlayers import Extractor
-
-        self.extractor = Extractor(str(model_dir), device="cpu", int8=True)
-        self.options = options
+    def __init__(self, model_dir: Path) -> None:
+        super().__init__(model_dir, int8=True)
 
 
 def min_cosine_per_layer(approx: np.ndarray, exact: np.ndarray) -> list[float]:

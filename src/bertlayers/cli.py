@@ -66,6 +66,24 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
 
 
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """How records are read from a file: its format, and its text, id and word columns."""
+    parser.add_argument(
+        "--input-format",
+        default=None,
+        help="txt|csv|tsv|jsonl|conll (default: from the file suffix; txt for stdin)",
+    )
+    parser.add_argument(
+        "--text-column", default="text", help="column (csv/tsv/jsonl) with the text"
+    )
+    parser.add_argument(
+        "--id-column", default=None, help="column with record ids (default: line number)"
+    )
+    parser.add_argument(
+        "--word-column", type=int, default=0, help="conll: the column (0-based) holding the word"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertlayers",
@@ -143,30 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let mean/max/first/last pooling see [CLS]/[SEP] (<s>, </s>) too",
     )
-    extract.add_argument(
-        "--input-format",
-        default=None,
-        help="txt|csv|tsv|jsonl|conll (default: from the file suffix; txt for stdin)",
-    )
-    extract.add_argument(
-        "--text-column", default="text", help="column (csv/tsv/jsonl) with the text"
-    )
+    add_input_options(extract)
     extract.add_argument(
         "--pair-column", default=None, help="column with the second text (segment B)"
-    )
-    extract.add_argument(
-        "--id-column", default=None, help="column with record ids (default: line number)"
     )
     extract.add_argument(
         "--words-column",
         default=None,
         help="jsonl column holding a list of pre-split words (instead of --text-column)",
-    )
-    extract.add_argument(
-        "--word-column",
-        type=int,
-        default=0,
-        help="conll: the column (0-based) holding the word",
     )
     extract.add_argument(
         "--max-length",

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli import _add_model_options, _positive_int, add_input_options
 from .errors import InputError, OptionError
 from .readers import InputFormat, Record, guess_format, read_records
 
@@ -32,19 +33,8 @@ and standard deviation over folds of accuracy and macro-F1 (entity-level F1 too 
 """
 
 
-def _positive_int(text: str) -> int:
-    from .cli import _positive_int as parse
-
-    return parse(text)
-
-
 def _add_data_options(parser: argparse.ArgumentParser, labelled: bool = True) -> None:
-    parser.add_argument(
-        "--input-format", default=None, help="txt|csv|tsv|jsonl|conll (default: from the suffix)"
-    )
-    parser.add_argument("--text-column", default="text", help="csv/tsv/jsonl: the text column")
-    parser.add_argument("--id-column", default=None, help="column with record ids")
-    parser.add_argument("--word-column", type=int, default=0, help="conll: the word's column")
+    add_input_options(parser)
     if labelled:
         parser.add_argument("--label-column", default="label", help="csv/tsv/jsonl: the label")
         parser.add_argument(
@@ -53,8 +43,6 @@ def _add_data_options(parser: argparse.ArgumentParser, labelled: bool = True) ->
 
 
 def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
-    from .cli import _add_model_options
-
     _add_model_options(parser)
     parser.add_argument("--layers", default="all", help="layers to probe: all | 0,6,-1 | -4:")
     parser.add_argument(
@@ -330,9 +318,9 @@ def run_probe(args: argparse.Namespace) -> int:
         fit_probe,
         run_probes,
         save_probe,
-        write_report,
     )
     from .provenance import summary
+    from .report import write_results
 
     Classifier.parse(args.classifier, "classifier")
     if args.metric:
@@ -387,7 +375,7 @@ def run_probe(args: argparse.Namespace) -> int:
     print(report.table())
     if args.output_dir:
         out = Path(args.output_dir)
-        write_report(report, out)
+        write_results(out, "probe", report.to_dict(), report.to_csv())
         plot_probe(report, out)
         if args.projection != "none":
             plot_projection(data, out, args.projection, args.seed)
@@ -513,9 +501,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from .geometry import analyze, write_geometry
+    from .geometry import analyze
     from .plots import plot_geometry
     from .provenance import summary
+    from .report import write_results
     from .results import load
 
     report = analyze(load(args.store), seed=args.seed, pairs=args.pairs, max_rows=args.max_rows)
@@ -528,7 +517,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.output_dir:
-        write_geometry(report, args.output_dir)
+        write_results(args.output_dir, "analysis", report.to_dict(), report.to_csv())
         plot_geometry(report, args.output_dir)
         print(
             f"bertlayers: wrote analysis.json, analysis.csv and plots to {args.output_dir}",

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -210,13 +208,3 @@ def analyze(
         },
         provenance=result.provenance,
     )
-
-
-def write_geometry(report: GeometryReport, directory: str | Path) -> dict[str, Path]:
-    """`analysis.json` and `analysis.csv` in `directory`; returns the paths written."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "analysis.json", "csv": out / "analysis.csv"}
-    paths["json"].write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
-    paths["csv"].write_text(report.to_csv())
-    return paths

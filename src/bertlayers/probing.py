@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -636,13 +635,3 @@ def load_probe(path: str | Path) -> SavedProbe:
         raise InputError(f"{path} is not a probe saved by bertlayers probe --save-model")
     fields = SavedProbe.__dataclass_fields__
     return SavedProbe(**{name: payload[name] for name in fields})
-
-
-def write_report(report: ProbeReport, directory: str | Path) -> dict[str, Path]:
-    """`probe.json` and `probe.csv` in `directory`; returns the paths written."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "probe.json", "csv": out / "probe.csv"}
-    paths["json"].write_text(json.dumps(report.to_dict(), indent=1, default=str) + "\n")
-    paths["csv"].write_text(report.to_csv())
-    return paths

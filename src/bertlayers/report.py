@@ -107,6 +107,16 @@ def _analysis_section(analysis: dict, directory: Path) -> list[str]:
     return parts
 
 
+def write_results(directory: str | Path, stem: str, data: dict, csv_text: str) -> list[Path]:
+    """`STEM.json` and `STEM.csv` in `directory` (made if needed): what `build_report` reads."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.json", out / f"{stem}.csv"]
+    paths[0].write_text(json.dumps(data, indent=1, default=str) + "\n")
+    paths[1].write_text(csv_text)
+    return paths
+
+
 def _read_json(path: Path) -> dict | None:
     if not path.exists():
         return None
