@@ -29,6 +29,9 @@ bench: setup
 	$(BIN)/python bench/speed.py --fortunes 600 --news 15 --rounds 1 --out bench/results/speed.json
 	$(BIN)/python bench/breakdown.py --texts 600 --out bench/results/breakdown.txt
 	$(BIN)/python bench/memory.py --texts 1000 --out bench/results/memory.json
+	# the other inference backends are measured, not used: installed for the bench only
+	$(BIN)/python -m pip install --quiet onnxruntime onnx openvino
+	$(BIN)/python bench/backends.py --rounds 2 --out bench/results/backends.json
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -9,7 +9,9 @@ mean-pooled in float32 (sentence-transformers: its last layer, as it only offers
 - `bertlayers`: `Extractor.embed(texts, layers="all", pooling="mean")`;
 - `bl-tokens`: bertlayers' token-level output of every layer, streamed to an `.npy` store;
 - `bl-int8`: bertlayers with `int8=True` (approximate), with its lowest cosine to float32 for
-  each layer.
+  each layer;
+- `bl-bf16`: bertlayers computing in bfloat16 (approximate; fast where the CPU has AVX512-BF16
+  or AMX), with its lowest cosine to float32 for each layer.
 It reports real (non-padding) tokens/s, texts/s, padding efficiency, ratios, and MFU: the
 achieved FLOP/s (from the model's FLOPs per real token, attention included) over the fp32
 matmul FLOP/s measured in the same run at the model's shapes. Results go to JSON.
@@ -138,10 +140,10 @@ class STEncode:
 class Bertlayers:
     name = "bertlayers"
 
-    def __init__(self, model_dir: Path, int8: bool = False) -> None:
+    def __init__(self, model_dir: Path, int8: bool = False, dtype: str = "float32") -> None:
         from bertlayers import Extractor
 
-        self.extractor = Extractor(str(model_dir), device="cpu", int8=int8)
+        self.extractor = Extractor(str(model_dir), device="cpu", int8=int8, dtype=dtype)
 
     def run(self, texts: list[str]) -> np.ndarray:
         return self.extractor.embed(texts, layers="all", pooling="mean")
@@ -154,6 +156,15 @@ class BertlayersInt8(Bertlayers):
 
     def __init__(self, model_dir: Path) -> None:
         super().__init__(model_dir, int8=True)
+
+
+class BertlayersBfloat16(Bertlayers):
+    """bertlayers computing in bfloat16 (`dtype="bfloat16"`; outputs float32), approximate."""
+
+    name = "bl-bf16"
+
+    def __init__(self, model_dir: Path) -> None:
+        super().__init__(model_dir, dtype="bfloat16")
 
 
 def min_cosine_per_layer(approx: np.ndarray, exact: np.ndarray) -> list[float]:
@@ -264,6 +275,7 @@ def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int) -> d
         Bertlayers(model_dir),
         BertlayersTokens(model_dir),
         BertlayersInt8(model_dir),
+        BertlayersBfloat16(model_dir),
     ]
     for bl in contenders[3:]:
         bl.options_config = ExtractConfig()
@@ -298,9 +310,10 @@ def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int) -> d
     for name in results:
         results[name]["bertlayers_speedup"] = round(results[name]["seconds"] / base, 2)
     results["bl-tokens"]["padding_efficiency"] = results["bertlayers"]["padding_efficiency"]
-    results["bl-int8"]["min_cosine_per_layer"] = min_cosine_per_layer(
-        outputs["bl-int8"], outputs["bertlayers"]
-    )
+    for name in ("bl-int8", "bl-bf16"):
+        results[name]["min_cosine_per_layer"] = min_cosine_per_layer(
+            outputs[name], outputs["bertlayers"]
+        )
     # correctness: bertlayers against the per-text loop (the reference), every layer
     diff = float(np.abs(outputs["bertlayers"] - outputs["tutorial"]).max())
     return {
@@ -336,8 +349,9 @@ def print_table(report: dict) -> None:
                 f"{row['real_tokens_per_s']:>11.0f}{row['padding_efficiency']:>9.2f}"
                 f"{row['mfu']:>7.2f}{row['bertlayers_speedup']:>14.2f}"
             )
-        cosines = model["contenders"]["bl-int8"]["min_cosine_per_layer"]
-        print(f"bl-int8 vs float32, lowest cosine per layer 0..{len(cosines) - 1}: {cosines}")
+        for name in ("bl-int8", "bl-bf16"):
+            cosines = model["contenders"][name]["min_cosine_per_layer"]
+            print(f"{name} vs float32, lowest cosine per layer 0..{len(cosines) - 1}: {cosines}")
 
 
 def _quiet_libraries() -> None:

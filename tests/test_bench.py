@@ -42,13 +42,16 @@ def test_speed_bench_smoke(tmp_path):
         "bertlayers",
         "bl-tokens",
         "bl-int8",
+        "bl-bf16",
     }
     for name, row in model["contenders"].items():
-        ceiling = 4 if name == "bl-int8" else 1.5  # MFU is against the float32 matmul ceiling
+        # MFU is against the float32 matmul ceiling, which int8 and bf16 can pass
+        ceiling = 4 if name in ("bl-int8", "bl-bf16") else 1.5
         assert row["seconds"] > 0 and row["real_tokens_per_s"] > 0 and 0 < row["mfu"] < ceiling
         assert 0 < row["padding_efficiency"] <= 1
-    cosines = model["contenders"]["bl-int8"]["min_cosine_per_layer"]
-    assert len(cosines) == 7 and min(cosines) >= 0.99
+    for name in ("bl-int8", "bl-bf16"):
+        cosines = model["contenders"][name]["min_cosine_per_layer"]
+        assert len(cosines) == 7 and min(cosines) >= 0.99
     assert model["contenders"]["tutorial"]["padding_efficiency"] == 1
     assert model["bertlayers_vs_tutorial_max_abs_diff"] <= 1e-4
     assert "bertlayers" in result.stdout and "MFU" in result.stdout
@@ -61,3 +64,47 @@ def test_memory_bench_smoke(tmp_path):
     report = json.loads(out.read_text())
     assert [run["texts"] for run in report["runs"]] == [40, 80]
     assert all(run["peak_rss_mib"] > 100 and run["output_mib"] > 0 for run in report["runs"])
+
+
+@pytest.mark.slow
+def test_gpu_bench_smoke_on_the_cpu(tmp_path):
+    """The GPU bench's code, run tiny on the CPU: MFU against a measured bf16 peak."""
+    out = tmp_path / "gpu.json"
+    result = run_bench("gpu.py", "--smoke", "--device", "cpu", "--out", str(out))
+    model = json.loads(out.read_text())["models"][0]
+    assert model["peak_source"] == "measured (bf16 matmul)"
+    assert model["float32_vs_tutorial_max_abs_diff"] <= 1e-4
+    for row in model["contenders"].values():
+        assert row["seconds"] > 0 and 0 < row["mfu_vs_bf16_peak"] < 1.5
+    for dtype in ("bfloat16", "float16"):
+        assert min(model["contenders"][f"bertlayers-{dtype}"]["min_cosine_per_layer"]) > 0.99
+    assert "bertlayers-bfloat16" in result.stdout
+
+
+def test_bf16_peak_table_picks_the_specific_name_first():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu import BF16_PEAKS
+
+    def peak(name: str) -> float:
+        return next(tflops for key, tflops in BF16_PEAKS if key in name)
+
+    assert peak("NVIDIA H100 80GB HBM3") == 989.4
+    assert peak("NVIDIA H100 PCIe") == 756.0
+    assert peak("NVIDIA L40S") == 362.0
+    assert peak("NVIDIA L4") == 121.0
+    assert peak("NVIDIA A100-SXM4-80GB") == 312.0
+
+
+@pytest.mark.slow
+def test_backends_bench_smoke(tmp_path):
+    """Eager and compiled PyTorch (and ONNX Runtime / OpenVINO where installed) run the same
+    batches and agree with eager within 1e-4 on every layer."""
+    out = tmp_path / "backends.json"
+    run_bench("backends.py", "--smoke", "--out", str(out))
+    model = json.loads(out.read_text())["models"][0]
+    measured = set(model["backends"]) | set(model["not_installed"])
+    assert measured == {"pytorch-eager", "torch-compile", "onnxruntime", "openvino"}
+    assert {"pytorch-eager", "torch-compile"} <= set(model["backends"])
+    for row in model["backends"].values():
+        assert row["seconds"] > 0 and 0 < row["mfu"] < 1.5
+        assert row["max_abs_diff_vs_eager"] <= 1e-4

@@ -222,6 +222,10 @@ def test_bad_inputs_give_one_line_errors(tmp_path, sentiment_sample):
         (["extract", ok, "-o", out, "--device", "cuda"], "no CUDA device is available"),
         (["extract", ok, "-o", out, "--max-length", "9999"], "exceeds this model's limit of 512"),
         (
+            ["extract", ok, "-o", out, "--int8", "--compile"],
+            "int8 and torch.compile cannot be combined",
+        ),
+        (
             ["extract", str(bad_utf8), "-o", out, "--pair-column", "b"],
             "--pair-column and --id-column need",
         ),

@@ -58,3 +58,8 @@ def int8_config():
 def test_int8_needs_float32_on_the_cpu():
     with pytest.raises(OptionError, match="int8 starts from float32"):
         Extractor(device="cpu", dtype="bfloat16", int8=True)
+
+
+def test_int8_and_compile_are_refused_together():
+    with pytest.raises(OptionError, match=r"int8 and torch\.compile cannot be combined"):
+        Extractor(device="cpu", int8=True, torch_compile=True)

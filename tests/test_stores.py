@@ -272,3 +272,24 @@ def test_kill_9_and_resume_is_byte_identical(tmp_path):
         str(i) for i in range(1, CRASH_TEXTS + 1)
     ]
     assert not Path(str(crashed) + ".partial").exists()
+
+
+@pytest.mark.parametrize("include_special", [False, True])
+def test_token_rows_written_in_place_equal_the_in_memory_result(
+    tmp_path, bundled, texts, include_special
+):
+    """Token rows go to the store's file as batches finish (length order, across records);
+    with split long texts and several chunks, the file equals the in-memory result exactly."""
+    with (data_file("news-bbc.jsonl")).open(encoding="utf-8") as handle:
+        articles = [json.loads(next(handle))["text"] for _ in range(2)]
+    mixed = [texts[3], articles[0], *texts[:5], articles[1], texts[6]]
+    options = {"layers": "0,2,-1", "include_special": include_special, "chunk_size": 4}
+    config = ExtractConfig(level="token", **options)
+    path = tmp_path / "tokens.npy"
+    _write(bundled, path, records_from_texts(mixed), config)
+    loaded = load(path)
+    direct = bundled.extract_tokens(mixed, **options)
+    assert direct.provenance["num_windowed"] >= 1  # a long article ran in several windows
+    np.testing.assert_array_equal(loaded.vectors, direct.vectors)
+    np.testing.assert_array_equal(loaded.offsets, direct.offsets)
+    assert loaded.items == direct.items

@@ -205,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         "feed-forward outputs in bfloat16 where the CPU has it, else float32): 1.7-2x faster, "
         "every layer within cosine 0.99 of float32 on the bundled model (bench/speed.py)",
     )
+    extract.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the model through torch.compile (frozen weights, any shape); the first run "
+        "compiles for 30-60 s, later runs reuse the cached kernels (~/.cache/bertlayers)",
+    )
     extract.add_argument("--overwrite", action="store_true", help="replace existing output")
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     extract.set_defaults(handler=run_extract)
@@ -323,7 +329,12 @@ def run_extract(args: argparse.Namespace) -> int:
     )
     total = _count_records(args)
     extractor = Extractor(
-        args.model, device=args.device, dtype=args.dtype, revision=args.revision, int8=args.int8
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        revision=args.revision,
+        int8=args.int8,
+        torch_compile=args.compile,
     )
     sink = StoreSink(
         args.output,

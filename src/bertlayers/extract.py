@@ -42,7 +42,7 @@ from .pooling import pool, pooling_mask, word_pooling
 from .provenance import PerTextLog, build_provenance
 from .readers import Record, records_from_texts, records_from_words
 from .results import RaggedEmbeddings, SentenceEmbeddings, make_result
-from .sinks import MemorySink, Sink
+from .sinks import ArrayRows, MemorySink, Reserve, RowTarget, Sink
 from .stores.base import ArraySource
 
 
@@ -70,7 +70,7 @@ class ExtractConfig:
     max_batch_size: int = 256  # sequences per batch
     max_padding: float = 0.05  # largest share of padding in a batch
     chunk_size: int = 1024  # texts read, sorted and batched together (the sort window)
-    chunk_bytes: int = 128 * 2**20  # token/word level: output held before it is handed on
+    chunk_bytes: int = 128 * 2**20  # word level, split sentences: output held before handed on
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -165,6 +165,7 @@ class Extractor:
     `model` is a hub id, a local directory, or None for `BERTLAYERS_MODEL` / the bundled
     all-MiniLM-L6-v2. `dtype` is the compute dtype; outputs are float32 unless asked otherwise.
     `int8=True` (CPU) trades exactness for speed: see `bertlayers.quantize`.
+    `torch_compile=True` compiles the model first (slow start, cached between runs).
     """
 
     def __init__(
@@ -174,8 +175,16 @@ class Extractor:
         dtype: DType | str = DType.FLOAT32,
         revision: str | None = None,
         int8: bool = False,
+        torch_compile: bool = False,
     ) -> None:
-        self.encoder = Encoder(model, device=device, dtype=dtype, revision=revision, int8=int8)
+        self.encoder = Encoder(
+            model,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            int8=int8,
+            torch_compile=torch_compile,
+        )
 
     @property
     def info(self) -> ModelInfo:
@@ -251,6 +260,7 @@ class Extractor:
             "model": self.info.model_id,
             "fingerprint": self.encoder.fingerprint,
             "compute_dtype": self.encoder.compute,
+            "compiled": self.encoder.compiled,
             "device": str(self.encoder.device),
             **self.settings(config),
             "batch_tokens": self.batch_tokens(config),
@@ -274,10 +284,9 @@ class Extractor:
         Kept layers are pooled one by one, straight from the model's outputs (no `(K, B, T, H)`
         stack); combined layers are combined per token first, then pooled.
         """
-        device = self.encoder.device
         mask = pooling_mask(
-            batch["attention_mask"].to(device),
-            batch["special_tokens_mask"].to(device),
+            self.encoder.to_device(batch["attention_mask"]),
+            self.encoder.to_device(batch["special_tokens_mask"]),
             config.include_special,
         )
         if config.combine is Combine.STACK:
@@ -336,6 +345,14 @@ class Extractor:
         if group:
             yield group
 
+    def _layer_states(
+        self, batch: dict[str, torch.Tensor], selection: LayerSelection, config: ExtractConfig
+    ) -> list[torch.Tensor]:
+        """One `(B, T, H')` tensor per output layer; kept layers are not stacked (no copy)."""
+        if config.combine is Combine.STACK:
+            return self.encoder.hidden_state_list(batch, selection.indices)
+        return list(self._hidden(batch, selection, config).unbind(0))
+
     def _run_windows(
         self, windows: Windows, selection: LayerSelection, config: ExtractConfig, keep_cls: bool
     ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
@@ -343,7 +360,6 @@ class Extractor:
         encoded = windows.encoded
         pieces: list[np.ndarray] = [None] * len(encoded.input_ids)  # type: ignore[list-item]
         cls: list[np.ndarray] | None = [None] * len(pieces) if keep_cls else None  # type: ignore[list-item]
-        token_dtype = config.output_dtype.torch if config.level is Level.TOKEN else torch.float32
         for rows in plan_batches(
             encoded.lengths, self.batch_tokens(config), config.max_batch_size, config.max_padding
         ):
@@ -354,7 +370,7 @@ class Extractor:
             for b, s in enumerate(rows):
                 keep[b, : len(windows.keep[s])] = windows.keep[s]
             kept = hidden[:, torch.from_numpy(keep).to(hidden.device)]  # (K', n_keep, H')
-            kept = kept.transpose(0, 1).to(token_dtype).cpu().numpy()  # (n_keep, K', H')
+            kept = kept.transpose(0, 1).cpu().numpy()  # (n_keep, K', H')
             for b, part in enumerate(np.split(kept, np.cumsum(keep.sum(1))[:-1])):
                 pieces[rows[b]] = part
             if cls is not None:
@@ -363,38 +379,107 @@ class Extractor:
                     cls[s] = first[b]
         return pieces, cls
 
-    def _ragged_chunks(
-        self, records: Iterable[Record], config: ExtractConfig, progress: _Progress
+    def _run_windows_into(
+        self,
+        windows: Windows,
+        plan: np.ndarray,
+        target: RowTarget,
+        selection: LayerSelection,
+        config: ExtractConfig,
+        progress: _Progress,
+    ) -> None:
+        """Token level: forward every window and put its rows in their place in `target`.
+
+        `plan[s]` is `(src_lo, src_hi, dst_lo)` of sequence s. Batches run in length order
+        over the whole chunk; rows go to the target as each batch finishes (no per-window
+        pieces, no stitching), converted to the output dtype on the device.
+        """
+        encoded = windows.encoded
+        dtype = config.output_dtype.torch
+        last = np.r_[windows.record_of[1:] != windows.record_of[:-1], True]
+        for rows in plan_batches(
+            encoded.lengths, self.batch_tokens(config), config.max_batch_size, config.max_padding
+        ):
+            batch = collate(encoded, rows, self.encoder.pad_id)
+            states = self._layer_states(batch, selection, config)
+            stacked = torch.stack([h.to(dtype) for h in states], dim=2).cpu().numpy()
+            del states  # (B, T, K', H') above: every row's layers side by side
+            for b, s in enumerate(rows):
+                src_lo, src_hi, dst = plan[s]
+                if src_hi > src_lo:
+                    target.put(int(dst), stacked[b, src_lo:src_hi])
+            progress.update(int(last[rows].sum()), int(encoded.lengths[rows].sum()))
+
+    def _token_chunks(
+        self,
+        records: Iterable[Record],
+        config: ExtractConfig,
+        progress: _Progress,
+        reserve: Reserve,
     ) -> Iterator[SentenceChunk]:
+        """Token level: each chunk of records is batched as a whole (like pooled output), and
+        its rows go straight to room the sink reserves, so nothing is held but one batch."""
         selection = resolve_layers(config.layers, self.info.num_layers)
-        max_length = self._max_length(config)
         row_shape = self.output_shape(config, selection)
         width, stride = self._window(config)
         prefix, suffix = self.encoder.special_template
-        n_special = len(prefix) + len(suffix)
-        tokenizer = self.encoder.tokenizer
-        # token vectors come back in the output dtype; word and sentence pooling work in float32
-        itemsize = config.output_dtype.torch.itemsize if config.level is Level.TOKEN else 4
-        row_bytes = int(np.prod(row_shape)) * itemsize
         for records_chunk in _chunked(records, config.chunk_size):
-            for record in records_chunk:
-                if record.pair is not None:
-                    raise OptionError(
-                        f"record {record.id}: sentence pairs are embedded at sentence level "
-                        "with long texts truncated (level='sentence', long='truncate')"
-                    )
-            with _naming_chunk(records_chunk):
-                content = tokenize_content(tokenizer, self.encoder.words_tokenizer, records_chunk)
-            full = np.fromiter((len(x) + n_special for x in content.ids), dtype=np.int64)
-            if config.long is LongMode.ERROR and (full > max_length).any():
-                i = int(np.flatnonzero(full > max_length)[0])
-                raise InputError(_too_long(records_chunk[i].id, full[i], max_length))
+            content, full = self._content(records_chunk, config)
+            windows = build_windows(
+                content,
+                prefix,
+                suffix,
+                width,
+                stride,
+                split=config.long is LongMode.SPLIT,
+                use_token_types=self.encoder.uses_token_types,
+            )
+            plan, n_rows = _token_plan(windows, len(prefix), len(suffix), config.include_special)
+            target = reserve(n_rows, row_shape, np.dtype(config.output_dtype.value))
+            self._run_windows_into(windows, plan, target, selection, config, progress)
+            yield self._assemble_tokens(
+                records_chunk, content, windows, target.vectors, full, config.include_special
+            )
+
+    def _content(
+        self, records: list[Record], config: ExtractConfig
+    ) -> tuple[ContentTokens, np.ndarray]:
+        """Tokenize a chunk for the token route (no pairs); the full token count of each."""
+        for record in records:
+            if record.pair is not None:
+                raise OptionError(
+                    f"record {record.id}: sentence pairs are embedded at sentence level "
+                    "with long texts truncated (level='sentence', long='truncate')"
+                )
+        with _naming_chunk(records):
+            content = tokenize_content(
+                self.encoder.tokenizer, self.encoder.words_tokenizer, records
+            )
+        n_special = sum(len(x) for x in self.encoder.special_template)
+        full = np.fromiter((len(x) + n_special for x in content.ids), dtype=np.int64)
+        max_length = self._max_length(config)
+        if config.long is LongMode.ERROR and (full > max_length).any():
+            i = int(np.flatnonzero(full > max_length)[0])
+            raise InputError(_too_long(records[i].id, full[i], max_length))
+        return content, full
+
+    def _ragged_chunks(
+        self, records: Iterable[Record], config: ExtractConfig, progress: _Progress
+    ) -> Iterator[SentenceChunk]:
+        """Word level, and split sentence level: windows are stitched per record and pooled,
+        in groups of records whose output stays under `chunk_bytes`."""
+        selection = resolve_layers(config.layers, self.info.num_layers)
+        row_shape = self.output_shape(config, selection)
+        width, stride = self._window(config)
+        prefix, suffix = self.encoder.special_template
+        row_bytes = int(np.prod(row_shape)) * 4  # word and sentence pooling work in float32
+        for records_chunk in _chunked(records, config.chunk_size):
+            content, full = self._content(records_chunk, config)
             groups = list(self._groups(content, row_bytes, config.chunk_bytes))
             for number, group in enumerate(groups):
                 sub = ContentTokens(
                     *([getattr(content, f.name)[i] for i in group] for f in fields(ContentTokens))
                 )
-                group_records = [records_chunk[i] for i in group]
                 windows = build_windows(
                     sub,
                     prefix,
@@ -408,11 +493,54 @@ class Extractor:
                     windows, selection, config, keep_cls=config.level is Level.SENTENCE
                 )
                 chunk = self._assemble(
-                    group_records, sub, windows, pieces, cls, full[group], config, row_shape
+                    [records_chunk[i] for i in group],
+                    sub,
+                    windows,
+                    pieces,
+                    cls,
+                    full[group],
+                    config,
+                    row_shape,
                 )
                 chunk.chunk_end = number == len(groups) - 1
                 yield chunk
                 progress.update(len(group), int(windows.encoded.lengths.sum()))
+
+    def _assemble_tokens(
+        self,
+        records: list[Record],
+        content: ContentTokens,
+        windows: Windows,
+        flat: np.ndarray,
+        full: np.ndarray,
+        keep_special: bool,
+    ) -> RaggedChunk:
+        """Token level: the rows are in `flat` already; add each record's tokens and spans."""
+        prefix, suffix = self.encoder.special_template
+        items: list[str] = []
+        spans, lengths = [], []
+        for r in range(len(records)):
+            covered = int(windows.covered[r])
+            ids = content.ids[r][:covered].tolist()
+            token_spans = content.spans[r][:covered]
+            if keep_special:
+                ids = prefix + ids + suffix
+                edge = np.zeros((len(prefix), 2), np.int64), np.zeros((len(suffix), 2), np.int64)
+                token_spans = np.concatenate([edge[0], token_spans, edge[1]])
+            items.extend(self.encoder.tokenizer.convert_ids_to_tokens(ids))
+            spans.append(token_spans)
+            lengths.append(len(ids))
+        return RaggedChunk(
+            vectors=flat,
+            lengths=np.asarray(lengths, dtype=np.int64),
+            items=items,
+            spans=np.concatenate(spans) if spans else np.zeros((0, 2), np.int64),
+            replaced=[],
+            ids=[r.id for r in records],
+            n_tokens=full,
+            truncated=_truncated(windows, content),
+            windows=windows.windows.copy(),
+        )
 
     def _assemble(
         self,
@@ -425,39 +553,14 @@ class Extractor:
         config: ExtractConfig,
         row_shape: tuple[int, int],
     ) -> SentenceChunk:
-        """Stitch each record's windows and turn them into token, word or sentence rows."""
-        prefix, suffix = self.encoder.special_template
-        p = len(prefix)
-        tokenizer = self.encoder.tokenizer
+        """Word and sentence level: stitch each record's windows, then pool them."""
+        p = len(self.encoder.special_template[0])
         out_dtype = np.dtype(config.output_dtype.value)
         starts = np.searchsorted(windows.record_of, np.arange(len(records) + 1))
-        truncated = windows.covered < np.fromiter((len(x) for x in content.ids), dtype=np.int64)
         vectors, lengths, items, spans, replaced = [], [], [], [], []
-        flat = None
-        if config.level is Level.TOKEN:  # rows go straight from the windows into one array
-            keep_special = config.include_special
-            n_rows = int(windows.covered.sum()) + (
-                len(records) * (p + len(suffix)) if keep_special else 0
-            )
-            flat = np.empty((n_rows, *row_shape), dtype=out_dtype)
-            cursor = 0
         for r, record in enumerate(records):
             seqs = range(starts[r], starts[r + 1])
             covered = int(windows.covered[r])
-            if config.level is Level.TOKEN:
-                ids = content.ids[r][:covered].tolist()
-                token_spans = content.spans[r][:covered]
-                lo, hi = (0, p + covered + len(suffix)) if keep_special else (p, p + covered)
-                if keep_special:
-                    ids = prefix + ids + suffix
-                    edge = np.zeros((p, 2), np.int64), np.zeros((len(suffix), 2), np.int64)
-                    token_spans = np.concatenate([edge[0], token_spans, edge[1]])
-                _copy_rows([pieces[s] for s in seqs], lo, hi, flat[cursor : cursor + hi - lo])
-                cursor += hi - lo
-                items.extend(tokenizer.convert_ids_to_tokens(ids))
-                spans.append(token_spans)
-                lengths.append(hi - lo)
-                continue
             stitched = np.concatenate([pieces[s] for s in seqs])  # (p + covered + q, K', H')
             body = stitched[p : p + covered]
             if config.level is Level.WORD:
@@ -479,15 +582,14 @@ class Extractor:
         common = dict(
             ids=[r.id for r in records],
             n_tokens=full,
-            truncated=truncated,
+            truncated=_truncated(windows, content),
             windows=np.diff(starts),
         )
         if config.level is Level.SENTENCE:
             return SentenceChunk(vectors=np.stack(vectors).astype(out_dtype), **common)
-        if flat is None:
-            flat = np.concatenate(vectors) if vectors else np.zeros((0, *row_shape), out_dtype)
+        flat = np.concatenate(vectors) if vectors else np.zeros((0, *row_shape), out_dtype)
         return RaggedChunk(
-            vectors=flat.astype(out_dtype, copy=False),
+            vectors=flat,
             lengths=np.asarray(lengths, dtype=np.int64),
             items=items,
             spans=np.concatenate(spans) if spans else np.zeros((0, 2), np.int64),
@@ -498,10 +600,20 @@ class Extractor:
     # ------------------------------------------------------------------ running
 
     def iter_chunks(
-        self, records: Iterable[Record], config: ExtractConfig, progress: _Progress | None = None
+        self,
+        records: Iterable[Record],
+        config: ExtractConfig,
+        progress: _Progress | None = None,
+        reserve: Reserve | None = None,
     ) -> Iterator[SentenceChunk]:
-        """Embed records chunk by chunk; each chunk comes back whole and in input order."""
+        """Embed records chunk by chunk; each chunk comes back whole and in input order.
+
+        At token level a chunk's rows are written, as batches finish, into room made by
+        `reserve` (a sink's, e.g. a store's file; by default an array in memory).
+        """
         progress = progress or _Progress(False, None)
+        if config.level is Level.TOKEN:
+            return self._token_chunks(records, config, progress, reserve or ArrayRows)
         if config.windowed:
             return self._ragged_chunks(records, config, progress)
         return self._pooled_chunks(records, config, progress)
@@ -526,7 +638,7 @@ class Extractor:
         log = PerTextLog()
         bar = _Progress(progress, total if total is not None else _len_or_none(records))
         try:
-            for chunk in self.iter_chunks(records, config, bar):
+            for chunk in self.iter_chunks(records, config, bar, sink.reserve):
                 sink.write(chunk)
                 log.add(chunk)
         except BaseException as err:
@@ -653,15 +765,36 @@ def _records(texts: object, pairs: Sequence[str] | None) -> list[Record]:
     return list(records_from_texts(items, pairs))
 
 
-def _copy_rows(pieces: list[np.ndarray], lo: int, hi: int, out: np.ndarray) -> None:
-    """Copy rows `lo:hi` of the pieces laid end to end into `out`, without joining them."""
-    start = 0
-    for piece in pieces:
-        stop = start + len(piece)
-        a, b = max(lo, start), min(hi, stop)
-        if a < b:
-            out[a - lo : b - lo] = piece[a - start : b - start]
-        start = stop
+def _truncated(windows: Windows, content: ContentTokens) -> np.ndarray:
+    """Records whose output covers fewer content tokens than they have."""
+    return windows.covered < np.fromiter((len(x) for x in content.ids), dtype=np.int64)
+
+
+def _token_plan(windows: Windows, p: int, q: int, keep_special: bool) -> tuple[np.ndarray, int]:
+    """Where each window's rows go in a group's token-level output.
+
+    A record's output is its windows' kept rows laid end to end (prefix specials, covered
+    content, suffix specials), cut to the content unless special tokens are kept. Returns
+    `(S, 3)` rows `(src_lo, src_hi, dst_lo)` (positions in the window, and the row of the
+    output where the first goes) and the number of output rows.
+    """
+    plan = np.zeros((len(windows.keep), 3), dtype=np.int64)
+    cursor = 0
+    starts = np.searchsorted(windows.record_of, np.arange(len(windows.covered) + 1))
+    for r, covered in enumerate(windows.covered.tolist()):
+        lo, hi = (0, p + covered + q) if keep_special else (p, p + covered)
+        stitched = 0  # position, in the record's stitched rows, of this window's first kept row
+        for s in range(starts[r], starts[r + 1]):
+            kept = np.flatnonzero(windows.keep[s])
+            first, count = (int(kept[0]), len(kept)) if len(kept) else (0, 0)
+            if count and int(kept[-1]) - first + 1 != count:
+                raise AssertionError("a window's kept positions must be one run")
+            a, b = max(lo, stitched), min(hi, stitched + count)
+            if a < b:
+                plan[s] = (first + a - stitched, first + b - stitched, cursor + a - lo)
+            stitched += count
+        cursor += hi - lo
+    return plan, cursor
 
 
 def _pool_rows(rows: np.ndarray, cls: np.ndarray, config: ExtractConfig) -> np.ndarray:

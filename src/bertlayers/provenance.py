@@ -91,6 +91,7 @@ def build_provenance(
         "layer_convention": LAYER_CONVENTION,
         "compute_dtype": encoder.compute,
         **({"quantization": encoder.quantization} if encoder.quantization else {}),
+        **({"compiled": True} if encoder.compiled else {}),
         "device": str(encoder.device),
         "shape": [log.rows, *row_shape],
         "num_texts": len(log.ids),

@@ -5,6 +5,7 @@ The in-memory result is just another sink; the file stores (`stores.StoreSink`) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -15,8 +16,37 @@ from .errors import OutputError
 _NPY_HEADER_BYTES = 128  # fixed, so the final shape can be written over the first one
 
 
+class RowTarget(Protocol):
+    """Room for one chunk's token-level rows, filled in any order as batches finish."""
+
+    def put(self, row: int, rows: np.ndarray) -> None:
+        """Place `rows` `(n, K, H)` at row `row` of the chunk's output."""
+
+    @property
+    def vectors(self) -> object:
+        """What the chunk carries as its `vectors` once every row is in place."""
+
+
+Reserve = Callable[[int, tuple[int, ...], np.dtype], RowTarget]
+
+
+class ArrayRows:
+    """A chunk's rows in an array in memory."""
+
+    def __init__(self, n_rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.vectors = np.empty((n_rows, *row_shape), dtype=dtype)
+
+    def put(self, row: int, rows: np.ndarray) -> None:
+        self.vectors[row : row + len(rows)] = rows
+
+
 class Sink(Protocol):
-    """Where embedded chunks go: `write` in input order, then `close` (or `abort`)."""
+    """Where embedded chunks go: `write` in input order, then `close` (or `abort`).
+
+    `reserve` makes room for the next chunk's token-level rows before it is written.
+    """
+
+    def reserve(self, n_rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> RowTarget: ...
 
     def write(self, chunk: SentenceChunk) -> None: ...
 
@@ -59,6 +89,8 @@ class MemorySink:
         self.chunks: list[np.ndarray] = []
         self.index = RaggedIndex()
         self.provenance: dict = {}
+
+    reserve = ArrayRows
 
     def write(self, chunk: SentenceChunk) -> None:
         self.chunks.append(chunk.vectors)

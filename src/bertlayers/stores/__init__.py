@@ -26,7 +26,7 @@ from .hdf5 import read_hdf5, write_hdf5
 from .npyfmt import index_path, read_npy, read_npz, sidecar_path, write_npy, write_npz
 from .parquet import read_parquet, write_parquet
 from .safetensors import read_safetensors, sharded_index, write_safetensors
-from .staging import StagedStore, Staging, input_digest
+from .staging import FileRows, StagedStore, Staging, input_digest
 
 
 class StoreFormat(StrEnum):
@@ -204,6 +204,10 @@ class StoreSink:
                 f"cannot resume: the input has {count} records, fewer than the "
                 f"{self.resumed_from} already embedded (use --overwrite to start again)"
             )
+
+    def reserve(self, n_rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> FileRows:
+        """Room in the staging file for the next chunk's token rows (see `Staging.reserve`)."""
+        return self.staging.reserve(n_rows, row_shape, dtype)
 
     def write(self, chunk: SentenceChunk) -> None:
         self.staging.append(chunk)

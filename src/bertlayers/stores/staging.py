@@ -54,6 +54,48 @@ def _disk_error(err: OSError, where: Path, records: int) -> OutputError:
     )
 
 
+class FileRows:
+    """A chunk's rows, written in place in the staging vectors file as they come."""
+
+    def __init__(
+        self,
+        start: int,
+        n_rows: int,
+        row_shape: tuple[int, ...],
+        dtype: np.dtype,
+        staging: Staging,
+    ) -> None:
+        self.fd = os.open(staging.vectors_path, os.O_WRONLY)
+        self.start = start
+        self.shape = (n_rows, *row_shape)
+        self.dtype = dtype
+        self.row_bytes = int(np.prod(row_shape)) * dtype.itemsize
+        self._staging = staging
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def vectors(self) -> FileRows:
+        return self
+
+    def put(self, row: int, rows: np.ndarray) -> None:
+        view = memoryview(np.ascontiguousarray(rows, dtype=self.dtype).reshape(-1).view(np.uint8))
+        offset = self.start + row * self.row_bytes
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as err:
+            self.close()
+            raise _disk_error(err, self._staging.dir, self._staging.records) from None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class Staging:
     """Append embedded chunks durably; resume after a crash; read back when complete."""
 
@@ -78,6 +120,7 @@ class Staging:
             self.texts_path.write_bytes(b"")
             self._commit_journal(texts_bytes=0)
         self._vectors = None
+        self._placed: FileRows | None = None
         self._texts = self.texts_path.open("ab")
         self._pending_records = 0
         self._pending_rows = 0
@@ -120,18 +163,41 @@ class Staging:
 
     # ---------------------------------------------------------------- writing
 
+    def _open_vectors(self, row_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if self._vectors is None:
+            if self.row_shape is None:
+                self.row_shape = list(row_shape)
+                self.dtype = np.dtype(dtype).str
+                with self.vectors_path.open("wb") as handle:
+                    handle.write(npy_header((0, *self.row_shape), np.dtype(dtype)))
+            self._vectors = self.vectors_path.open("ab")
+
+    def reserve(self, n_rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> FileRows:
+        """Room for the next chunk's rows in the vectors file, written in place in any order
+        (token level): the rows go to disk as batches finish, not held in memory."""
+        try:
+            self._open_vectors(row_shape, dtype)
+            self._vectors.flush()
+        except OSError as err:
+            raise _disk_error(err, self.dir, self.records) from None
+        row_bytes = int(np.prod(row_shape)) * np.dtype(dtype).itemsize
+        start = _HEADER + (self.rows + self._pending_rows) * row_bytes
+        # pwrite on an O_APPEND descriptor would append: the rows get a descriptor of their own
+        if self._placed is not None:
+            self._placed.close()
+        self._placed = FileRows(start, n_rows, row_shape, np.dtype(dtype), self)
+        return self._placed
+
     def append(self, chunk: SentenceChunk) -> None:
         """Write a chunk (not yet durable: `commit` makes everything so far durable)."""
-        data = np.ascontiguousarray(chunk.vectors)
+        placed = isinstance(chunk.vectors, FileRows)
+        data = chunk.vectors if placed else np.ascontiguousarray(chunk.vectors)
         try:
-            if self._vectors is None:
-                if self.row_shape is None:
-                    self.row_shape = list(data.shape[1:])
-                    self.dtype = data.dtype.str
-                    with self.vectors_path.open("wb") as handle:
-                        handle.write(npy_header((0, *self.row_shape), data.dtype))
-                self._vectors = self.vectors_path.open("ab")
-            self._vectors.write(data.tobytes())
+            self._open_vectors(data.shape[1:], data.dtype)
+            if placed:
+                data.close()  # its rows are in the file already
+            else:
+                self._vectors.write(memoryview(data.reshape(-1).view(np.uint8)))  # no copy
             self._texts.write(_text_lines(chunk))
         except OSError as err:
             raise _disk_error(err, self.dir, self.records) from None
@@ -154,6 +220,8 @@ class Staging:
             raise _disk_error(err, self.dir, self.records) from None
 
     def close_files(self) -> None:
+        if self._placed is not None:
+            self._placed.close()
         for handle in (self._vectors, self._texts):
             if handle is not None:
                 handle.close()

@@ -1,0 +1,274 @@
+"""Backends for the forward pass: PyTorch eager, torch.compile, ONNX Runtime, OpenVINO.
+
+Each backend runs the same length-sorted batches that bertlayers makes (600 fortunes and 15
+news articles, every hidden state, float32) in one process, interleaved round-robin. It
+reports seconds, MFU (as in speed.py), the start-up cost (export, optimisation or compiling,
+and the first batches), and the largest difference from eager PyTorch over the real tokens of
+every layer, which must stay within the 1e-4 that bertlayers guarantees. ONNX Runtime and
+OpenVINO are measured only where installed (`pip install onnxruntime onnx openvino`); they
+are not dependencies of bertlayers.
+
+    python bench/backends.py --out bench/results/backends.json
+    python bench/backends.py --smoke                        # a few texts, CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+import torch
+from speed import _quiet_libraries, bert_base_dir, load_corpus, matmul_ceiling, model_flops
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class Eager:
+    """bertlayers' own forward pass: PyTorch eager with SDPA."""
+
+    name = "pytorch-eager"
+
+    def __init__(self, model_dir: Path, tmp: Path) -> None:
+        from bertlayers import Extractor
+
+        self.encoder = self._extractor(Extractor, model_dir).encoder
+        self.layers = list(range(self.encoder.info.num_layers + 1))
+
+    def _extractor(self, cls, model_dir: Path):
+        return cls(str(model_dir), device="cpu")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        return self.encoder.hidden_states(batch, self.layers).numpy()
+
+
+class Compiled(Eager):
+    """`Extractor(torch_compile=True)`: inductor, dynamic shapes, frozen weights."""
+
+    name = "torch-compile"
+
+    def _extractor(self, cls, model_dir: Path):
+        return cls(str(model_dir), device="cpu", torch_compile=True)
+
+
+class _Stacked(torch.nn.Module):
+    """The model with every hidden state as one output `(L+1, B, T, H)`, for exporting."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_hidden_states=True,
+        )
+        return torch.stack(out.hidden_states)
+
+
+def _exported(model_dir: Path, tmp: Path) -> tuple[Path, object]:
+    from transformers import AutoConfig, AutoModel
+
+    model = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    path = tmp / f"{model_dir.name}.onnx"
+    dummy = tuple(torch.ones(2, 16, dtype=torch.long) for _ in INPUTS)
+    axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS}
+    torch.onnx.export(
+        _Stacked(model),
+        dummy,
+        str(path),
+        input_names=list(INPUTS),
+        output_names=["hidden"],
+        dynamic_axes={**axes, "hidden": {1: "batch", 2: "tokens"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    return path, AutoConfig.from_pretrained(model_dir)
+
+
+class OnnxRuntime:
+    """ONNX Runtime on the CPU, graph fused by its transformer optimizer (model_type bert)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model_dir: Path, tmp: Path) -> None:
+        import onnxruntime as ort
+        from onnxruntime.transformers import optimizer
+
+        path, config = _exported(model_dir, tmp)
+        fused = optimizer.optimize_model(
+            str(path),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+        )
+        fused_path = tmp / f"{model_dir.name}-fused.onnx"
+        fused.save_model_to_file(str(fused_path))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(fused_path), options, providers=["CPUExecutionProvider"]
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        return self.session.run(None, {name: batch[name].numpy() for name in INPUTS})[0]
+
+
+class OpenVINO:
+    """OpenVINO on the CPU, float32 inference precision (it would pick bf16 on this CPU)."""
+
+    name = "openvino"
+
+    def __init__(self, model_dir: Path, tmp: Path) -> None:
+        import openvino as ov
+
+        path, _ = _exported(model_dir, tmp)
+        core = ov.Core()
+        self.model = core.compile_model(
+            core.read_model(str(path)),
+            "CPU",
+            {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()},
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        result = self.model({name: batch[name].numpy() for name in INPUTS})
+        return next(iter(result.values()))
+
+
+def available(kind: type) -> bool:
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(kind.name)
+    if module is None:
+        return True
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int, tmp: Path) -> dict:
+    from transformers import AutoConfig
+
+    from bertlayers import Extractor
+    from bertlayers.batching import collate, plan_batches, tokenize
+    from bertlayers.readers import records_from_texts
+
+    config = AutoConfig.from_pretrained(model_dir)
+    tokenizer = Extractor(str(model_dir), device="cpu").encoder.tokenizer
+    encoded = tokenize(tokenizer, list(records_from_texts(texts)), 512, True)
+    batches = [collate(encoded, rows, 0) for rows in plan_batches(encoded.lengths, 1024, 256, 0.05)]
+    backends, startup, skipped = [], {}, []
+    for kind in (Eager, Compiled, OnnxRuntime, OpenVINO):
+        if not available(kind):
+            skipped.append(kind.name)
+            continue
+        start = time.perf_counter()
+        backend = kind(model_dir, tmp)
+        for batch in batches[:2]:
+            backend.forward(batch)
+        startup[kind.name] = round(time.perf_counter() - start, 1)
+        backends.append(backend)
+    times: dict[str, list[float]] = {b.name: [] for b in backends}
+    worst = dict.fromkeys(times, 0.0)
+    for round_ in range(rounds):
+        for backend in backends:
+            outputs = []
+            start = time.perf_counter()
+            for batch in batches:
+                outputs.append(backend.forward(batch))
+            times[backend.name].append(time.perf_counter() - start)
+            if round_ == 0:  # every layer, real tokens only, against eager PyTorch
+                if backend.name == Eager.name:
+                    eager = outputs
+                for out, ref, batch in zip(outputs, eager, batches, strict=True):
+                    mask = batch["attention_mask"].numpy().astype(bool)
+                    diff = float(np.abs(out - ref)[:, mask].max())
+                    worst[backend.name] = max(worst[backend.name], diff)
+    ceiling = matmul_ceiling(config)
+    flops = model_flops(config, encoded.lengths)
+    results = {}
+    base = statistics.median(times[Eager.name])
+    for name, values in times.items():
+        seconds = statistics.median(values)
+        results[name] = {
+            "seconds": round(seconds, 3),
+            "mfu": round(flops / seconds / ceiling, 3),
+            "vs_eager": round(base / seconds, 3),
+            "startup_s": startup[name],
+            "max_abs_diff_vs_eager": worst[name],
+        }
+    return {
+        "model": label,
+        "texts": len(texts),
+        "batches": len(batches),
+        "matmul_ceiling_gflops": round(ceiling / 1e9, 1),
+        "rounds": rounds,
+        "backends": results,
+        "not_installed": skipped,
+    }
+
+
+def print_table(model: dict) -> None:
+    print(
+        f"\n{model['model']}: {model['texts']} texts in {model['batches']} batches, "
+        f"fp32 matmul ceiling {model['matmul_ceiling_gflops']} GFLOP/s"
+    )
+    print(f"{'backend':<15}{'s':>8}{'MFU':>7}{'x eager':>9}{'start-up s':>12}{'max diff':>11}")
+    for name, row in model["backends"].items():
+        print(
+            f"{name:<15}{row['seconds']:>8.2f}{row['mfu']:>7.2f}{row['vs_eager']:>9.2f}"
+            f"{row['startup_s']:>12.1f}{row['max_abs_diff_vs_eager']:>11.1e}"
+        )
+    if model["not_installed"]:
+        print("not installed, not measured: " + ", ".join(model["not_installed"]))
+
+
+def main() -> None:
+    _quiet_libraries()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fortunes", type=int, default=600)
+    parser.add_argument("--news", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--models", default="minilm,bert-base", help="minilm, bert-base")
+    parser.add_argument("--smoke", action="store_true", help="a few texts, one round, MiniLM")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    args = parser.parse_args()
+    if args.smoke:
+        args.fortunes, args.news, args.rounds, args.models = 24, 2, 1, "minilm"
+    texts = load_corpus(args.fortunes, args.news)
+    from bertlayers.encoder import bundled_model_path
+
+    report = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        "models": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        dirs = {"minilm": bundled_model_path()}
+        if "bert-base" in args.models:
+            dirs["bert-base"] = bert_base_dir(root)
+        for label in args.models.split(","):
+            report["models"].append(bench_model(label, dirs[label], texts, args.rounds, root))
+            print_table(report["models"][-1])
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
