@@ -27,6 +27,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/speed.py --fortunes 600 --news 15 --rounds 1 --out bench/results/speed.json
+	$(BIN)/python bench/speed.py --models minilm --fortunes 600 --news 15 --rounds 3 --out bench/results/speed-minilm.json
 	$(BIN)/python bench/breakdown.py --texts 600 --out bench/results/breakdown.txt
 	$(BIN)/python bench/memory.py --texts 1000 --out bench/results/memory.json
 	# the other inference backends are measured, not used: installed for the bench only

@@ -293,3 +293,20 @@ def test_token_rows_written_in_place_equal_the_in_memory_result(
     np.testing.assert_array_equal(loaded.vectors, direct.vectors)
     np.testing.assert_array_equal(loaded.offsets, direct.offsets)
     assert loaded.items == direct.items
+
+
+def test_utf8_strings_hold_a_list_of_strings_compactly():
+    from bertlayers.stores.base import Utf8Strings, decode_strings, encode_strings
+
+    groups = [["EU", "rejects", "Ger", "##man"], [], ["naïve", "café", "日本", ""], ["x"]]
+    flat = [s for g in groups for s in g]
+    strings = Utf8Strings.build(iter(groups))
+    assert len(strings) == len(flat) and list(strings) == flat and strings == flat
+    assert strings[4] == "naïve" and strings[-1] == "x" and strings[-2] == ""
+    assert strings[3:7] == flat[3:7] and strings[::2] == flat[::2]
+    with pytest.raises(IndexError):
+        strings[len(flat)]
+    data, offsets = encode_strings(strings)  # stored as is, no re-encoding
+    assert data is strings.data and decode_strings(data, offsets) == flat
+    data, offsets = encode_strings(flat)  # a plain list, with non-ASCII strings
+    assert decode_strings(data, offsets) == flat

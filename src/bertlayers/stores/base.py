@@ -9,7 +9,7 @@ allows.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -84,13 +84,71 @@ def layer_names(provenance: dict, count: int) -> list[str]:
 STRING_KEYS = ("ids", "items")  # index entries that are lists of strings
 
 
-def encode_strings(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _utf8_lengths(strings: list[str], data: bytes) -> np.ndarray:
+    """The UTF-8 byte length of each string, given all of them joined and encoded."""
+    lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    if len(data) != int(lengths.sum()):  # not all ASCII: count each string's bytes
+        lengths = np.fromiter(
+            (len(v.encode("utf-8")) for v in strings), dtype=np.int64, count=len(strings)
+        )
+    return lengths
+
+
+class Utf8Strings(Sequence):
+    """A read-only list of strings kept as one UTF-8 buffer plus offsets.
+
+    A store's token strings held as Python strings cost several times the text itself; this
+    keeps an index of millions of tokens at about its UTF-8 size while the store is written.
+    """
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray) -> None:
+        self.data, self.offsets = data, offsets
+
+    @classmethod
+    def build(cls, groups: Iterator[list[str]]) -> Utf8Strings:
+        """From lists of strings (e.g. one per record), appended in order."""
+        buffer, lengths = bytearray(), []
+        for strings in groups:
+            data = "".join(strings).encode("utf-8")
+            buffer += data
+            lengths.append(_utf8_lengths(strings, data))
+        offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.int64)
+        if lengths:
+            np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        return cls(np.frombuffer(bytes(buffer), dtype=np.uint8), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            raw = self.data[self.offsets[start] : self.offsets[stop]].tobytes()
+            bounds = (self.offsets[start : stop + 1] - self.offsets[start]).tolist()
+            return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds)]
+        i = range(len(self))[key]
+        return self.data[self.offsets[i] : self.offsets[i + 1]].tobytes().decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self[:]
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other)  # type: ignore[call-overload]
+
+
+def encode_strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Strings as UTF-8 bytes `(total,)` uint8 plus offsets `(n+1,)`: compact whatever their
     lengths (a fixed-width numpy string array would pad every item to the longest one)."""
-    encoded = [str(v).encode("utf-8") for v in values]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+    if isinstance(values, Utf8Strings):
+        return values.data, values.offsets
+    # One joined buffer and one array of lengths: no per-string bytes objects or int lists
+    strings = values if all(isinstance(v, str) for v in values) else [str(v) for v in values]
+    data = "".join(strings).encode("utf-8")
+    offsets = np.zeros(len(strings) + 1, dtype=np.int64)
+    np.cumsum(_utf8_lengths(strings, data), out=offsets[1:])
+    return np.frombuffer(data, dtype=np.uint8).copy(), offsets
 
 
 def decode_strings(data: np.ndarray, offsets: np.ndarray) -> list[str]:

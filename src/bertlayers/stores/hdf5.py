@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import StoreData, block_ranges, layer_names
+from .base import StoreData, Utf8Strings, block_ranges, layer_names
 
 
 class HDF5Source:
@@ -60,8 +60,8 @@ def write_hdf5(data: StoreData, path: Path) -> list[Path]:
                 dataset[start:stop] = block[:, position]
         index = h5.create_group("index")
         for name, value in data.index().items():
-            if isinstance(value, list):  # ids, items: variable-length UTF-8 strings
-                strings = np.asarray(value, dtype=object)
+            if isinstance(value, list | Utf8Strings):  # ids, items: variable-length UTF-8
+                strings = np.asarray(list(value), dtype=object)
                 index.create_dataset(name, data=strings, dtype=h5py.string_dtype())
             else:
                 index.create_dataset(name, data=value)

@@ -23,6 +23,7 @@ import numpy as np
 from ..chunks import RaggedChunk, SentenceChunk
 from ..errors import InputError, OutputError
 from ..sinks import npy_header
+from .base import Utf8Strings
 
 _HEADER = 128  # bytes reserved for the vectors' .npy header (see sinks.npy_header)
 
@@ -284,21 +285,28 @@ class StagedStore:
 
     def index(self) -> dict[str, np.ndarray]:
         """ids, per-text columns, and for ragged output offsets, items and spans."""
-        ids, n_tokens, truncated, windows, lengths, items, spans = [], [], [], [], [], [], []
+        ids, n_tokens, truncated, windows, lengths = [], [], [], [], []
+        spans = np.zeros((self.vectors.shape[0], 2), dtype=np.int64)  # a row per token/word
+        filled = 0
         replaced: list[list] = []
         ragged = False
-        for entry in self.texts():
-            ids.append(entry["id"])
-            n_tokens.append(entry["n_tokens"])
-            truncated.append(entry["truncated"])
-            windows.append(entry["windows"])
-            if "items" in entry:
-                ragged = True
-                lengths.append(len(entry["items"]))
-                items.extend(entry["items"])
-                # a small array per record, not one list of pairs for the whole store
-                spans.append(np.asarray(entry["spans"], dtype=np.int64).reshape(-1, 2))
-                replaced.extend([entry["id"], w] for w in entry.get("replaced", []))
+
+        def record_items() -> Iterator[list[str]]:
+            nonlocal ragged, filled
+            for entry in self.texts():
+                ids.append(entry["id"])
+                n_tokens.append(entry["n_tokens"])
+                truncated.append(entry["truncated"])
+                windows.append(entry["windows"])
+                if "items" in entry:
+                    ragged = True
+                    lengths.append(len(entry["items"]))
+                    spans[filled : filled + lengths[-1]] = np.reshape(entry["spans"], (-1, 2))
+                    filled += lengths[-1]
+                    replaced.extend([entry["id"], w] for w in entry.get("replaced", []))
+                    yield entry["items"]
+
+        items = Utf8Strings.build(record_items())  # token/word strings, compactly
         out = {
             "ids": ids,
             "n_tokens": np.asarray(n_tokens, dtype=np.int64),
@@ -308,7 +316,7 @@ class StagedStore:
         if ragged:
             out["offsets"] = np.r_[0, np.cumsum(lengths)].astype(np.int64)
             out["items"] = items
-            out["spans"] = np.concatenate(spans) if spans else np.zeros((0, 2), np.int64)
+            out["spans"] = spans
         self.replaced = replaced
         return out
 
