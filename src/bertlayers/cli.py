@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         action="store_true",
         help="run the model through torch.compile (frozen weights, any shape); the first run "
-        "compiles for 30-60 s, later runs reuse the cached kernels (~/.cache/bertlayers)",
+        "compiles for 15-40 s, later runs reuse the cached kernels (~/.cache/bertlayers)",
     )
     extract.add_argument("--overwrite", action="store_true", help="replace existing output")
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
