@@ -14,13 +14,9 @@ are not dependencies of bertlayers.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from speed import _quiet_libraries, bert_base_dir, load_corpus, matmul_ceiling, model_flops
+from speed import (
+    _quiet_libraries,
+    bench_arguments,
+    machine,
+    matmul_ceiling,
+    model_flops,
+    run_models,
+)
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -238,36 +241,13 @@ def print_table(model: dict) -> None:
 
 def main() -> None:
     _quiet_libraries()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fortunes", type=int, default=600)
-    parser.add_argument("--news", type=int, default=15)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--models", default="minilm,bert-base", help="minilm, bert-base")
-    parser.add_argument("--smoke", action="store_true", help="a few texts, one round, MiniLM")
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    args = parser.parse_args()
-    if args.smoke:
-        args.fortunes, args.news, args.rounds, args.models = 24, 2, 1, "minilm"
-    texts = load_corpus(args.fortunes, args.news)
-    from bertlayers.encoder import bundled_model_path
-
-    report = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
-        "models": [],
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        dirs = {"minilm": bundled_model_path()}
-        if "bert-base" in args.models:
-            dirs["bert-base"] = bert_base_dir(root)
-        for label in args.models.split(","):
-            report["models"].append(bench_model(label, dirs[label], texts, args.rounds, root))
-            print_table(report["models"][-1])
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    args = bench_arguments(__doc__, fortunes=600, news=15, rounds=3).parse_args()
+    run_models(
+        args,
+        {"machine": machine()},
+        lambda label, model_dir, texts, tmp: bench_model(label, model_dir, texts, args.rounds, tmp),
+        print_table,
+    )
 
 
 if __name__ == "__main__":

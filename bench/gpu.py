@@ -16,13 +16,10 @@ bf16 matmul where the device is not in the table (and on a CPU, for the smoke ru
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,10 +32,10 @@ from speed import (
     MAX_LENGTH,
     _masked_mean,
     _quiet_libraries,
-    bert_base_dir,
-    load_corpus,
+    bench_arguments,
     min_cosine_per_layer,
     model_flops,
+    run_models,
     token_lengths,
 )
 
@@ -210,44 +207,25 @@ def print_table(model: dict) -> None:
 
 def main() -> None:
     _quiet_libraries()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_arguments(__doc__, fortunes=5000, news=100, rounds=3)
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N (or cpu for a smoke run)")
-    parser.add_argument("--fortunes", type=int, default=5000)
-    parser.add_argument("--news", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--models", default="minilm,bert-base", help="minilm, bert-base")
-    parser.add_argument("--smoke", action="store_true", help="a few texts, one round, MiniLM")
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py: no CUDA device here (use --device cpu for a smoke run)")
-    if args.smoke:
-        args.fortunes, args.news, args.rounds, args.models = 24, 2, 1, "minilm"
-    texts = load_corpus(args.fortunes, args.news)
-    from bertlayers.encoder import bundled_model_path
-
     hardware = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"{platform.machine()} CPU, {os.cpu_count()} cores"
     )
-    report = {
-        "command": "python " + " ".join(sys.argv),
-        "device": hardware,
-        "torch": torch.__version__,
-        "models": [],
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        dirs = {"minilm": bundled_model_path()}
-        if "bert-base" in args.models:
-            dirs["bert-base"] = bert_base_dir(Path(tmp))
-        for label in args.models.split(","):
-            report["models"].append(bench_model(label, dirs[label], texts, args.rounds, device))
-            print_table(report["models"][-1])
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    run_models(
+        args,
+        {"device": hardware, "torch": torch.__version__},
+        lambda label, model_dir, texts, _: bench_model(
+            label, model_dir, texts, args.rounds, device
+        ),
+        print_table,
+    )
 
 
 if __name__ == "__main__":

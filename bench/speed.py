@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -328,30 +329,29 @@ def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int) -> d
     }
 
 
-def print_table(report: dict) -> None:
-    for model in report["models"]:
-        print(
-            f"\n{model['model']}: {model['texts']} texts, {model['real_tokens']:,} real tokens, "
-            f"fp32 matmul ceiling {model['matmul_ceiling_gflops']} GFLOP/s, "
-            f"max |bertlayers - tutorial| = {model['bertlayers_vs_tutorial_max_abs_diff']:.2e}"
+def print_table(model: dict) -> None:
+    print(
+        f"\n{model['model']}: {model['texts']} texts, {model['real_tokens']:,} real tokens, "
+        f"fp32 matmul ceiling {model['matmul_ceiling_gflops']} GFLOP/s, "
+        f"max |bertlayers - tutorial| = {model['bertlayers_vs_tutorial_max_abs_diff']:.2e}"
+    )
+    header = ("contender", "s", "texts/s", "tokens/s", "padding", "MFU", "bertlayers x")
+    widths = (12, 9, 10, 11, 9, 7, 14)
+    print(
+        "".join(
+            f"{h:<{w}}" if i == 0 else f"{h:>{w}}"
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
         )
-        header = ("contender", "s", "texts/s", "tokens/s", "padding", "MFU", "bertlayers x")
-        widths = (12, 9, 10, 11, 9, 7, 14)
+    )
+    for name, row in model["contenders"].items():
         print(
-            "".join(
-                f"{h:<{w}}" if i == 0 else f"{h:>{w}}"
-                for i, (h, w) in enumerate(zip(header, widths, strict=True))
-            )
+            f"{name:<12}{row['seconds']:>9.2f}{row['texts_per_s']:>10.1f}"
+            f"{row['real_tokens_per_s']:>11.0f}{row['padding_efficiency']:>9.2f}"
+            f"{row['mfu']:>7.2f}{row['bertlayers_speedup']:>14.2f}"
         )
-        for name, row in model["contenders"].items():
-            print(
-                f"{name:<12}{row['seconds']:>9.2f}{row['texts_per_s']:>10.1f}"
-                f"{row['real_tokens_per_s']:>11.0f}{row['padding_efficiency']:>9.2f}"
-                f"{row['mfu']:>7.2f}{row['bertlayers_speedup']:>14.2f}"
-            )
-        for name in ("bl-int8", "bl-bf16"):
-            cosines = model["contenders"][name]["min_cosine_per_layer"]
-            print(f"{name} vs float32, lowest cosine per layer 0..{len(cosines) - 1}: {cosines}")
+    for name in ("bl-int8", "bl-bf16"):
+        cosines = model["contenders"][name]["min_cosine_per_layer"]
+        print(f"{name} vs float32, lowest cosine per layer 0..{len(cosines) - 1}: {cosines}")
 
 
 def _quiet_libraries() -> None:
@@ -364,37 +364,62 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore")
 
 
-def main() -> None:
-    _quiet_libraries()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fortunes", type=int, default=1500)
-    parser.add_argument("--news", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=2)
+def machine() -> str:
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+
+
+def bench_arguments(doc: str, fortunes: int, news: int, rounds: int) -> argparse.ArgumentParser:
+    """The options every bench shares: corpus size, rounds, models, --smoke, --out."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--fortunes", type=int, default=fortunes)
+    parser.add_argument("--news", type=int, default=news)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--models", default="minilm,bert-base", help="minilm, bert-base")
-    parser.add_argument("--smoke", action="store_true", help="a few texts, one round (CI)")
+    parser.add_argument("--smoke", action="store_true", help="a few texts, one round, MiniLM (CI)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
-    args = parser.parse_args()
+    return parser
+
+
+def run_models(
+    args: argparse.Namespace,
+    header: dict,
+    measure: Callable[[str, Path, list[str], Path], dict],
+    show: Callable[[dict], None],
+) -> dict:
+    """Run `measure(label, model_dir, texts, tmp)` for each of `args.models` on the bench
+    corpus, show each result, and write the report (command, `header`, models) to `args.out`."""
+    from bertlayers.encoder import bundled_model_path
+
     if args.smoke:
         args.fortunes, args.news, args.rounds, args.models = 24, 2, 1, "minilm"
     texts = load_corpus(args.fortunes, args.news)
-    from bertlayers.encoder import bundled_model_path
-
-    report = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
-        "models": [],
-    }
+    report = {"command": "python " + " ".join(sys.argv), **header, "models": []}
     with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
         dirs = {"minilm": bundled_model_path()}
         if "bert-base" in args.models:
-            dirs["bert-base"] = bert_base_dir(Path(tmp))
+            dirs["bert-base"] = bert_base_dir(root)
         for label in args.models.split(","):
-            report["models"].append(bench_model(label, dirs[label], texts, args.rounds))
-            print_table({"models": report["models"][-1:]})
+            report["models"].append(measure(label, dirs[label], texts, root))
+            show(report["models"][-1])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return report
+
+
+def main() -> None:
+    _quiet_libraries()
+    args = bench_arguments(__doc__, fortunes=1500, news=40, rounds=2).parse_args()
+    run_models(
+        args,
+        {"machine": machine()},
+        lambda label, model_dir, texts, _: bench_model(label, model_dir, texts, args.rounds),
+        print_table,
+    )
 
 
 if __name__ == "__main__":

@@ -214,6 +214,20 @@ class Extractor:
             )
         return width, stride
 
+    def _windows(self, content: ContentTokens, config: ExtractConfig) -> Windows:
+        """Model inputs for tokenized records: windows when splitting, else one (truncated)."""
+        prefix, suffix = self.encoder.special_template
+        width, stride = self._window(config)
+        return build_windows(
+            content,
+            prefix,
+            suffix,
+            width,
+            stride,
+            split=config.long is LongMode.SPLIT,
+            use_token_types=self.encoder.uses_token_types,
+        )
+
     def batch_tokens(self, config: ExtractConfig) -> int:
         """Padded tokens per batch: as configured, else what measured fastest for the device.
 
@@ -421,19 +435,10 @@ class Extractor:
         its rows go straight to room the sink reserves, so nothing is held but one batch."""
         selection = resolve_layers(config.layers, self.info.num_layers)
         row_shape = self.output_shape(config, selection)
-        width, stride = self._window(config)
         prefix, suffix = self.encoder.special_template
         for records_chunk in _chunked(records, config.chunk_size):
             content, full = self._content(records_chunk, config)
-            windows = build_windows(
-                content,
-                prefix,
-                suffix,
-                width,
-                stride,
-                split=config.long is LongMode.SPLIT,
-                use_token_types=self.encoder.uses_token_types,
-            )
+            windows = self._windows(content, config)
             plan, n_rows = _token_plan(windows, len(prefix), len(suffix), config.include_special)
             target = reserve(n_rows, row_shape, np.dtype(config.output_dtype.value))
             self._run_windows_into(windows, plan, target, selection, config, progress)
@@ -470,8 +475,6 @@ class Extractor:
         in groups of records whose output stays under `chunk_bytes`."""
         selection = resolve_layers(config.layers, self.info.num_layers)
         row_shape = self.output_shape(config, selection)
-        width, stride = self._window(config)
-        prefix, suffix = self.encoder.special_template
         row_bytes = int(np.prod(row_shape)) * 4  # word and sentence pooling work in float32
         for records_chunk in _chunked(records, config.chunk_size):
             content, full = self._content(records_chunk, config)
@@ -480,15 +483,7 @@ class Extractor:
                 sub = ContentTokens(
                     *([getattr(content, f.name)[i] for i in group] for f in fields(ContentTokens))
                 )
-                windows = build_windows(
-                    sub,
-                    prefix,
-                    suffix,
-                    width,
-                    stride,
-                    split=config.long is LongMode.SPLIT,
-                    use_token_types=self.encoder.uses_token_types,
-                )
+                windows = self._windows(sub, config)
                 pieces, cls = self._run_windows(
                     windows, selection, config, keep_cls=config.level is Level.SENTENCE
                 )
