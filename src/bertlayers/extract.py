@@ -416,8 +416,9 @@ class Extractor:
         ):
             batch = collate(encoded, rows, self.encoder.pad_id)
             states = self._layer_states(batch, selection, config)
+            # (B, T, K', H'): each token's layers side by side, as its output row holds them
             stacked = torch.stack([h.to(dtype) for h in states], dim=2).cpu().numpy()
-            del states  # (B, T, K', H') above: every row's layers side by side
+            del states
             for b, s in enumerate(rows):
                 src_lo, src_hi, dst = plan[s]
                 if src_hi > src_lo:
@@ -449,7 +450,7 @@ class Extractor:
     def _content(
         self, records: list[Record], config: ExtractConfig
     ) -> tuple[ContentTokens, np.ndarray]:
-        """Tokenize a chunk for the token route (no pairs); the full token count of each."""
+        """Tokenize a chunk for the windowed routes (no pairs); the full token count of each."""
         for record in records:
             if record.pair is not None:
                 raise OptionError(
