@@ -30,8 +30,8 @@ bench: setup
 	$(BIN)/python bench/speed.py --models minilm --fortunes 600 --news 15 --rounds 3 --out bench/results/speed-minilm.json
 	$(BIN)/python bench/breakdown.py --texts 600 --out bench/results/breakdown.txt
 	$(BIN)/python bench/memory.py --texts 1000 --out bench/results/memory.json
-	# the other inference backends are measured, not used: installed for the bench only
-	$(BIN)/python -m pip install --quiet onnxruntime onnx openvino
+	# ONNX Runtime is measured, not used: installed for the bench only
+	$(BIN)/python -m pip install --quiet onnxruntime onnx
 	$(BIN)/python bench/backends.py --rounds 2 --out bench/results/backends.json
 
 lint: setup

@@ -8,6 +8,7 @@ mean-pooled in float32 (sentence-transformers: its last layer, as it only offers
 - `st-encode`: `SentenceTransformer(model).encode`, max_seq_length 512, batch 32;
 - `bertlayers`: `Extractor.embed(texts, layers="all", pooling="mean")`;
 - `bl-tokens`: bertlayers' token-level output of every layer, streamed to an `.npy` store;
+- `bl-openvino`: bertlayers with `backend="openvino"` (float32, exact like `bertlayers`);
 - `bl-int8`: bertlayers with `int8=True` (approximate), with its lowest cosine to float32 for
   each layer;
 - `bl-bf16`: bertlayers computing in bfloat16 (approximate; fast where the CPU has AVX512-BF16
@@ -141,13 +142,26 @@ class STEncode:
 class Bertlayers:
     name = "bertlayers"
 
-    def __init__(self, model_dir: Path, int8: bool = False, dtype: str = "float32") -> None:
+    def __init__(
+        self, model_dir: Path, int8: bool = False, dtype: str = "float32", backend: str = "torch"
+    ) -> None:
         from bertlayers import Extractor
 
-        self.extractor = Extractor(str(model_dir), device="cpu", int8=int8, dtype=dtype)
+        self.extractor = Extractor(
+            str(model_dir), device="cpu", int8=int8, dtype=dtype, backend=backend
+        )
 
     def run(self, texts: list[str]) -> np.ndarray:
         return self.extractor.embed(texts, layers="all", pooling="mean")
+
+
+class BertlayersOpenVINO(Bertlayers):
+    """bertlayers with the OpenVINO backend: float32, held to the reference like the default."""
+
+    name = "bl-openvino"
+
+    def __init__(self, model_dir: Path) -> None:
+        super().__init__(model_dir, backend="openvino")
 
 
 class BertlayersInt8(Bertlayers):
@@ -275,6 +289,7 @@ def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int) -> d
         STEncode(model_dir),
         Bertlayers(model_dir),
         BertlayersTokens(model_dir),
+        BertlayersOpenVINO(model_dir),
         BertlayersInt8(model_dir),
         BertlayersBfloat16(model_dir),
     ]
@@ -317,6 +332,7 @@ def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int) -> d
         )
     # correctness: bertlayers against the per-text loop (the reference), every layer
     diff = float(np.abs(outputs["bertlayers"] - outputs["tutorial"]).max())
+    diff_openvino = float(np.abs(outputs["bl-openvino"] - outputs["tutorial"]).max())
     return {
         "model": label,
         "layers": config.num_hidden_layers,
@@ -325,6 +341,7 @@ def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int) -> d
         "real_tokens": real,
         "matmul_ceiling_gflops": round(ceiling / 1e9, 1),
         "bertlayers_vs_tutorial_max_abs_diff": diff,
+        "openvino_vs_tutorial_max_abs_diff": diff_openvino,
         "contenders": results,
     }
 
@@ -333,7 +350,8 @@ def print_table(model: dict) -> None:
     print(
         f"\n{model['model']}: {model['texts']} texts, {model['real_tokens']:,} real tokens, "
         f"fp32 matmul ceiling {model['matmul_ceiling_gflops']} GFLOP/s, "
-        f"max |bertlayers - tutorial| = {model['bertlayers_vs_tutorial_max_abs_diff']:.2e}"
+        f"max |bertlayers - tutorial| = {model['bertlayers_vs_tutorial_max_abs_diff']:.2e}, "
+        f"max |bl-openvino - tutorial| = {model['openvino_vs_tutorial_max_abs_diff']:.2e}"
     )
     header = ("contender", "s", "texts/s", "tokens/s", "padding", "MFU", "bertlayers x")
     widths = (12, 9, 10, 11, 9, 7, 14)

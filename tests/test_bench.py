@@ -41,6 +41,7 @@ def test_speed_bench_smoke(tmp_path):
         "st-encode",
         "bertlayers",
         "bl-tokens",
+        "bl-openvino",
         "bl-int8",
         "bl-bf16",
     }
@@ -54,6 +55,7 @@ def test_speed_bench_smoke(tmp_path):
         assert len(cosines) == 7 and min(cosines) >= 0.99
     assert model["contenders"]["tutorial"]["padding_efficiency"] == 1
     assert model["bertlayers_vs_tutorial_max_abs_diff"] <= 1e-4
+    assert model["openvino_vs_tutorial_max_abs_diff"] <= 1e-4
     assert "bertlayers" in result.stdout and "MFU" in result.stdout
 
 
@@ -97,14 +99,20 @@ def test_bf16_peak_table_picks_the_specific_name_first():
 
 @pytest.mark.slow
 def test_backends_bench_smoke(tmp_path):
-    """Eager and compiled PyTorch (and ONNX Runtime / OpenVINO where installed) run the same
-    batches and agree with eager within 1e-4 on every layer."""
+    """Eager and compiled PyTorch, bertlayers' OpenVINO backend (and ONNX Runtime where
+    installed) run the same batches and agree with eager within 1e-4 on every layer."""
     out = tmp_path / "backends.json"
     run_bench("backends.py", "--smoke", "--out", str(out))
     model = json.loads(out.read_text())["models"][0]
     measured = set(model["backends"]) | set(model["not_installed"])
-    assert measured == {"pytorch-eager", "torch-compile", "onnxruntime", "openvino"}
-    assert {"pytorch-eager", "torch-compile"} <= set(model["backends"])
+    assert measured == {
+        "pytorch-eager",
+        "torch-compile",
+        "openvino",
+        "openvino-onnx",
+        "onnxruntime",
+    }
+    assert {"pytorch-eager", "torch-compile", "openvino"} <= set(model["backends"])
     for row in model["backends"].values():
         assert row["seconds"] > 0 and 0 < row["mfu"] < 1.5
         assert row["max_abs_diff_vs_eager"] <= 1e-4

@@ -279,6 +279,26 @@ def test_cli_predict_labels_new_text_with_the_saved_probe(sentiment_run, bundled
     assert [r[1] for r in rows] == list(expected)
     assert all(0.5 <= float(r[2]) <= 1 for r in rows)
     assert rows[0][1] == "positive" and rows[1][1] == "negative"
+    # the OpenVINO backend gives the same labels and probabilities
+    fast = run_cli("predict", "run/clf.joblib", "new.txt", "--proba", "--backend", "openvino",
+                   cwd=root)  # fmt: skip
+    assert fast.returncode == 0, fast.stderr
+    fast_rows = [line.split("\t") for line in fast.stdout.splitlines()]
+    assert [r[:2] for r in fast_rows] == [r[:2] for r in rows]
+    assert all(abs(float(a[2]) - float(b[2])) <= 1e-4 for a, b in zip(fast_rows, rows, strict=True))
+
+
+def test_cli_probe_with_the_openvino_backend(sentiment_run, sentiment_file):
+    """probe --backend openvino extracts the same vectors (within 1e-4) as the torch run."""
+    root, _ = sentiment_run
+    result = _probe_cli(
+        str(sentiment_file), "--store", "ov/vectors.npy", "-o", "ov", "--folds", "3",
+        "--backend", "openvino", "--quiet", cwd=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    fast, exact = np.load(root / "ov" / "vectors.npy"), np.load(root / "run" / "vectors.npy")
+    assert fast.shape == exact.shape and np.abs(fast - exact).max() <= 1e-4
+    assert json.loads((root / "ov" / "vectors.json").read_text())["backend"].startswith("openvino")
 
 
 def test_cli_word_probe_and_predict_conll(pos_file, tmp_path):

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import _add_model_options, _positive_int, add_input_options
+from .cli import _add_model_options, _positive_int, add_backend_option, add_input_options
 from .errors import InputError, OptionError
 from .readers import InputFormat, Record, guess_format, read_records
 
@@ -60,6 +60,7 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-tokens", type=_positive_int, default=None)
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (or cuda:N)")
     parser.add_argument("--dtype", default="float32", help="compute dtype")
+    add_backend_option(parser)
 
 
 def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
@@ -124,6 +125,7 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
     predict.add_argument("--proba", action="store_true", help="add the label's probability")
     _add_data_options(predict, labelled=False)
     predict.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (or cuda:N)")
+    add_backend_option(predict)
     predict.add_argument("--model", default=None, help="override the model the probe names")
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(handler=run_predict)
@@ -231,7 +233,11 @@ class _Vectors:
 
             args = self.args
             self._extractor = Extractor(
-                args.model, device=args.device, dtype=args.dtype, revision=args.revision
+                args.model,
+                device=args.device,
+                dtype=args.dtype,
+                revision=args.revision,
+                backend=args.backend,
             )
         return self._extractor
 
@@ -438,7 +444,10 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     first = next(records)  # fail on a bad input before loading the model
     extractor = Extractor(
-        args.model or saved["model"], device=args.device, revision=saved.get("revision")
+        args.model or saved["model"],
+        device=args.device,
+        revision=saved.get("revision"),
+        backend=args.backend,
     )
     if (
         args.model is None

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelError, OptionError
-from .options import Device, DType
+from .options import Backend, Device, DType
 
 MODEL_ENV = "BERTLAYERS_MODEL"
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -138,10 +138,13 @@ class Encoder:
         revision: str | None = None,
         int8: bool = False,
         torch_compile: bool = False,
+        backend: Backend | str = Backend.TORCH,
     ) -> None:
         """`int8=True` quantizes the encoder layers' linears for CPU inference (see
         `quantize.py`): faster, and within a measured cosine of float32, not equal to it.
-        `torch_compile=True` runs the model through `torch.compile` (see `compile_model`)."""
+        `torch_compile=True` runs the model through `torch.compile` (see `compile_model`).
+        `backend="openvino"` runs the forward pass on OpenVINO (CPU, float32; see
+        `openvino_backend.py`)."""
         from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -151,7 +154,11 @@ class Encoder:
                 "int8 and torch.compile cannot be combined: the quantized linears recompile "
                 "at every batch shape and ran no faster (use one or the other)"
             )
+        self.backend = Backend.parse(backend, "backend")
         self.dtype = DType.parse(dtype, "dtype")
+        if self.backend is Backend.OPENVINO:
+            _check_openvino_options(device, self.dtype, int8, torch_compile)
+            device = "cpu"
         self.device = resolve_device(device)
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
@@ -208,11 +215,23 @@ class Encoder:
         self.compiled = torch_compile
         if torch_compile:
             self.model = compile_model(self.model)
+        self._openvino = None
+        if self.backend is Backend.OPENVINO:
+            from .openvino_backend import OpenVINOForward
+
+            self._openvino = OpenVINOForward(
+                self.model, self.input_names, self._depth, torch.get_num_threads()
+            )
 
     @property
     def compute(self) -> str:
         """The compute dtype as recorded in provenance: `int8` when quantized."""
         return "int8" if self.quantization else self.dtype.value
+
+    @property
+    def backend_record(self) -> str | None:
+        """The backend as recorded in provenance (`openvino 2026.4.1`); None for PyTorch."""
+        return None if self._openvino is None else f"openvino {self._openvino.version}"
 
     @functools.cached_property
     def special_template(self) -> tuple[list[int], list[int]]:
@@ -293,6 +312,9 @@ class Encoder:
 
     def hidden_states(self, batch: dict[str, torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
         """Selected hidden states of a padded batch: `(K, B, T, H)` on the model's device."""
+        if self._openvino is not None:
+            with self._lock:
+                return self._openvino(batch, layers)
         return torch.stack(self.hidden_state_list(batch, layers))
 
     @torch.inference_mode()
@@ -300,6 +322,9 @@ class Encoder:
         self, batch: dict[str, torch.Tensor], layers: Sequence[int]
     ) -> list[torch.Tensor]:
         """Selected hidden states of a padded batch, one `(B, T, H)` each, not copied."""
+        if self._openvino is not None:
+            with self._lock:
+                return list(self._openvino(batch, layers))
         inputs = {name: self.to_device(batch[name]) for name in self.input_names if name in batch}
         # At least one layer runs: hidden state 0 is recorded on the way into the first layer.
         deepest = max(1, max(layers))
@@ -307,6 +332,21 @@ class Encoder:
             outputs = self.model(**inputs, output_hidden_states=True)
         states = outputs.hidden_states
         return [states[i] for i in layers]
+
+
+def _check_openvino_options(device: str | None, dtype: DType, int8: bool, compiled: bool) -> None:
+    """The OpenVINO backend is a float32 CPU backend: refuse what it cannot honour."""
+    base = (device or "auto").strip().lower().split(":")[0]
+    if base not in ("auto", "cpu"):
+        raise OptionError(f"backend 'openvino' runs on the CPU, not on device '{device}'")
+    if dtype is not DType.FLOAT32:
+        raise OptionError(
+            f"backend 'openvino' computes in float32, not {dtype.value} "
+            "(for bfloat16 use the default backend 'torch')"
+        )
+    if int8 or compiled:
+        what = "int8" if int8 else "torch.compile"
+        raise OptionError(f"backend 'openvino' cannot be combined with {what}")
 
 
 def compile_cache_dir() -> Path:

@@ -37,7 +37,7 @@ from .chunks import RaggedChunk, SentenceChunk
 from .encoder import Encoder, ModelInfo
 from .errors import BertlayersError, InputError, OptionError, TruncationWarning
 from .layers import LayerSelection, LayerSpec, combine_layers, resolve_layers
-from .options import Combine, DType, Level, LongMode, Pooling, WordPooling
+from .options import Backend, Combine, DType, Level, LongMode, Pooling, WordPooling
 from .pooling import pool, pooling_mask, word_pooling
 from .provenance import PerTextLog, build_provenance
 from .readers import Record, records_from_texts, records_from_words
@@ -166,6 +166,7 @@ class Extractor:
     all-MiniLM-L6-v2. `dtype` is the compute dtype; outputs are float32 unless asked otherwise.
     `int8=True` (CPU) trades exactness for speed: see `bertlayers.quantize`.
     `torch_compile=True` compiles the model first (slow start, cached between runs).
+    `backend="openvino"` runs the forward pass on OpenVINO (CPU, float32, the `openvino` extra).
     """
 
     def __init__(
@@ -176,6 +177,7 @@ class Extractor:
         revision: str | None = None,
         int8: bool = False,
         torch_compile: bool = False,
+        backend: Backend | str = Backend.TORCH,
     ) -> None:
         self.encoder = Encoder(
             model,
@@ -184,6 +186,7 @@ class Extractor:
             revision=revision,
             int8=int8,
             torch_compile=torch_compile,
+            backend=backend,
         )
 
     @property
@@ -275,6 +278,7 @@ class Extractor:
             "fingerprint": self.encoder.fingerprint,
             "compute_dtype": self.encoder.compute,
             "compiled": self.encoder.compiled,
+            **({"backend": "openvino"} if self.encoder.backend is Backend.OPENVINO else {}),
             "device": str(self.encoder.device),
             **self.settings(config),
             "batch_tokens": self.batch_tokens(config),

@@ -48,6 +48,13 @@ class Combine(StrEnum):
     CONCAT = "concat"  # layers side by side: (1, K*H)
 
 
+class Backend(StrEnum):
+    """What runs the forward pass."""
+
+    TORCH = "torch"  # PyTorch (eager, or torch.compile'd): every device and dtype
+    OPENVINO = "openvino"  # OpenVINO on the CPU, float32 (the `openvino` extra)
+
+
 class DType(StrEnum):
     """Floating point types for compute and output."""
 

@@ -92,6 +92,7 @@ def build_provenance(
         "compute_dtype": encoder.compute,
         **({"quantization": encoder.quantization} if encoder.quantization else {}),
         **({"compiled": True} if encoder.compiled else {}),
+        **({"backend": encoder.backend_record} if encoder.backend_record else {}),
         "device": str(encoder.device),
         "shape": [log.rows, *row_shape],
         "num_texts": len(log.ids),
