@@ -62,7 +62,7 @@ def add_backend_option(parser: argparse.ArgumentParser) -> None:
         "--backend",
         default="torch",
         help=f"what runs the model: {'|'.join(b.value for b in Backend)}; openvino (CPU, "
-        "float32, `pip install 'bertlayers[openvino]'`) ran the forward pass 1.1-1.3x faster "
+        "float32, `pip install 'bertlayers[openvino]'`) ran 1.1-1.2x faster "
         "than torch on 2 CPU cores, every layer within 1e-4 of it (bench/backends.py)",
     )
 

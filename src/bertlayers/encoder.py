@@ -342,7 +342,7 @@ def _check_openvino_options(device: str | None, dtype: DType, int8: bool, compil
     if dtype is not DType.FLOAT32:
         raise OptionError(
             f"backend 'openvino' computes in float32, not {dtype.value} "
-            "(for bfloat16 use the default backend 'torch')"
+            f"(the default backend 'torch' computes in {dtype.value})"
         )
     if int8 or compiled:
         what = "int8" if int8 else "torch.compile"
