@@ -75,32 +75,18 @@ class OpenVINOBackend(Eager):
         return cls(str(model_dir), backend="openvino")
 
 
-class _Stacked(torch.nn.Module):
-    """The model with every hidden state as one output `(L+1, B, T, H)`, for exporting."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            output_hidden_states=True,
-        )
-        return torch.stack(out.hidden_states)
-
-
 def _exported(model_dir: Path, tmp: Path) -> tuple[Path, object]:
+    """The model exported to ONNX with every hidden state as one output `(L+1, B, T, H)`."""
     from transformers import AutoConfig, AutoModel
+
+    from bertlayers.openvino_backend import SelectedStates
 
     model = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa").eval()
     path = tmp / f"{model_dir.name}.onnx"
     dummy = tuple(torch.ones(2, 16, dtype=torch.long) for _ in INPUTS)
     axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS}
     torch.onnx.export(
-        _Stacked(model),
+        SelectedStates(model, INPUTS, range(model.config.num_hidden_layers + 1)),
         dummy,
         str(path),
         input_names=list(INPUTS),

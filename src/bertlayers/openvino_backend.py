@@ -33,7 +33,7 @@ def _import_openvino():
     return openvino
 
 
-class _SelectedStates(torch.nn.Module):
+class SelectedStates(torch.nn.Module):
     """The encoder with the requested hidden states stacked as its one output."""
 
     def __init__(self, model: torch.nn.Module, names: Sequence[str], layers: Sequence[int]):
@@ -89,7 +89,7 @@ class OpenVINOForward:
         try:
             with self._depth(max(1, max(layers))), torch.no_grad(), _quiet_tracing():
                 decoder = TorchScriptPythonDecoder(
-                    _SelectedStates(self._model, self._names, layers),
+                    SelectedStates(self._model, self._names, layers),
                     example_input=example,
                     shared_memory=True,
                 )
