@@ -310,3 +310,65 @@ def test_utf8_strings_hold_a_list_of_strings_compactly():
     assert data is strings.data and decode_strings(data, offsets) == flat
     data, offsets = encode_strings(flat)  # a plain list, with non-ASCII strings
     assert decode_strings(data, offsets) == flat
+
+
+def test_writers_in_small_blocks_write_the_same_store(tmp_path, bundled, texts, monkeypatch):
+    """Writers copy rows, token positions and strings block by block (bounded memory): blocks
+    of a few rows, which split texts, must give the same stores as one block."""
+    import bertlayers.stores.base as base
+    import bertlayers.stores.hdf5 as hdf5
+
+    start = tmp_path / "a.npy"
+    _write(bundled, start, records_from_texts(texts), ExtractConfig(level="token", layers="0,-1"))
+    reference = load(start)
+    row_bytes = 2 * 384 * 4
+    monkeypatch.setattr(base, "BLOCK_BYTES", 7 * row_bytes)  # 7 rows a block
+    monkeypatch.setattr(hdf5, "STRING_BLOCK", 5)
+    assert reference.vectors.shape[0] > 10 * 7
+    for suffix in (".npz", ".h5", ".parquet", ".safetensors", ".npy"):
+        target = tmp_path / f"small-blocks{suffix}"
+        convert(start, target)
+        converted = load(target)
+        np.testing.assert_array_equal(converted.vectors, reference.vectors)
+        np.testing.assert_array_equal(converted.offsets, reference.offsets)
+        np.testing.assert_array_equal(converted.spans, reference.spans)
+        assert converted.items == reference.items and converted.ids == reference.ids
+    monkeypatch.setattr(base, "BLOCK_BYTES", 5 * row_bytes)  # read back in other blocks
+    for suffix in (".npz", ".h5", ".parquet", ".safetensors", ".npy"):
+        back = tmp_path / f"back{suffix}.npy"
+        convert(tmp_path / f"small-blocks{suffix}", back)
+        np.testing.assert_array_equal(load(back).vectors, reference.vectors)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "small-blocks.parquet").num_row_groups > 10
+    table = pq.read_table(tmp_path / "small-blocks.parquet", columns=["text_index", "position"])
+    text_index = table.column("text_index").to_numpy()
+    np.testing.assert_array_equal(
+        text_index, np.repeat(np.arange(len(texts)), np.diff(reference.offsets))
+    )
+    np.testing.assert_array_equal(
+        table.column("position").to_numpy(),
+        np.arange(len(text_index)) - reference.offsets[text_index],
+    )
+
+
+def test_npz_vectors_are_memory_mapped_unless_recompressed(tmp_path, bundled, texts):
+    import zipfile
+
+    path = tmp_path / "s.npz"
+    _write(bundled, path, records_from_texts(texts), ExtractConfig(level="token", layers="0,-1"))
+    direct = bundled.extract_tokens(texts, layers="0,-1")
+    loaded = load(path)
+    assert isinstance(loaded.vectors, np.memmap)  # not read into memory
+    np.testing.assert_array_equal(loaded.vectors, direct.vectors)
+    squeezed = tmp_path / "squeezed.npz"  # what `zip -9` or np.savez_compressed would make
+    with (
+        zipfile.ZipFile(path) as source,
+        zipfile.ZipFile(squeezed, "w", zipfile.ZIP_DEFLATED) as out,
+    ):
+        for name in source.namelist():
+            out.writestr(name, source.read(name))
+    recompressed = load(squeezed)
+    assert not isinstance(recompressed.vectors, np.memmap)
+    np.testing.assert_array_equal(recompressed.vectors, direct.vectors)
+    assert recompressed.items == direct.items

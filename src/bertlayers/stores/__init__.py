@@ -132,7 +132,7 @@ class _Staged:
         return self.staged.vectors.dtype
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.staged.vectors[start:stop])
+        return self.staged.vectors.read(start, stop)
 
     def index(self) -> dict[str, np.ndarray]:
         return self.index_arrays
@@ -388,17 +388,6 @@ def disk_size(path: str | Path) -> int:
         stem = path.name.removesuffix(".safetensors")
         total += sum(f.stat().st_size for f in path.parent.glob(f"{stem}-*-of-*.safetensors"))
     return total
-
-
-__all__ = [
-    "ArraySource",
-    "StoreFormat",
-    "StoreSink",
-    "convert",
-    "disk_size",
-    "open_store",
-    "store_format",
-]
 
 
 def describe(path: str | Path) -> dict:

@@ -9,6 +9,7 @@ allows.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -59,6 +60,64 @@ class ArraySource:
 
     def all(self) -> np.ndarray:
         return self.array
+
+
+class NpyRows:
+    """Blocks of rows of a `.npy` file, read with plain reads rather than through a memory map.
+
+    Pages read through a map stay in the process's resident set while the map lives, so a
+    writer copying a large store block by block would grow with the store; read pages stay
+    in the page cache instead, where the kernel can drop them.
+    """
+
+    def __init__(self, path: str | os.PathLike, start: int = 0) -> None:
+        """`start`: where the `.npy` bytes begin in the file (not 0 for a member of a zip)."""
+        self.path = path
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            version = np.lib.format.read_magic(handle)
+            header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran_order, dtype = header(handle)
+            self.offset = handle.tell()
+        if fortran_order:
+            raise ValueError(f"{path} is in Fortran order")
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows `start:stop` as a new array `(stop - start, *row_shape)`."""
+        out = np.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        with open(self.path, "rb", buffering=0) as handle:
+            handle.seek(self.offset + start * self.row_bytes)
+            while view:
+                got = handle.readinto(view)
+                if not got:
+                    raise ValueError(f"{self.path} is shorter than its header says")
+                view = view[got:]
+        return out
+
+    def memmap(self) -> np.ndarray:
+        """All rows, memory-mapped read-only."""
+        if not self.shape[0]:
+            return np.empty(self.shape, dtype=self.dtype)
+        return np.memmap(self.path, self.dtype, mode="r", offset=self.offset, shape=self.shape)
+
+
+class NpySource(ArraySource):
+    """A `.npy` (or a stored `.npz` member) memory-mapped for reading layers and all rows,
+    whose blocks are read with plain reads (see NpyRows), so copying it stays bounded."""
+
+    def __init__(self, rows: NpyRows) -> None:
+        super().__init__(rows.memmap())
+        self.rows = rows
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        return self.rows.read(start, stop)
 
 
 def block_ranges(num_rows: int, row_bytes: int) -> Iterator[tuple[int, int]]:

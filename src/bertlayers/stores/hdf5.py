@@ -14,6 +14,8 @@ import numpy as np
 
 from .base import StoreData, Utf8Strings, block_ranges, layer_names
 
+STRING_BLOCK = 1 << 16  # strings converted and written at a time
+
 
 class HDF5Source:
     """Reads layers of an HDF5 store lazily (the file stays open while the source lives)."""
@@ -61,8 +63,11 @@ def write_hdf5(data: StoreData, path: Path) -> list[Path]:
         index = h5.create_group("index")
         for name, value in data.index().items():
             if isinstance(value, list | Utf8Strings):  # ids, items: variable-length UTF-8
-                strings = np.asarray(list(value), dtype=object)
-                index.create_dataset(name, data=strings, dtype=h5py.string_dtype())
+                strings = index.create_dataset(name, shape=(len(value),), dtype=h5py.string_dtype())
+                for start in range(0, len(value), STRING_BLOCK):  # not all as Python strings
+                    strings[start : start + STRING_BLOCK] = np.asarray(
+                        value[start : start + STRING_BLOCK], dtype=object
+                    )
             else:
                 index.create_dataset(name, data=value)
     return [tmp]

@@ -2,20 +2,29 @@
 
 `.npy` is row-major `(N, K, H)` as numpy users expect and is memory-mapped on read; reading
 one layer touches the pages of all layers. `.npz` holds every array in one zip (stored, not
-compressed) and is read member by member.
+compressed): its index is read whole, its vectors memory-mapped like `.npy`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..sinks import npy_header
-from .base import ArraySource, StoreData, block_ranges, pack_index, unpack_index
+from .base import (
+    ArraySource,
+    NpyRows,
+    NpySource,
+    StoreData,
+    block_ranges,
+    pack_index,
+    unpack_index,
+)
 
 
 def index_path(path: Path) -> Path:
@@ -53,7 +62,6 @@ def write_npy(data: StoreData, path: Path, staged_vectors: Path | None = None) -
 
 def read_npy(path: Path) -> tuple[ArraySource, dict, dict]:
     provenance = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
-    vectors = np.load(path, mmap_mode="r", allow_pickle=False)
     index = {}
     if index_path(path).exists():
         with np.load(index_path(path), allow_pickle=False) as npz:
@@ -61,7 +69,7 @@ def read_npy(path: Path) -> tuple[ArraySource, dict, dict]:
     else:
         texts = provenance.get("texts", {})
         index = {key: np.asarray(value) for key, value in texts.items()}
-    return ArraySource(vectors), index, provenance
+    return NpySource(NpyRows(path)), index, provenance
 
 
 def write_npz(data: StoreData, path: Path) -> list[Path]:
@@ -80,8 +88,29 @@ def write_npz(data: StoreData, path: Path) -> list[Path]:
     return [tmp]
 
 
+def _stored_member_start(path: Path, name: str) -> int | None:
+    """Where the bytes of an uncompressed zip member begin in the file (None: compressed)."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with path.open("rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)  # the member's local header: signature ... name and extra sizes
+    if local[:4] != b"PK\x03\x04":
+        raise ValueError(f"bad zip member header for {name}")
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    return info.header_offset + 30 + name_length + extra_length
+
+
 def read_npz(path: Path) -> tuple[ArraySource, dict, dict]:
+    """The index and provenance are read whole; the vectors are memory-mapped (members are
+    stored uncompressed), unless someone has compressed the zip since."""
     with np.load(path, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+        arrays = {k: npz[k] for k in npz.files if k != "vectors"}
+        start = _stored_member_start(path, "vectors.npy")
+        source = (
+            NpySource(NpyRows(path, start)) if start is not None else ArraySource(npz["vectors"])
+        )
     provenance = json.loads(str(arrays.pop("provenance")))
-    return ArraySource(arrays.pop("vectors")), unpack_index(arrays), provenance
+    return source, unpack_index(arrays), provenance

@@ -53,11 +53,6 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
     ragged = "offsets" in index
     schema = _schema(data, names, ragged)
     ids = np.asarray(index["ids"], dtype=object)
-    if ragged:
-        text_of_row = np.repeat(np.arange(len(index["ids"])), np.diff(index["offsets"]))
-        position = np.arange(data.num_rows) - index["offsets"][text_of_row]
-    else:
-        text_of_row = np.arange(data.num_rows)
     single = path.suffix.lower() == ".parquet"
     tmp = path.with_name(path.name + ".tmp")
     if not single:
@@ -66,11 +61,14 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
     row_bytes = k * hidden * data.dtype.itemsize
     for start, stop in block_ranges(data.num_rows, row_bytes):
         block = data.rows(start, stop)
-        rows = text_of_row[start:stop]
+        rows = np.arange(start, stop)  # (block,): the text of each row, at sentence level
+        if ragged:  # the text of each token/word row, and its position in the text
+            texts = np.searchsorted(index["offsets"], rows, side="right") - 1
+            position, rows = rows - index["offsets"][texts], texts
         columns = [pa.array(rows, pa.int64()), pa.array(ids[rows], pa.string())]
         if ragged:
             columns += [
-                pa.array(position[start:stop], pa.int32()),
+                pa.array(position, pa.int32()),
                 pa.array(index["items"][start:stop], pa.string()),
                 pa.array(index["spans"][start:stop, 0], pa.int64()),
                 pa.array(index["spans"][start:stop, 1], pa.int64()),
@@ -108,7 +106,8 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
 
 
 class ParquetSource:
-    """Reads layer columns of a Parquet file or shard directory."""
+    """Reads layer columns of a Parquet file or shard directory; blocks of rows read only the
+    row groups that hold them."""
 
     def __init__(self, path: Path, names: list[str], hidden: int, rows: int) -> None:
         import pyarrow.dataset as ds
@@ -119,6 +118,13 @@ class ParquetSource:
         self.shape = (rows, len(names), hidden)
         value_type = self.dataset.schema.field(names[0]).type.value_type
         self.dtype = np.dtype(value_type.to_pandas_dtype())
+        self.groups: list[tuple[str, int]] = []  # (file, row group) in row order
+        sizes = []
+        for fragment in self.dataset.get_fragments():
+            for number in range(fragment.metadata.num_row_groups):
+                self.groups.append((fragment.path, number))
+                sizes.append(fragment.metadata.row_group(number).num_rows)
+        self.group_starts = np.r_[0, np.cumsum(sizes, dtype=np.int64)]  # (groups + 1,)
 
     def _column(self, table, name: str) -> np.ndarray:
         column = table.column(name).combine_chunks()
@@ -130,7 +136,18 @@ class ParquetSource:
         )
 
     def block(self, start: int, stop: int) -> np.ndarray:
-        table = self.dataset.to_table(columns=self.names).slice(start, stop - start)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if stop <= start:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        first = int(np.searchsorted(self.group_starts, start, side="right")) - 1
+        last = int(np.searchsorted(self.group_starts, stop, side="left"))
+        tables = [
+            pq.ParquetFile(self.groups[g][0]).read_row_group(self.groups[g][1], columns=self.names)
+            for g in range(first, last)
+        ]
+        table = pa.concat_tables(tables).slice(start - int(self.group_starts[first]), stop - start)
         return np.stack([self._column(table, name) for name in self.names], axis=1)
 
     def all(self) -> np.ndarray:
@@ -142,20 +159,19 @@ def read_parquet(path: Path) -> tuple[ParquetSource, dict, dict]:
 
     dataset = ds.dataset(path, format="parquet")
     provenance = json.loads(dataset.schema.metadata[b"bertlayers"])
-    meta = dataset.to_table(columns=[c for c in ("text_index", "id") if c in dataset.schema.names])
+    ragged = "item" in dataset.schema.names
+    meta = dataset.to_table(columns=["text_index"] if ragged else ["text_index", "id"])
     text_index = meta.column("text_index").to_numpy()
-    ids_per_row = meta.column("id").to_numpy(zero_copy_only=False)
-    first_rows = (
-        np.r_[0, np.flatnonzero(np.diff(text_index)) + 1] if len(text_index) else text_index
-    )
-    index = {"ids": [str(x) for x in ids_per_row[first_rows]]}
+    index = {}
+    if not ragged:  # a row per text (token and word stores take the ids from the provenance)
+        index["ids"] = [str(x) for x in meta.column("id").to_pylist()]
     names = [n for n in dataset.schema.names if n.startswith("layer_") or n == "combined"]
     hidden = dataset.schema.field(names[0]).type.list_size
-    if "item" in dataset.schema.names:
+    if ragged:
         extra = dataset.to_table(columns=["item", "start", "end"])
-        counts = np.bincount(text_index, minlength=provenance.get("num_texts", len(first_rows)))
-        index["offsets"] = np.r_[0, np.cumsum(counts)].astype(np.int64)
         index["ids"] = list(provenance["texts"]["ids"])
+        counts = np.bincount(text_index, minlength=len(index["ids"]))  # texts may have no rows
+        index["offsets"] = np.r_[0, np.cumsum(counts)].astype(np.int64)
         index["items"] = extra.column("item").to_pylist()
         index["spans"] = np.stack(
             [extra.column("start").to_numpy(), extra.column("end").to_numpy()], axis=1

@@ -63,14 +63,17 @@ def _write_file(
                 handle.seek(
                     base + header[name]["data_offsets"][0] + start * hidden * data.dtype.itemsize
                 )
-                handle.write(
-                    np.ascontiguousarray(block[:, position])
-                    .astype(data.dtype.newbyteorder("<"))
-                    .tobytes()
-                )
+                _write_array(handle, block[:, position])
         for name, array in extra.items():
             handle.seek(base + header[name]["data_offsets"][0])
-            handle.write(array.astype(array.dtype.newbyteorder("<")).tobytes())
+            _write_array(handle, array)
+
+
+def _write_array(handle, array: np.ndarray) -> None:
+    """Write an array's bytes, little-endian, copying it only where it is strided or
+    big-endian (not into a bytes object too)."""
+    array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    handle.write(memoryview(array.reshape(-1).view(np.uint8)))
 
 
 def write_safetensors(

@@ -23,7 +23,7 @@ import numpy as np
 from ..chunks import RaggedChunk, SentenceChunk
 from ..errors import InputError, OutputError
 from ..sinks import npy_header
-from .base import Utf8Strings
+from .base import NpyRows, Utf8Strings
 
 _HEADER = 128  # bytes reserved for the vectors' .npy header (see sinks.npy_header)
 
@@ -272,11 +272,11 @@ def _text_lines(chunk: SentenceChunk) -> bytes:
 
 
 class StagedStore:
-    """A complete staging area, read by the format writers (vectors memory-mapped)."""
+    """A complete staging area, read by the format writers (vectors in blocks of rows)."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.vectors = np.load(directory / "vectors.npy", mmap_mode="r")
+        self.vectors = NpyRows(directory / "vectors.npy")
 
     def texts(self) -> Iterator[dict]:
         with (self.dir / "texts.jsonl").open(encoding="utf-8") as handle:
