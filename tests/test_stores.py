@@ -238,6 +238,14 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "bertlayers", "extract", *args]
 
 
+def _durable(journal: Path) -> int:
+    """Texts made durable so far by a run, from its journal (rewritten atomically)."""
+    try:
+        return json.loads(journal.read_text(encoding="utf-8"))["records"]
+    except FileNotFoundError:  # not begun yet, or finished and removed
+        return 0
+
+
 def test_kill_9_and_resume_is_byte_identical(tmp_path):
     lines = data_file("corpus-fortunes.txt").read_text(encoding="utf-8").splitlines()
     source = tmp_path / "fortunes.txt"
@@ -249,13 +257,22 @@ def test_kill_9_and_resume_is_byte_identical(tmp_path):
     crashed = tmp_path / "crashed.npy"
     rng = random.Random(7)
     kills = 0
+    journal = Path(str(crashed) + ".partial") / "journal.json"
     for _ in range(3):
+        before = _durable(journal)
         process = subprocess.Popen(
             _cli(str(source), "-o", str(crashed), "--resume", *common),
             env=env,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(5.0, 9.0))  # model loading takes a few seconds; then chunks
+        # Wait for this run's first durable chunk (model loading takes a while, longer on a
+        # busy machine), then kill it at a random point of the chunks that follow.
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            if _durable(journal) > before:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait()
