@@ -312,49 +312,59 @@ def test_token_rows_written_in_place_equal_the_in_memory_result(
     assert loaded.items == direct.items
 
 
-def test_utf8_strings_hold_a_list_of_strings_compactly():
-    from bertlayers.stores.base import Utf8Strings, decode_strings, encode_strings
+def test_utf8_strings_hold_a_list_of_strings_compactly(tmp_path):
+    from bertlayers.stores.base import FileArray, Utf8Strings, decode_strings, encode_strings
 
-    groups = [["EU", "rejects", "Ger", "##man"], [], ["naïve", "café", "日本", ""], ["x"]]
-    flat = [s for g in groups for s in g]
-    strings = Utf8Strings.build(iter(groups))
-    assert len(strings) == len(flat) and list(strings) == flat and strings == flat
-    assert strings[4] == "naïve" and strings[-1] == "x" and strings[-2] == ""
-    assert strings[3:7] == flat[3:7] and strings[::2] == flat[::2]
-    with pytest.raises(IndexError):
-        strings[len(flat)]
-    data, offsets = encode_strings(strings)  # stored as is, no re-encoding
-    assert data is strings.data and decode_strings(data, offsets) == flat
+    flat = ["EU", "rejects", "Ger", "##man", "naïve", "café", "日本", "", "x"]
     data, offsets = encode_strings(flat)  # a plain list, with non-ASCII strings
     assert decode_strings(data, offsets) == flat
+    (tmp_path / "utf8").write_bytes(data.tobytes())
+    (tmp_path / "offsets").write_bytes(offsets.tobytes())
+    in_files = Utf8Strings(
+        FileArray(tmp_path / "utf8", np.uint8, data.shape),
+        FileArray(tmp_path / "offsets", np.int64, offsets.shape),
+    )
+    for strings in (Utf8Strings(data, offsets), in_files):
+        assert len(strings) == len(flat) and list(strings) == flat and strings == flat
+        assert strings[4] == "naïve" and strings[-1] == "x" and strings[-2] == ""
+        assert strings[3:7] == flat[3:7] and strings[::2] == flat[::2] and strings[5:2] == []
+        with pytest.raises(IndexError):
+            strings[len(flat)]
+        stored_data, stored_offsets = encode_strings(strings)  # stored as is, no re-encoding
+        assert stored_data is strings.data and stored_offsets is strings.offsets
+    spans = FileArray(tmp_path / "offsets", np.int64, (len(flat) + 1,))
+    np.testing.assert_array_equal(spans[2:5], offsets[2:5])
+    np.testing.assert_array_equal(np.asarray(spans), offsets)
+    assert spans[-1] == offsets[-1] and spans.nbytes == offsets.nbytes
 
 
 def test_writers_in_small_blocks_write_the_same_store(tmp_path, bundled, texts, monkeypatch):
-    """Writers copy rows, token positions and strings block by block (bounded memory): blocks
-    of a few rows, which split texts, must give the same stores as one block."""
+    """Writers copy rows, token positions, spans and strings block by block (bounded memory):
+    blocks of a few rows or bytes, which split texts, must give the stores of one block."""
     import bertlayers.stores.base as base
     import bertlayers.stores.hdf5 as hdf5
 
-    start = tmp_path / "a.npy"
-    _write(bundled, start, records_from_texts(texts), ExtractConfig(level="token", layers="0,-1"))
-    reference = load(start)
-    row_bytes = 2 * 384 * 4
-    monkeypatch.setattr(base, "BLOCK_BYTES", 7 * row_bytes)  # 7 rows a block
+    config = ExtractConfig(level="token", layers="0,-1")
+    reference = bundled.extract_tokens(texts, layers="0,-1")
+    assert reference.vectors.shape[0] > 100
+    monkeypatch.setattr(base, "BLOCK_BYTES", 7 * 16)  # 7 span rows, 14 offsets, 1 vector row
     monkeypatch.setattr(hdf5, "STRING_BLOCK", 5)
-    assert reference.vectors.shape[0] > 10 * 7
-    for suffix in (".npz", ".h5", ".parquet", ".safetensors", ".npy"):
-        target = tmp_path / f"small-blocks{suffix}"
-        convert(start, target)
-        converted = load(target)
+    for suffix in SUFFIXES:  # from a run's staging area, its index in files
+        path = tmp_path / f"small-blocks{suffix}"
+        _write(bundled, path, records_from_texts(texts), config)
+        stored = load(path)
+        np.testing.assert_array_equal(stored.vectors, reference.vectors)
+        np.testing.assert_array_equal(stored.offsets, reference.offsets)
+        np.testing.assert_array_equal(stored.spans, reference.spans)
+        assert stored.items == reference.items and stored.ids == reference.ids
+    monkeypatch.setattr(base, "BLOCK_BYTES", 5 * 16)  # converted in other blocks
+    for suffix in SUFFIXES:  # from a store read back, its index in memory
+        back = tmp_path / f"back{suffix}.npz"
+        convert(tmp_path / f"small-blocks{suffix}", back)
+        converted = load(back)
         np.testing.assert_array_equal(converted.vectors, reference.vectors)
-        np.testing.assert_array_equal(converted.offsets, reference.offsets)
         np.testing.assert_array_equal(converted.spans, reference.spans)
         assert converted.items == reference.items and converted.ids == reference.ids
-    monkeypatch.setattr(base, "BLOCK_BYTES", 5 * row_bytes)  # read back in other blocks
-    for suffix in (".npz", ".h5", ".parquet", ".safetensors", ".npy"):
-        back = tmp_path / f"back{suffix}.npy"
-        convert(tmp_path / f"small-blocks{suffix}", back)
-        np.testing.assert_array_equal(load(back).vectors, reference.vectors)
     import pyarrow.parquet as pq
 
     assert pq.ParquetFile(tmp_path / "small-blocks.parquet").num_row_groups > 10

@@ -225,14 +225,18 @@ class StoreSink:
     def close(self, provenance: dict) -> None:
         """Write the store in its format from the staging area, then rename it into place."""
         staged = self.staging.finish()
-        index = staged.index()
-        final = _with_texts(
-            provenance, index, staged.replaced, staged.vectors.shape[0], staged.vectors.shape[1:]
-        )
-        final["format"] = self.format.value
-        data = _Staged(staged, final, index)
         written: list[Path] = []
         try:
+            index = staged.index()  # its per-token parts are files in the staging area
+            final = _with_texts(
+                provenance,
+                index,
+                staged.replaced,
+                staged.vectors.shape[0],
+                staged.vectors.shape[1:],
+            )
+            final["format"] = self.format.value
+            data = _Staged(staged, final, index)
             if self.format is StoreFormat.NPY:
                 written = write_npy(data, self.path, staged_vectors=staged.dir / "vectors.npy")
             else:

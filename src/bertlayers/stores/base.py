@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..sinks import npy_header
+
 BLOCK_BYTES = 64 * 2**20  # rows read and written at a time
 
 
@@ -62,17 +64,27 @@ class ArraySource:
         return self.array
 
 
-class NpyRows:
-    """Blocks of rows of a `.npy` file, read with plain reads rather than through a memory map.
+class FileArray:
+    """An array in a file (C order, from a byte offset), read in slices with plain reads
+    rather than through a memory map.
 
     Pages read through a map stay in the process's resident set while the map lives, so a
     writer copying a large store block by block would grow with the store; read pages stay
-    in the page cache instead, where the kernel can drop them.
+    in the page cache instead, where the kernel can drop them. Stores' vectors are read so,
+    and a run's per-token index (spans, token strings) is gathered into such files at its
+    end, so that writing the store holds a block of it at a time.
     """
 
-    def __init__(self, path: str | os.PathLike, start: int = 0) -> None:
-        """`start`: where the `.npy` bytes begin in the file (not 0 for a member of a zip)."""
-        self.path = path
+    def __init__(
+        self, path: str | os.PathLike, dtype: np.dtype, shape: tuple[int, ...], offset: int = 0
+    ) -> None:
+        self.path, self.offset = path, offset
+        self.dtype, self.shape = np.dtype(dtype), tuple(int(n) for n in shape)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    @classmethod
+    def from_npy(cls, path: str | os.PathLike, start: int = 0) -> FileArray:
+        """The array of a `.npy` file, or of one beginning at byte `start` (a zip member)."""
         with open(path, "rb") as handle:
             handle.seek(start)
             version = np.lib.format.read_magic(handle)
@@ -82,11 +94,17 @@ class NpyRows:
                 else np.lib.format.read_array_header_2_0
             )
             shape, fortran_order, dtype = header(handle)
-            self.offset = handle.tell()
+            offset = handle.tell()
         if fortran_order:
             raise ValueError(f"{path} is in Fortran order")
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        return cls(path, dtype, shape, offset)
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.row_bytes
+
+    def __len__(self) -> int:
+        return self.shape[0]
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows `start:stop` as a new array `(stop - start, *row_shape)`."""
@@ -101,6 +119,19 @@ class NpyRows:
                 view = view[got:]
         return out
 
+    def __getitem__(self, key: int | slice) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                raise IndexError("a FileArray is sliced without a step")
+            return self.read(start, max(start, stop))
+        i = range(len(self))[key]
+        return self.read(i, i + 1)[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.read(0, len(self))
+        return out if dtype is None else out.astype(dtype)
+
     def memmap(self) -> np.ndarray:
         """All rows, memory-mapped read-only."""
         if not self.shape[0]:
@@ -110,14 +141,28 @@ class NpyRows:
 
 class NpySource(ArraySource):
     """A `.npy` (or a stored `.npz` member) memory-mapped for reading layers and all rows,
-    whose blocks are read with plain reads (see NpyRows), so copying it stays bounded."""
+    whose blocks are read with plain reads (see FileArray), so copying it stays bounded."""
 
-    def __init__(self, rows: NpyRows) -> None:
+    def __init__(self, rows: FileArray) -> None:
         super().__init__(rows.memmap())
         self.rows = rows
 
     def block(self, start: int, stop: int) -> np.ndarray:
         return self.rows.read(start, stop)
+
+
+def array_blocks(array: np.ndarray | FileArray) -> Iterator[np.ndarray]:
+    """An array in memory or in a file, in consecutive blocks of rows of about BLOCK_BYTES."""
+    row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+    for start, stop in block_ranges(len(array), row_bytes):
+        yield np.ascontiguousarray(array[start:stop])
+
+
+def write_npy_stream(handle, array: np.ndarray | FileArray) -> None:
+    """Write an array as `.npy` bytes to a file or zip member, a block at a time."""
+    handle.write(npy_header(array.shape, array.dtype))
+    for block in array_blocks(array):
+        handle.write(memoryview(block.reshape(-1).view(np.uint8)))
 
 
 def block_ranges(num_rows: int, row_bytes: int) -> Iterator[tuple[int, int]]:
@@ -143,7 +188,7 @@ def layer_names(provenance: dict, count: int) -> list[str]:
 STRING_KEYS = ("ids", "items")  # index entries that are lists of strings
 
 
-def _utf8_lengths(strings: list[str], data: bytes) -> np.ndarray:
+def utf8_lengths(strings: list[str], data: bytes) -> np.ndarray:
     """The UTF-8 byte length of each string, given all of them joined and encoded."""
     lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
     if len(data) != int(lengths.sum()):  # not all ASCII: count each string's bytes
@@ -154,27 +199,15 @@ def _utf8_lengths(strings: list[str], data: bytes) -> np.ndarray:
 
 
 class Utf8Strings(Sequence):
-    """A read-only list of strings kept as one UTF-8 buffer plus offsets.
+    """A read-only list of strings kept as one UTF-8 buffer plus offsets, in memory or in
+    files (`FileArray`s).
 
-    A store's token strings held as Python strings cost several times the text itself; this
-    keeps an index of millions of tokens at about its UTF-8 size while the store is written.
+    A store's token strings held as Python strings cost several times the text itself; a run
+    writes them to files at its end and its store is written from there, a block at a time.
     """
 
-    def __init__(self, data: np.ndarray, offsets: np.ndarray) -> None:
+    def __init__(self, data: np.ndarray | FileArray, offsets: np.ndarray | FileArray) -> None:
         self.data, self.offsets = data, offsets
-
-    @classmethod
-    def build(cls, groups: Iterator[list[str]]) -> Utf8Strings:
-        """From lists of strings (e.g. one per record), appended in order."""
-        buffer, lengths = bytearray(), []
-        for strings in groups:
-            data = "".join(strings).encode("utf-8")
-            buffer += data
-            lengths.append(_utf8_lengths(strings, data))
-        offsets = np.zeros(sum(len(x) for x in lengths) + 1, dtype=np.int64)
-        if lengths:
-            np.cumsum(np.concatenate(lengths), out=offsets[1:])
-        return cls(np.frombuffer(bytes(buffer), dtype=np.uint8), offsets)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -206,7 +239,7 @@ def encode_strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     strings = values if all(isinstance(v, str) for v in values) else [str(v) for v in values]
     data = "".join(strings).encode("utf-8")
     offsets = np.zeros(len(strings) + 1, dtype=np.int64)
-    np.cumsum(_utf8_lengths(strings, data), out=offsets[1:])
+    np.cumsum(utf8_lengths(strings, data), out=offsets[1:])
     return np.frombuffer(data, dtype=np.uint8).copy(), offsets
 
 
@@ -221,8 +254,8 @@ def pack_index(index: dict) -> dict[str, np.ndarray]:
     for name, value in index.items():
         if name in STRING_KEYS:
             packed[f"{name}.utf8"], packed[f"{name}.offsets"] = encode_strings(value)
-        else:
-            packed[name] = np.asarray(value)
+        else:  # arrays in files stay there, to be written a block at a time
+            packed[name] = value if isinstance(value, FileArray) else np.asarray(value)
     return packed
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import StoreData, Utf8Strings, block_ranges, layer_names
+from .base import FileArray, StoreData, Utf8Strings, array_blocks, block_ranges, layer_names
 
 STRING_BLOCK = 1 << 16  # strings converted and written at a time
 
@@ -69,7 +69,12 @@ def write_hdf5(data: StoreData, path: Path) -> list[Path]:
                         value[start : start + STRING_BLOCK], dtype=object
                     )
             else:
-                index.create_dataset(name, data=value)
+                value = value if isinstance(value, FileArray) else np.asarray(value)
+                dataset = index.create_dataset(name, shape=value.shape, dtype=value.dtype)
+                start = 0
+                for block in array_blocks(value):
+                    dataset[start : start + len(block)] = block
+                    start += len(block)
     return [tmp]
 
 

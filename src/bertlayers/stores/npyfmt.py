@@ -18,12 +18,13 @@ import numpy as np
 from ..sinks import npy_header
 from .base import (
     ArraySource,
-    NpyRows,
+    FileArray,
     NpySource,
     StoreData,
     block_ranges,
     pack_index,
     unpack_index,
+    write_npy_stream,
 )
 
 
@@ -36,8 +37,23 @@ def sidecar_path(path: Path) -> Path:
 
 
 def write_npy(data: StoreData, path: Path, staged_vectors: Path | None = None) -> list[Path]:
-    """Write `.npy` and its sidecars as `*.tmp` files; returns them for the caller to rename."""
+    """Write `.npy` and its sidecars as `*.tmp` files; returns them for the caller to rename.
+
+    The staged vectors are moved in last: should writing the sidecars fail (disk full), the
+    staging area is still whole, for `--resume`."""
+    written = []
+    index = data.index()
+    if "offsets" in index:
+        index_tmp = index_path(path).with_name(index_path(path).name + ".tmp")
+        written.append(index_tmp)
+        with zipfile.ZipFile(index_tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            _write_members(zf, pack_index(index))
+    json_tmp = sidecar_path(path).with_name(sidecar_path(path).name + ".tmp")
+    written.append(json_tmp)
+    # the provenance carries the per-text ids, token counts and flags (see stores._with_texts)
+    json_tmp.write_text(json.dumps(data.provenance, indent=1) + "\n", encoding="utf-8")
     tmp = path.with_name(path.name + ".tmp")
+    written.insert(0, tmp)
     if staged_vectors is not None:
         os.replace(staged_vectors, tmp)  # the staging file is already a complete .npy
     else:
@@ -46,18 +62,14 @@ def write_npy(data: StoreData, path: Path, staged_vectors: Path | None = None) -
             row_bytes = int(np.prod(data.row_shape)) * data.dtype.itemsize
             for start, stop in block_ranges(data.num_rows, row_bytes):
                 handle.write(np.ascontiguousarray(data.rows(start, stop)).tobytes())
-    index = data.index()
-    written = [tmp]
-    if "offsets" in index:
-        index_tmp = index_path(path).with_name(index_path(path).name + ".tmp")
-        with index_tmp.open("wb") as handle:
-            np.savez(handle, **pack_index(index))
-        written.append(index_tmp)
-    json_tmp = sidecar_path(path).with_name(sidecar_path(path).name + ".tmp")
-    # the provenance carries the per-text ids, token counts and flags (see stores._with_texts)
-    json_tmp.write_text(json.dumps(data.provenance, indent=1) + "\n", encoding="utf-8")
-    written.append(json_tmp)
     return written
+
+
+def _write_members(zf: zipfile.ZipFile, arrays: dict[str, np.ndarray | FileArray]) -> None:
+    """Arrays as `NAME.npy` members of a zip, as `np.savez` writes them, a block at a time."""
+    for name, array in arrays.items():
+        with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+            write_npy_stream(member, array)
 
 
 def read_npy(path: Path) -> tuple[ArraySource, dict, dict]:
@@ -69,7 +81,7 @@ def read_npy(path: Path) -> tuple[ArraySource, dict, dict]:
     else:
         texts = provenance.get("texts", {})
         index = {key: np.asarray(value) for key, value in texts.items()}
-    return NpySource(NpyRows(path)), index, provenance
+    return NpySource(FileArray.from_npy(path)), index, provenance
 
 
 def write_npz(data: StoreData, path: Path) -> list[Path]:
@@ -80,9 +92,7 @@ def write_npz(data: StoreData, path: Path) -> list[Path]:
             row_bytes = int(np.prod(data.row_shape)) * data.dtype.itemsize
             for start, stop in block_ranges(data.num_rows, row_bytes):
                 member.write(np.ascontiguousarray(data.rows(start, stop)).tobytes())
-        for name, array in pack_index(data.index()).items():
-            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, array)
+        _write_members(zf, pack_index(data.index()))
         with zf.open("provenance.npy", "w") as member:
             np.lib.format.write_array(member, np.asarray(json.dumps(data.provenance)))
     return [tmp]
@@ -110,7 +120,9 @@ def read_npz(path: Path) -> tuple[ArraySource, dict, dict]:
         arrays = {k: npz[k] for k in npz.files if k != "vectors"}
         start = _stored_member_start(path, "vectors.npy")
         source = (
-            NpySource(NpyRows(path, start)) if start is not None else ArraySource(npz["vectors"])
+            NpySource(FileArray.from_npy(path, start))
+            if start is not None
+            else ArraySource(npz["vectors"])
         )
     provenance = json.loads(str(arrays.pop("provenance")))
     return source, unpack_index(arrays), provenance

@@ -67,11 +67,12 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
             position, rows = rows - index["offsets"][texts], texts
         columns = [pa.array(rows, pa.int64()), pa.array(ids[rows], pa.string())]
         if ragged:
+            spans = np.asarray(index["spans"][start:stop])  # (block, 2)
             columns += [
                 pa.array(position, pa.int32()),
                 pa.array(index["items"][start:stop], pa.string()),
-                pa.array(index["spans"][start:stop, 0], pa.int64()),
-                pa.array(index["spans"][start:stop, 1], pa.int64()),
+                pa.array(spans[:, 0], pa.int64()),
+                pa.array(spans[:, 1], pa.int64()),
             ]
         else:
             columns += [

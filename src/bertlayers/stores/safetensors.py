@@ -17,18 +17,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import StoreData, block_ranges, layer_names, pack_index, unpack_index
+from .base import (
+    FileArray,
+    StoreData,
+    array_blocks,
+    block_ranges,
+    layer_names,
+    pack_index,
+    unpack_index,
+)
 
 MAX_SHARD_BYTES = 5 * 2**30
 _DTYPES = {"float32": "F32", "float16": "F16", "int64": "I64", "uint8": "U8", "bool": "BOOL"}
 
 
-def _extra_tensors(index: dict) -> dict[str, np.ndarray]:
-    return {name: np.ascontiguousarray(array) for name, array in pack_index(index).items()}
-
-
 def _write_file(
-    path: Path, data: StoreData, layers: dict[str, int], extra: dict[str, np.ndarray], meta: dict
+    path: Path,
+    data: StoreData,
+    layers: dict[str, int],
+    extra: dict[str, np.ndarray | FileArray],
+    meta: dict,
 ) -> None:
     """One safetensors file holding the given layers (by position) and extra tensors."""
     hidden = data.row_shape[1]
@@ -66,7 +74,8 @@ def _write_file(
                 _write_array(handle, block[:, position])
         for name, array in extra.items():
             handle.seek(base + header[name]["data_offsets"][0])
-            _write_array(handle, array)
+            for block in array_blocks(array):
+                _write_array(handle, block)
 
 
 def _write_array(handle, array: np.ndarray) -> None:
@@ -80,7 +89,7 @@ def write_safetensors(
     data: StoreData, path: Path, max_shard_bytes: int = MAX_SHARD_BYTES
 ) -> list[Path]:
     names = layer_names(data.provenance, data.row_shape[0])
-    extra = _extra_tensors(data.index())
+    extra = pack_index(data.index())  # spans and strings may be FileArrays: written in blocks
     meta = {"bertlayers": json.dumps(data.provenance), "format": "np"}
     layer_bytes = data.num_rows * data.row_shape[1] * data.dtype.itemsize
     shards: list[list[str]] = [[]]

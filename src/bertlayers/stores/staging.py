@@ -6,7 +6,9 @@ level the strings and spans of its rows) and `journal.json`, rewritten atomicall
 data files are synced at each durable point. A killed run leaves a consistent prefix: on
 `--resume` the files are cut back to the journal's sizes and the run continues from there.
 Only when the run completes is the final store written (in the asked format) and renamed
-into place, so nothing incomplete ever looks complete.
+into place, so nothing incomplete ever looks complete. For that, token and word runs gather
+their index from `texts.jsonl` into `spans.bin`, `items.utf8` and `items.offsets`, which the
+format writers copy a block at a time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 from ..chunks import RaggedChunk, SentenceChunk
 from ..errors import InputError, OutputError
 from ..sinks import npy_header
-from .base import NpyRows, Utf8Strings
+from .base import FileArray, Utf8Strings, utf8_lengths
 
 _HEADER = 128  # bytes reserved for the vectors' .npy header (see sinks.npy_header)
 
@@ -276,7 +278,7 @@ class StagedStore:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.vectors = NpyRows(directory / "vectors.npy")
+        self.vectors = FileArray.from_npy(directory / "vectors.npy")
 
     def texts(self) -> Iterator[dict]:
         with (self.dir / "texts.jsonl").open(encoding="utf-8") as handle:
@@ -284,15 +286,20 @@ class StagedStore:
                 yield json.loads(line)
 
     def index(self) -> dict[str, np.ndarray]:
-        """ids, per-text columns, and for ragged output offsets, items and spans."""
+        """ids, per-text columns, and for ragged output offsets, items and spans.
+
+        The per-token parts (spans, token strings) go to files in the staging area as they
+        are read, and come back as `FileArray`s, so that they are never all in memory."""
         ids, n_tokens, truncated, windows, lengths = [], [], [], [], []
-        spans = np.zeros((self.vectors.shape[0], 2), dtype=np.int64)  # a row per token/word
-        filled = 0
         replaced: list[list] = []
         ragged = False
-
-        def record_items() -> Iterator[list[str]]:
-            nonlocal ragged, filled
+        utf8_bytes = 0  # token strings written so far
+        with (
+            (self.dir / "spans.bin").open("wb") as spans,
+            (self.dir / "items.utf8").open("wb") as items,
+            (self.dir / "items.offsets").open("wb") as item_offsets,
+        ):
+            item_offsets.write(np.zeros(1, dtype=np.int64).tobytes())
             for entry in self.texts():
                 ids.append(entry["id"])
                 n_tokens.append(entry["n_tokens"])
@@ -301,12 +308,13 @@ class StagedStore:
                 if "items" in entry:
                     ragged = True
                     lengths.append(len(entry["items"]))
-                    spans[filled : filled + lengths[-1]] = np.reshape(entry["spans"], (-1, 2))
-                    filled += lengths[-1]
+                    spans.write(np.asarray(entry["spans"], dtype=np.int64).tobytes())
+                    data = "".join(entry["items"]).encode("utf-8")
+                    ends = utf8_bytes + np.cumsum(utf8_lengths(entry["items"], data))
+                    item_offsets.write(ends.astype(np.int64).tobytes())
+                    items.write(data)
+                    utf8_bytes += len(data)
                     replaced.extend([entry["id"], w] for w in entry.get("replaced", []))
-                    yield entry["items"]
-
-        items = Utf8Strings.build(record_items())  # token/word strings, compactly
         out = {
             "ids": ids,
             "n_tokens": np.asarray(n_tokens, dtype=np.int64),
@@ -314,9 +322,13 @@ class StagedStore:
             "windows": np.asarray(windows, dtype=np.int64),
         }
         if ragged:
+            rows = sum(lengths)
             out["offsets"] = np.r_[0, np.cumsum(lengths)].astype(np.int64)
-            out["items"] = items
-            out["spans"] = spans
+            out["items"] = Utf8Strings(
+                FileArray(self.dir / "items.utf8", np.uint8, (utf8_bytes,)),
+                FileArray(self.dir / "items.offsets", np.int64, (rows + 1,)),
+            )
+            out["spans"] = FileArray(self.dir / "spans.bin", np.int64, (rows, 2))
         self.replaced = replaced
         return out
 
