@@ -231,6 +231,52 @@ def test_disk_full_keeps_what_was_made_durable(tmp_path, bundled, sentiment_text
         subprocess.run(["umount", str(mount)])
 
 
+@pytest.mark.parametrize("fails_at", ["staged index", "store"])
+def test_disk_full_while_writing_the_store_keeps_the_staging_area(
+    tmp_path, bundled, sentiment_texts, fails_at
+):
+    """Every chunk is durable, then the disk fills while the store itself is written: while
+    the token index is gathered in the staging area, or while the store's index is written
+    (its vectors not yet moved in). The staging area stays whole, and `--resume` on a freed
+    disk finishes it."""
+    import shutil
+
+    texts = sentiment_texts[:100]
+    config = ExtractConfig(level="token", layers="0", output_dtype="float16", chunk_size=50)
+    whole = tmp_path / "whole.npy"
+    _write(bundled, whole, records_from_texts(texts), config)
+    staged = tmp_path / "e.npy"  # every text durable, the store not yet written
+    with pytest.raises(KeyboardInterrupt):
+        _write(bundled, staged, _interrupting(records_from_texts([*texts, "x"]), 100), config)
+    partial = Path(str(staged) + ".partial")
+    pages = sum(-(-f.stat().st_size // 4096) for f in partial.iterdir())
+    if fails_at == "store":  # room for spans.bin, items.offsets and items.utf8 as well
+        items = load(whole).items
+        utf8 = sum(len(item.encode()) for item in items)
+        pages += sum(-(-n // 4096) for n in (16 * len(items), 8 * (len(items) + 1), utf8))
+    mount = tmp_path / "small"
+    mount.mkdir()
+    size = f"size={(pages + 2) * 4}k"  # and 8 KB more: less than the store's index needs
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        shutil.copytree(partial, mount / partial.name)
+        path = mount / staged.name
+        with pytest.raises(OutputError, match=r"disk full while writing .*--resume"):
+            _write(bundled, path, records_from_texts(texts), config, resume=True)
+        assert not path.exists() and not list(mount.glob("*.tmp"))  # no half-written files
+        spans_bytes = (mount / partial.name / "spans.bin").stat().st_size
+        assert (fails_at == "store") == (spans_bytes == 16 * len(load(whole).items))
+        assert describe(path)["texts"] == 100
+        shutil.rmtree(partial)
+        shutil.copytree(mount / partial.name, partial)
+    finally:
+        subprocess.run(["umount", str(mount)])
+    _write(bundled, staged, records_from_texts(texts), config, resume=True)
+    assert staged.read_bytes() == whole.read_bytes()
+    assert load(staged).items == load(whole).items
+
+
 CRASH_TEXTS = 1200
 
 

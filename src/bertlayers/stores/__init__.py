@@ -81,6 +81,15 @@ def _outputs(path: Path, fmt: StoreFormat) -> list[Path]:
     return [path]
 
 
+def _temporaries(path: Path, fmt: StoreFormat) -> list[Path]:
+    """The `*.tmp` files a writer of this format makes before renaming them into place."""
+    parts = [p.with_name(p.name + ".tmp") for p in _outputs(path, fmt)]
+    if fmt is StoreFormat.SAFETENSORS:  # shards: NAME-00001-of-00003.safetensors.tmp
+        stem = path.name.removesuffix(".safetensors")
+        parts += path.parent.glob(f"{stem}-*-of-*.safetensors.tmp")
+    return parts
+
+
 def _partial_dir(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
@@ -246,7 +255,7 @@ class StoreSink:
                 _remove(target)
                 os.replace(tmp, target)
         except OSError as err:
-            for tmp in written:
+            for tmp in [*written, *_temporaries(self.path, self.format)]:
                 _remove(tmp)
             reason = "disk full" if err.errno == 28 else (err.strerror or str(err))
             raise OutputError(
