@@ -29,6 +29,7 @@ from .base import (
 
 MAX_SHARD_BYTES = 5 * 2**30
 _DTYPES = {"float32": "F32", "float16": "F16", "int64": "I64", "uint8": "U8", "bool": "BOOL"}
+_NUMPY_DTYPES = {code: name for name, code in _DTYPES.items()}
 
 
 def _write_file(
@@ -124,26 +125,31 @@ def write_safetensors(
 
 
 class SafetensorsSource:
-    """Reads one layer tensor at a time (memory-mapped by safetensors)."""
+    """Reads one layer tensor, or a block of rows of each, at a time (through safetensors'
+    slices, which read only those rows)."""
 
     def __init__(self, files: dict[str, Path], names: list[str]) -> None:
+        from safetensors import safe_open
+
         self.files = files
         self.names = names
-        first = self._get(names[0])
-        self.shape = (first.shape[0], len(names), first.shape[1])
-        self.dtype = first.dtype
+        with safe_open(str(files[names[0]]), framework="np") as handle:
+            first = handle.get_slice(names[0])
+            rows, hidden = first.get_shape()
+            self.dtype = np.dtype(_NUMPY_DTYPES[first.get_dtype()])
+        self.shape = (rows, len(names), hidden)
 
-    def _get(self, name: str) -> np.ndarray:
+    def _rows(self, name: str, start: int, stop: int) -> np.ndarray:
         from safetensors import safe_open
 
         with safe_open(str(self.files[name]), framework="np") as handle:
-            return handle.get_tensor(name)
+            return handle.get_slice(name)[start:stop]
 
     def layer(self, position: int) -> np.ndarray:
-        return self._get(self.names[position])
+        return self._rows(self.names[position], 0, self.shape[0])
 
     def block(self, start: int, stop: int) -> np.ndarray:
-        return np.stack([self._get(name)[start:stop] for name in self.names], axis=1)
+        return np.stack([self._rows(name, start, stop) for name in self.names], axis=1)
 
     def all(self) -> np.ndarray:
         return self.block(0, self.shape[0])
