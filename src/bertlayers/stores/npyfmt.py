@@ -58,11 +58,17 @@ def write_npy(data: StoreData, path: Path, staged_vectors: Path | None = None) -
         os.replace(staged_vectors, tmp)  # the staging file is already a complete .npy
     else:
         with tmp.open("wb") as handle:
-            handle.write(npy_header((data.num_rows, *data.row_shape), data.dtype))
-            row_bytes = int(np.prod(data.row_shape)) * data.dtype.itemsize
-            for start, stop in block_ranges(data.num_rows, row_bytes):
-                handle.write(np.ascontiguousarray(data.rows(start, stop)).tobytes())
+            _write_vectors(handle, data)
     return written
+
+
+def _write_vectors(handle, data: StoreData) -> None:
+    """The store's rows as `.npy` bytes (a file or a zip member), a block at a time."""
+    handle.write(npy_header((data.num_rows, *data.row_shape), data.dtype))
+    row_bytes = int(np.prod(data.row_shape)) * data.dtype.itemsize
+    for start, stop in block_ranges(data.num_rows, row_bytes):
+        block = np.ascontiguousarray(data.rows(start, stop))
+        handle.write(memoryview(block.reshape(-1).view(np.uint8)))
 
 
 def _write_members(zf: zipfile.ZipFile, arrays: dict[str, np.ndarray | FileArray]) -> None:
@@ -88,10 +94,7 @@ def write_npz(data: StoreData, path: Path) -> list[Path]:
     tmp = path.with_name(path.name + ".tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         with zf.open("vectors.npy", "w", force_zip64=True) as member:
-            member.write(npy_header((data.num_rows, *data.row_shape), data.dtype))
-            row_bytes = int(np.prod(data.row_shape)) * data.dtype.itemsize
-            for start, stop in block_ranges(data.num_rows, row_bytes):
-                member.write(np.ascontiguousarray(data.rows(start, stop)).tobytes())
+            _write_vectors(member, data)
         _write_members(zf, pack_index(data.index()))
         with zf.open("provenance.npy", "w") as member:
             np.lib.format.write_array(member, np.asarray(json.dumps(data.provenance)))
