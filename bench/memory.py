@@ -7,6 +7,8 @@ each store format in turn, and reads each child's peak RSS from the kernel (wait
 table and writes JSON.
 
     python bench/memory.py --texts 1000 --out bench/results/memory.json
+    python bench/memory.py --level sentence --layers 0 --texts 10000 --formats npy,parquet \
+        --out bench/results/memory-sentence.json   # 100,000 texts: what grows per text
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def peak_rss_mib(command: list[str]) -> tuple[float, float]:
 FORMATS = ("npy", "npz", "h5", "parquet", "safetensors")
 
 
-def measure(corpora: dict[int, Path], fmt: str, level: str, tmp: str) -> dict:
+def measure(corpora: dict[int, Path], fmt: str, level: str, layers: str, tmp: str) -> dict:
     """Peak RSS of one extraction per corpus size, written as `fmt`; the growth between them."""
     from bertlayers.stores import disk_size
 
@@ -56,7 +58,7 @@ def measure(corpora: dict[int, Path], fmt: str, level: str, tmp: str) -> dict:
             "--level",
             level,
             "--layers",
-            "all",
+            layers,
             "--output-dtype",
             "float16",
             "-q",
@@ -87,6 +89,12 @@ def main() -> None:
     parser.add_argument("--factor", type=int, default=10, help="the larger corpus is this many x")
     parser.add_argument("--level", default="token")
     parser.add_argument(
+        "--layers",
+        default="all",
+        help="layers to extract (`0` runs only the embeddings: many texts quickly, to see "
+        "what grows per text)",
+    )
+    parser.add_argument(
         "--formats", default=",".join(FORMATS), help="store formats, comma-separated"
     )
     parser.add_argument("--out", default=None, help="write the results as JSON here")
@@ -100,7 +108,7 @@ def main() -> None:
             text = "\n".join(lines * (size // len(lines))) + "\n"
             corpora[size].write_text(text, encoding="utf-8")
         for fmt in args.formats.split(","):
-            formats[fmt] = measure(corpora, fmt, args.level, tmp)
+            formats[fmt] = measure(corpora, fmt, args.level, args.layers, tmp)
     print(f"peak RSS growth for {args.factor}x the text (target: within 10%):")
     for fmt, result in formats.items():
         print(f"{fmt:>12} {result['rss_growth']:+.1%}")
@@ -108,6 +116,7 @@ def main() -> None:
         "command": " ".join(sys.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "level": args.level,
+        "layers": args.layers,
         "formats": formats,
     }
     if args.out:

@@ -63,10 +63,12 @@ def test_speed_bench_smoke(tmp_path):
 def test_memory_bench_smoke(tmp_path):
     out = tmp_path / "memory.json"
     run_bench(
-        "memory.py", "--texts", "40", "--factor", "2", "--formats", "npy,h5", "--out", str(out)
+        "memory.py",
+        *("--texts", "40", "--factor", "2", "--formats", "npy,h5", "--layers", "0,-1"),
+        *("--out", str(out)),
     )
     report = json.loads(out.read_text())
-    assert list(report["formats"]) == ["npy", "h5"]
+    assert list(report["formats"]) == ["npy", "h5"] and report["layers"] == "0,-1"
     for result in report["formats"].values():
         assert [run["texts"] for run in result["runs"]] == [40, 80]
         assert all(run["peak_rss_mib"] > 100 and run["output_mib"] > 0 for run in result["runs"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bertlayers import load
 from conftest import Reference, data_file
 
 
@@ -62,8 +63,10 @@ def test_extract_tsv_writes_npy_and_provenance(
     assert provenance["pooling"] == "mean" and provenance["combine"] == "stack"
     assert provenance["model"]["fingerprint"].startswith("sha256:")
     assert provenance["bertlayers_version"]
-    assert len(provenance["texts"]["n_tokens"]) == 300
-    assert provenance["texts"]["ids"][0] == "2"
+    assert provenance["num_texts"] == 300 and "texts" not in provenance  # per text: the index
+    with np.load(out.with_suffix(".index.npz")) as index:
+        assert len(index["n_tokens"]) == len(index["truncated"]) == len(index["windows"]) == 300
+    assert load(out).ids[:2] == ["2", "3"]
     assert not (tmp_path / "emb.npy.partial").exists()
     # the file holds the reference vectors, in input order
     texts = bundled.extract
@@ -120,7 +123,8 @@ def test_truncation_warning_names_records(tmp_path):
         in result.stderr
     )
     provenance = json.loads((tmp_path / "e.json").read_text())
-    assert provenance["texts"]["truncated"] == [False, True, False]
+    assert provenance["num_truncated"] == 1
+    assert load(tmp_path / "e.npy").truncated.tolist() == [False, True, False]
 
 
 def test_info_prints_model_facts():
@@ -288,7 +292,6 @@ def test_bad_record_midstream_keeps_what_was_written(tmp_path):
 
 
 def test_word_level_conll_to_npz(tmp_path):
-    from bertlayers import load
 
     source = data_file("pos-wsj.conll")
     lines = source.read_text(encoding="utf-8").splitlines()
@@ -308,7 +311,6 @@ def test_word_level_conll_to_npz(tmp_path):
 
 
 def test_token_level_long_documents_to_npy(tmp_path):
-    from bertlayers import load
 
     articles = []
     with data_file("news-bbc.jsonl").open(encoding="utf-8") as handle:
@@ -340,7 +342,7 @@ def test_token_level_long_documents_to_npy(tmp_path):
     assert loaded.ids == [json.loads(a)["id"] for a in articles]
     assert not loaded.truncated.any()
     assert np.diff(loaded.offsets).tolist() == (loaded.n_tokens - 2).tolist()
-    assert min(loaded.provenance["texts"]["windows"]) > 1
+    assert min(loaded.windows) > 1 and loaded.provenance["num_windowed"] == len(articles)
     # --long error refuses the same input, naming the record
     refused = run_cli(
         "extract",
@@ -389,7 +391,6 @@ def test_store_formats_inspect_convert_and_resume_flags(tmp_path, sentiment_samp
     assert report["texts"] == 300 and report["layers"] == [5, 6]
     converted = run_cli("convert", str(out), str(tmp_path / "emb.parquet"))
     assert converted.returncode == 0, converted.stderr
-    from bertlayers import load
 
     np.testing.assert_array_equal(load(tmp_path / "emb.parquet").embeddings, load(out).embeddings)
     shards = run_cli(

@@ -69,7 +69,8 @@ class TestStoreContract:
         assert provenance["complete"] is True and provenance["level"] == level
         assert provenance["model"] == direct.provenance["model"]
         assert provenance["output_dtype"] == dtype
-        assert provenance["texts"]["ids"] == direct.ids
+        assert "texts" not in provenance and provenance["num_texts"] == len(texts)
+        np.testing.assert_array_equal(loaded.windows, direct.windows)
         if level == "sentence":
             assert loaded.embeddings.dtype == np.dtype(dtype)
             np.testing.assert_array_equal(loaded.embeddings, direct.embeddings)
@@ -250,10 +251,11 @@ def test_disk_full_while_writing_the_store_keeps_the_staging_area(
         _write(bundled, staged, _interrupting(records_from_texts([*texts, "x"]), 100), config)
     partial = Path(str(staged) + ".partial")
     pages = sum(-(-f.stat().st_size // 4096) for f in partial.iterdir())
-    if fails_at == "store":  # room for spans.bin, items.offsets and items.utf8 as well
+    if fails_at == "store":  # room for the index gathered in the staging area as well
         items = load(whole).items
         utf8 = sum(len(item.encode()) for item in items)
         pages += sum(-(-n // 4096) for n in (16 * len(items), 8 * (len(items) + 1), utf8))
+        pages += 6  # ids, their offsets, n_tokens, truncated, windows, offsets: a page each
     mount = tmp_path / "small"
     mount.mkdir()
     size = f"size={(pages + 2) * 4}k"  # and 8 KB more: less than the store's index needs
@@ -265,7 +267,7 @@ def test_disk_full_while_writing_the_store_keeps_the_staging_area(
         with pytest.raises(OutputError, match=r"disk full while writing .*--resume"):
             _write(bundled, path, records_from_texts(texts), config, resume=True)
         assert not path.exists() and not list(mount.glob("*.tmp"))  # no half-written files
-        spans_bytes = (mount / partial.name / "spans.bin").stat().st_size
+        spans_bytes = (mount / partial.name / "index-spans.bin").stat().st_size
         assert (fails_at == "store") == (spans_bytes == 16 * len(load(whole).items))
         assert describe(path)["texts"] == 100
         shutil.rmtree(partial)
@@ -331,9 +333,7 @@ def test_kill_9_and_resume_is_byte_identical(tmp_path):
         _cli(str(source), "-o", str(crashed), "--resume", *common), check=True, env=env, timeout=600
     )
     assert crashed.read_bytes() == whole.read_bytes()
-    assert json.loads(crashed.with_suffix(".json").read_text())["texts"]["ids"] == [
-        str(i) for i in range(1, CRASH_TEXTS + 1)
-    ]
+    assert load(crashed).ids == [str(i) for i in range(1, CRASH_TEXTS + 1)]
     assert not Path(str(crashed) + ".partial").exists()
 
 
@@ -403,6 +403,7 @@ def test_writers_in_small_blocks_write_the_same_store(tmp_path, bundled, texts, 
         np.testing.assert_array_equal(stored.offsets, reference.offsets)
         np.testing.assert_array_equal(stored.spans, reference.spans)
         assert stored.items == reference.items and stored.ids == reference.ids
+        _same_texts(stored, reference)
     monkeypatch.setattr(base, "BLOCK_BYTES", 5 * 16)  # converted in other blocks
     for suffix in SUFFIXES:  # from a store read back, its index in memory
         back = tmp_path / f"back{suffix}.npz"
@@ -411,6 +412,7 @@ def test_writers_in_small_blocks_write_the_same_store(tmp_path, bundled, texts, 
         np.testing.assert_array_equal(converted.vectors, reference.vectors)
         np.testing.assert_array_equal(converted.spans, reference.spans)
         assert converted.items == reference.items and converted.ids == reference.ids
+        _same_texts(converted, reference)
     import pyarrow.parquet as pq
 
     assert pq.ParquetFile(tmp_path / "small-blocks.parquet").num_row_groups > 10
@@ -423,6 +425,68 @@ def test_writers_in_small_blocks_write_the_same_store(tmp_path, bundled, texts, 
         table.column("position").to_numpy(),
         np.arange(len(text_index)) - reference.offsets[text_index],
     )
+
+
+def _same_texts(stored, reference) -> None:
+    """The per-text columns of a store equal those of the in-memory result."""
+    assert stored.ids == reference.ids
+    for name in ("n_tokens", "truncated", "windows"):
+        np.testing.assert_array_equal(getattr(stored, name), getattr(reference, name))
+        assert getattr(stored, name).dtype == getattr(reference, name).dtype
+    assert "texts" not in stored.provenance
+    assert stored.provenance["num_texts"] == len(reference.ids)
+
+
+def test_per_text_columns_are_in_the_index_and_old_stores_still_load(tmp_path, bundled, texts):
+    """Ids, token counts, truncation and windows are columns of each store's index (not
+    lists in its JSON provenance); stores that kept them in the provenance still load."""
+    import pyarrow.parquet as pq
+
+    long_texts = [*texts[:3], "word " * 1200, texts[3]]
+    sentence = ExtractConfig(layers="-1", long="split", chunk_size=2)
+    token = ExtractConfig(level="token", layers="-1", long="split", chunk_size=2)
+    for config, direct in (
+        (sentence, bundled.extract(long_texts, layers="-1", long="split")),
+        (token, bundled.extract_tokens(long_texts, layers="-1", long="split")),
+    ):
+        assert direct.windows.tolist() == [1, 1, 1, 3, 1]
+        for suffix in SUFFIXES:
+            path = tmp_path / f"{config.level.value}{suffix}"
+            _write(bundled, path, records_from_texts(long_texts), config)
+            _same_texts(load(path), direct)
+        # as the stores of earlier versions: the columns in the provenance's `texts`
+        old = {
+            "ids": direct.ids,
+            "n_tokens": direct.n_tokens.tolist(),
+            "truncated": direct.truncated.tolist(),
+            "windows": direct.windows.tolist(),
+        }
+        npy = tmp_path / f"{config.level.value}.npy"
+        provenance = json.loads(npy.with_suffix(".json").read_text())
+        npy.with_suffix(".json").write_text(json.dumps(dict(provenance, texts=old)))
+        if config.level.value == "sentence":  # its index had no file of its own
+            npy.with_suffix(".index.npz").unlink()
+        else:
+            with np.load(npy.with_suffix(".index.npz")) as index:
+                kept = {k: index[k] for k in index.files if not k.startswith("ids")}
+                kept = {k: v for k, v in kept.items() if k not in old}
+            np.savez(npy.with_suffix(".index.npz"), **kept)
+            table = pq.read_table(tmp_path / "token.parquet")
+            table = table.drop_columns(["n_tokens", "truncated", "windows"])
+            meta = json.loads(table.schema.metadata[b"bertlayers"])
+            table = table.replace_schema_metadata(
+                {b"bertlayers": json.dumps(dict(meta, texts=old)).encode()}
+            )
+            pq.write_table(table, tmp_path / "old-token.parquet")
+            loaded = load(tmp_path / "old-token.parquet")
+            assert loaded.ids == direct.ids and loaded.windows.tolist() == old["windows"]
+            np.testing.assert_array_equal(loaded.offsets, direct.offsets)
+        loaded = load(npy)
+        assert loaded.ids == direct.ids and loaded.windows.tolist() == old["windows"]
+        np.testing.assert_array_equal(loaded.n_tokens, direct.n_tokens)
+        np.testing.assert_array_equal(loaded.truncated, direct.truncated)
+        convert(npy, tmp_path / f"new-{config.level.value}.h5")  # and convert to the new one
+        _same_texts(load(tmp_path / f"new-{config.level.value}.h5"), direct)
 
 
 def test_npz_vectors_are_memory_mapped_unless_recompressed(tmp_path, bundled, texts):

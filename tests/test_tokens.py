@@ -191,7 +191,7 @@ def test_long_split_gives_one_vector_per_token_of_the_full_text(bundled, long_ar
         assert result[i].items == tokenizer.convert_ids_to_tokens(ids)
         assert result.n_tokens[i] == len(ids) + 2
         assert not result.truncated[i]
-    assert all(w > 1 for w in result.provenance["texts"]["windows"])
+    assert all(w > 1 for w in result.windows)
 
 
 def test_split_equals_the_plain_result_for_short_texts(bundled, short_texts):

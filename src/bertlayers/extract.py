@@ -686,7 +686,7 @@ class Extractor:
                 {"layers": list(selection.indices), "level": "sentence"},
             )
         sink, provenance = self._collect(records, config, progress)
-        return make_result(sink.vectors(), {}, provenance)
+        return make_result(sink.vectors(), sink.index.arrays(), provenance)
 
     def _extract_ragged(self, records: list[Record], config: ExtractConfig, progress: bool):
         if not records:
@@ -824,16 +824,15 @@ def _len_or_none(items: object) -> int | None:
 
 
 def _warn(log: PerTextLog, max_length: int) -> None:
-    truncated = log.truncated
-    count = int(truncated.sum())
+    count = log.truncated
     if count:
-        first = [log.ids[i] for i in np.flatnonzero(truncated)[:5]]
+        first = log.first_truncated
         more = ", ..." if count > len(first) else ""
         warnings.warn(
             TruncationWarning(
-                f"{count} of {len(truncated)} texts were longer than {max_length} tokens and "
+                f"{count} of {log.texts} texts were longer than {max_length} tokens and "
                 f"were truncated (ids: {', '.join(first)}{more}); their 'truncated' flag is set "
-                "in the provenance"
+                "in the output's index"
             ),
             stacklevel=3,
         )

@@ -20,43 +20,34 @@ LAYER_CONVENTION = (
 
 
 class PerTextLog:
-    """Per-text ids, token counts, truncation flags and windows, kept compactly."""
+    """Counts over the texts of a run (texts, rows, truncated, windowed) and the first few
+    truncated ids, for the provenance and the warnings.
+
+    Per-text columns are not kept here: sinks keep them (the store in its staging files, the
+    in-memory result with its vectors), so a long run's memory does not grow with the corpus.
+    """
+
+    FIRST = 5  # truncated ids named in the warning
 
     def __init__(self) -> None:
-        # Ids are kept as one joined string per chunk: thousands of small long-lived strings
-        # would pin the allocator's pools and make memory creep up with the corpus.
-        self._id_chunks: list[str] = []
-        self._columns: dict[str, list[np.ndarray]] = {
-            "n_tokens": [],
-            "truncated": [],
-            "windows": [],
-        }
+        self.texts = 0
         self.rows = 0
+        self.truncated = 0
+        self.windowed = 0
+        self.first_truncated: list[str] = []
         self.replaced: list[tuple[str, int]] = []
 
-    @property
-    def ids(self) -> list[str]:
-        return (
-            [i for chunk in self._id_chunks for i in chunk.split("\x00")] if self._id_chunks else []
-        )
-
     def add(self, chunk: SentenceChunk) -> None:
-        if chunk.ids:
-            self._id_chunks.append("\x00".join(chunk.ids))
-        self._columns["n_tokens"].append(np.asarray(chunk.n_tokens, dtype=np.int64))
-        self._columns["truncated"].append(np.asarray(chunk.truncated, dtype=bool))
-        self._columns["windows"].append(np.asarray(chunk.windows, dtype=np.int64))
+        truncated = np.asarray(chunk.truncated, dtype=bool)
+        self.texts += len(chunk.ids)
         self.rows += len(chunk.vectors)
+        self.truncated += int(truncated.sum())
+        self.windowed += int((np.asarray(chunk.windows) > 1).sum())
+        if len(self.first_truncated) < self.FIRST:
+            for i in np.flatnonzero(truncated)[: self.FIRST - len(self.first_truncated)]:
+                self.first_truncated.append(str(chunk.ids[i]))
         if isinstance(chunk, RaggedChunk) and chunk.replaced:
             self.replaced.extend(chunk.replaced)
-
-    def column(self, name: str) -> np.ndarray:
-        parts = self._columns[name]
-        return np.concatenate(parts) if parts else np.zeros(0)
-
-    @property
-    def truncated(self) -> np.ndarray:
-        return self.column("truncated").astype(bool)
 
 
 def build_provenance(
@@ -69,10 +60,12 @@ def build_provenance(
 ) -> dict:
     """The provenance record written beside every output (and kept on in-memory results).
 
-    `settings` are the resolved extraction settings (level, layers, pooling, ...).
+    `settings` are the resolved extraction settings (level, layers, pooling, ...). The
+    per-text ids, token counts and flags are not in it: they grow with the corpus, so they
+    are columns of the result's or the store's index (older stores kept them here, under
+    `texts`, and are still read).
     """
     info = encoder.info
-    truncated = log.truncated
     record = {
         "bertlayers_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -95,15 +88,9 @@ def build_provenance(
         **({"backend": encoder.backend_record} if encoder.backend_record else {}),
         "device": str(encoder.device),
         "shape": [log.rows, *row_shape],
-        "num_texts": len(log.ids),
-        "num_truncated": int(truncated.sum()),
-        "num_windowed": int((log.column("windows") > 1).sum()),
-        "texts": {
-            "ids": log.ids,
-            "n_tokens": log.column("n_tokens").astype(int).tolist(),
-            "truncated": truncated.tolist(),
-            "windows": log.column("windows").astype(int).tolist(),
-        },
+        "num_texts": log.texts,
+        "num_truncated": log.truncated,
+        "num_windowed": log.windowed,
     }
     if log.replaced:
         record["replaced_words"] = [[rid, int(w)] for rid, w in log.replaced]
@@ -113,8 +100,8 @@ def build_provenance(
 
 
 def summary(provenance: dict) -> dict:
-    """The provenance without its per-text lists (ids, token counts), which grow with the
-    corpus: what reports and probe results carry."""
+    """The provenance without per-text lists (older stores carried ids and token counts in
+    it, and still may, like `replaced_words`): what reports and probe results carry."""
     short = {k: v for k, v in provenance.items() if k not in ("texts", "replaced_words")}
     if "replaced_words" in provenance:
         short["num_replaced_words"] = len(provenance["replaced_words"])

@@ -49,6 +49,7 @@ class SentenceEmbeddings:
     n_tokens: np.ndarray  # (N,) tokens of the whole text, special tokens included
     truncated: np.ndarray  # (N,) bool
     provenance: dict = field(repr=False)
+    windows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # (N,)
 
     level = "sentence"
 
@@ -91,6 +92,7 @@ class RaggedEmbeddings:
     n_tokens: np.ndarray  # (N,)
     truncated: np.ndarray  # (N,) bool
     provenance: dict = field(repr=False)
+    windows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)  # (N,)
 
     @functools.cached_property
     def vectors(self) -> np.ndarray:
@@ -130,14 +132,18 @@ def make_result(
     vectors: np.ndarray | LayerSource, index: dict, provenance: dict
 ) -> SentenceEmbeddings | RaggedEmbeddings:
     """A result from vectors (or a lazy source), index arrays and provenance."""
-    texts = provenance.get("texts", {})
-    ids = [str(x) for x in index.get("ids", texts.get("ids", []))]
+    texts = provenance.get("texts", {})  # where older stores kept the per-text columns
+
+    def column(name: str, dtype: type) -> np.ndarray:
+        return np.asarray(index.get(name, texts.get(name, [])), dtype=dtype)
+
     common = dict(
         source=_source(vectors),
-        ids=ids,
+        ids=[str(x) for x in index.get("ids", texts.get("ids", []))],
         layers=list(provenance["layers"]),
-        n_tokens=np.asarray(index.get("n_tokens", texts.get("n_tokens", [])), dtype=np.int64),
-        truncated=np.asarray(index.get("truncated", texts.get("truncated", [])), dtype=bool),
+        n_tokens=column("n_tokens", np.int64),
+        truncated=column("truncated", bool),
+        windows=column("windows", np.int64),
         provenance=provenance,
     )
     if provenance.get("level", "sentence") == "sentence":

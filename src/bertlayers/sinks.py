@@ -56,24 +56,33 @@ class Sink(Protocol):
 
 
 class RaggedIndex:
-    """Offsets, ids, item strings and spans of ragged output, gathered as chunks arrive."""
+    """Ids, per-text columns and, for ragged output, offsets, item strings and spans,
+    gathered as chunks arrive (the index of an in-memory result)."""
 
     def __init__(self) -> None:
         self.ids: list[str] = []
+        self.columns: dict[str, list[np.ndarray]] = {"n_tokens": [], "truncated": [], "windows": []}
         self.lengths: list[np.ndarray] = []
         self.items: list[str] = []
         self.spans: list[np.ndarray] = []
 
     def add(self, chunk: SentenceChunk) -> None:
         self.ids.extend(chunk.ids)
+        self.columns["n_tokens"].append(np.asarray(chunk.n_tokens, dtype=np.int64))
+        self.columns["truncated"].append(np.asarray(chunk.truncated, dtype=bool))
+        self.columns["windows"].append(np.asarray(chunk.windows, dtype=np.int64))
         if isinstance(chunk, RaggedChunk):
             self.lengths.append(np.asarray(chunk.lengths, dtype=np.int64))
             self.items.extend(chunk.items)
             self.spans.append(np.asarray(chunk.spans, dtype=np.int64).reshape(-1, 2))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """`ids`, and for ragged output `offsets` `(N+1,)`, `items` and `spans` too."""
+        """`ids`, `n_tokens`, `truncated`, `windows`, and for ragged output `offsets`
+        `(N+1,)`, `items` and `spans` too."""
         out: dict = {"ids": self.ids}
+        for name, parts in self.columns.items():
+            dtype = bool if name == "truncated" else np.int64
+            out[name] = np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
         if self.lengths:
             lengths = np.concatenate(self.lengths)
             out["offsets"] = np.r_[0, np.cumsum(lengths)].astype(np.int64)

@@ -101,19 +101,14 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _with_texts(provenance: dict, index: dict, replaced: list, rows: int, row_shape) -> dict:
-    """The final provenance: per-text columns for every record of the store, resumed or not."""
-    out = dict(provenance)
-    out["texts"] = {
-        "ids": list(index["ids"]),
-        "n_tokens": index["n_tokens"].tolist(),
-        "truncated": index["truncated"].tolist(),
-        "windows": index["windows"].tolist(),
-    }
-    out["num_texts"] = len(index["ids"])
-    out["num_truncated"] = int(index["truncated"].sum())
-    out["num_windowed"] = int((index["windows"] > 1).sum())
-    out["shape"] = [rows, *row_shape]
+def _final_provenance(provenance: dict, counts: dict, replaced: list, shape: tuple) -> dict:
+    """The provenance of the whole store, resumed or not: its counts of texts, truncated
+    and windowed texts and its shape (the per-text columns are in the store's index)."""
+    out = {k: v for k, v in provenance.items() if k != "texts"}
+    out["num_texts"] = counts["texts"]
+    out["num_truncated"] = counts["truncated"]
+    out["num_windowed"] = counts["windowed"]
+    out["shape"] = list(shape)
     out.pop("replaced_words", None)
     if replaced:
         out["replaced_words"] = replaced
@@ -236,13 +231,9 @@ class StoreSink:
         staged = self.staging.finish()
         written: list[Path] = []
         try:
-            index = staged.index()  # its per-token parts are files in the staging area
-            final = _with_texts(
-                provenance,
-                index,
-                staged.replaced,
-                staged.vectors.shape[0],
-                staged.vectors.shape[1:],
+            index = staged.index()  # files in the staging area, written a block at a time
+            final = _final_provenance(
+                provenance, staged.counts, staged.replaced, staged.vectors.shape
             )
             final["format"] = self.format.value
             data = _Staged(staged, final, index)
@@ -373,6 +364,7 @@ def convert(
     if existing and not overwrite:
         raise OutputError(f"output exists: {existing[0]} (use --overwrite to replace it)")
     provenance = dict(provenance, format=target_format.value)
+    provenance.pop("texts", None)  # an older store's per-text columns: now in the index
     keep = {
         k: v
         for k, v in index.items()

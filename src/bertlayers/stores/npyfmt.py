@@ -1,8 +1,10 @@
-"""`.npy` (+ `.json` provenance, + `.index.npz` at token/word level) and single-file `.npz`.
+"""`.npy` (+ `.json` provenance, + `.index.npz` index) and single-file `.npz`.
 
 `.npy` is row-major `(N, K, H)` as numpy users expect and is memory-mapped on read; reading
-one layer touches the pages of all layers. `.npz` holds every array in one zip (stored, not
-compressed): its index is read whole, its vectors memory-mapped like `.npy`.
+one layer touches the pages of all layers. `.index.npz` holds the ids and per-text columns,
+and at token/word level offsets, strings and spans (`np.load` reads it). `.npz` holds every
+array in one zip (stored, not compressed): its index is read whole, its vectors
+memory-mapped like `.npy`.
 """
 
 from __future__ import annotations
@@ -42,15 +44,12 @@ def write_npy(data: StoreData, path: Path, staged_vectors: Path | None = None) -
     The staged vectors are moved in last: should writing the sidecars fail (disk full), the
     staging area is still whole, for `--resume`."""
     written = []
-    index = data.index()
-    if "offsets" in index:
-        index_tmp = index_path(path).with_name(index_path(path).name + ".tmp")
-        written.append(index_tmp)
-        with zipfile.ZipFile(index_tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            _write_members(zf, pack_index(index))
+    index_tmp = index_path(path).with_name(index_path(path).name + ".tmp")
+    written.append(index_tmp)
+    with zipfile.ZipFile(index_tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        _write_members(zf, pack_index(data.index()))
     json_tmp = sidecar_path(path).with_name(sidecar_path(path).name + ".tmp")
     written.append(json_tmp)
-    # the provenance carries the per-text ids, token counts and flags (see stores._with_texts)
     json_tmp.write_text(json.dumps(data.provenance, indent=1) + "\n", encoding="utf-8")
     tmp = path.with_name(path.name + ".tmp")
     written.insert(0, tmp)
@@ -84,7 +83,7 @@ def read_npy(path: Path) -> tuple[ArraySource, dict, dict]:
     if index_path(path).exists():
         with np.load(index_path(path), allow_pickle=False) as npz:
             index = unpack_index({k: npz[k] for k in npz.files})
-    else:
+    else:  # an older sentence-level store: its per-text columns are in the provenance
         texts = provenance.get("texts", {})
         index = {key: np.asarray(value) for key, value in texts.items()}
     return NpySource(FileArray.from_npy(path)), index, provenance

@@ -1,15 +1,18 @@
 """Parquet (via pyarrow): one row per output row, one column per layer — for pandas, Polars,
 Spark, DuckDB and Ray Data.
 
-Columns: `text_index`, `id`, then at token/word level `position`, `item`, `start`, `end`, at
-sentence level `n_tokens`, `truncated`, `windows`, then `layer_6`... each a fixed-size list of
-H floats. Columnar storage means reading one layer reads only its column. The provenance is
-JSON in the schema metadata under `bertlayers`. A path ending in `.parquet` is one file; any
-other path is a directory of `part-00000.parquet` shards of at most `shard_rows` rows.
+Columns: `text_index`, `id`, then at token/word level `position`, `item`, `start`, `end`,
+then the text's `n_tokens`, `truncated`, `windows`, then `layer_6`... each a fixed-size list
+of H floats. Columnar storage means reading one layer reads only its column. The provenance is
+JSON in the schema metadata under `bertlayers`; at token/word level the ids and columns of
+texts with no rows (an empty text) are there too, under `bertlayers.texts_without_rows`.
+A path ending in `.parquet` is one file; any other path is a directory of
+`part-00000.parquet` shards of at most `shard_rows` rows.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from pathlib import Path
 
@@ -20,7 +23,11 @@ from .base import StoreData, block_ranges, layer_names
 SHARD_ROWS = 1_000_000
 
 
-def _schema(data: StoreData, names: list[str], ragged: bool):
+TEXT_COLUMNS = ("n_tokens", "truncated", "windows")  # per text, repeated on its rows
+EMPTY_TEXTS = b"bertlayers.texts_without_rows"  # schema metadata: texts with no token rows
+
+
+def _schema(data: StoreData, names: list[str], ragged: bool, empty: dict | None):
     import pyarrow as pa
 
     value = pa.float16() if data.dtype == np.float16 else pa.float32()
@@ -32,18 +39,48 @@ def _schema(data: StoreData, names: list[str], ragged: bool):
             pa.field("start", pa.int64()),
             pa.field("end", pa.int64()),
         ]
-    else:
-        fields += [
-            pa.field("n_tokens", pa.int64()),
-            pa.field("truncated", pa.bool_()),
-            pa.field("windows", pa.int64()),
-        ]
+    fields += [
+        pa.field("n_tokens", pa.int64()),
+        pa.field("truncated", pa.bool_()),
+        pa.field("windows", pa.int64()),
+    ]
     fields += [pa.field(name, pa.list_(value, data.row_shape[1])) for name in names]
     metadata = {b"bertlayers": json.dumps(data.provenance).encode()}
+    if empty is not None:
+        metadata[EMPTY_TEXTS] = json.dumps(empty).encode()
     return pa.schema(fields, metadata=metadata)
 
 
+def _texts_without_rows(index: dict) -> dict:
+    """Ids and per-text columns of the texts that have no rows (an empty text at token
+    level): a row per token cannot carry them. Read through the offsets a block at a time."""
+    offsets = index["offsets"]
+    empty: list[int] = []
+    texts = len(offsets) - 1
+    for start, stop in block_ranges(texts, 8):
+        bounds = np.asarray(offsets[start : stop + 1])
+        empty.extend((start + np.flatnonzero(np.diff(bounds) == 0)).tolist())
+    return {
+        "text_index": empty,
+        "id": [str(index["ids"][i]) for i in empty],
+        **{name: [index[name][i].item() for i in empty] for name in TEXT_COLUMNS},
+    }
+
+
+def _text_of_rows(offsets, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """For output rows `start:stop`: the text of each row and its position in that text,
+    and the range of texts they span, reading only those texts' offsets."""
+    first = bisect.bisect_right(offsets, start) - 1
+    last = bisect.bisect_right(offsets, stop - 1)  # one past the text of the last row
+    bounds = np.asarray(offsets[first : last + 1])
+    rows = np.arange(start, stop)
+    local = np.searchsorted(bounds, rows, side="right") - 1
+    return first + local, rows - bounds[local], first, last
+
+
 def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> list[Path]:
+    """Write the store a block of rows at a time; the index (ids, per-text columns, offsets,
+    strings, spans) is read per block too, whether it is in memory or in files."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -51,8 +88,7 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
     names = layer_names(data.provenance, k)
     index = data.index()
     ragged = "offsets" in index
-    schema = _schema(data, names, ragged)
-    ids = np.asarray(index["ids"], dtype=object)
+    schema = _schema(data, names, ragged, _texts_without_rows(index) if ragged else None)
     single = path.suffix.lower() == ".parquet"
     tmp = path.with_name(path.name + ".tmp")
     if not single:
@@ -61,11 +97,13 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
     row_bytes = k * hidden * data.dtype.itemsize
     for start, stop in block_ranges(data.num_rows, row_bytes):
         block = data.rows(start, stop)
-        rows = np.arange(start, stop)  # (block,): the text of each row, at sentence level
         if ragged:  # the text of each token/word row, and its position in the text
-            texts = np.searchsorted(index["offsets"], rows, side="right") - 1
-            position, rows = rows - index["offsets"][texts], texts
-        columns = [pa.array(rows, pa.int64()), pa.array(ids[rows], pa.string())]
+            texts, position, first, last = _text_of_rows(index["offsets"], start, stop)
+        else:  # a row per text
+            texts, first, last = np.arange(start, stop), start, stop
+        local = texts - first
+        ids = np.asarray(index["ids"][first:last], dtype=object)
+        columns = [pa.array(texts, pa.int64()), pa.array(ids[local], pa.string())]
         if ragged:
             spans = np.asarray(index["spans"][start:stop])  # (block, 2)
             columns += [
@@ -74,12 +112,8 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
                 pa.array(spans[:, 0], pa.int64()),
                 pa.array(spans[:, 1], pa.int64()),
             ]
-        else:
-            columns += [
-                pa.array(index["n_tokens"][rows], pa.int64()),
-                pa.array(index["truncated"][rows], pa.bool_()),
-                pa.array(index["windows"][rows], pa.int64()),
-            ]
+        for name, kind in zip(TEXT_COLUMNS, (pa.int64(), pa.bool_(), pa.int64()), strict=True):
+            columns.append(pa.array(np.asarray(index[name][first:last])[local], kind))
         for position_k in range(k):
             flat = pa.array(np.ascontiguousarray(block[:, position_k]).reshape(-1))
             columns.append(pa.FixedSizeListArray.from_arrays(flat, hidden))
@@ -159,23 +193,42 @@ def read_parquet(path: Path) -> tuple[ParquetSource, dict, dict]:
     import pyarrow.dataset as ds
 
     dataset = ds.dataset(path, format="parquet")
-    provenance = json.loads(dataset.schema.metadata[b"bertlayers"])
+    metadata = dataset.schema.metadata
+    provenance = json.loads(metadata[b"bertlayers"])
     ragged = "item" in dataset.schema.names
-    meta = dataset.to_table(columns=["text_index"] if ragged else ["text_index", "id"])
+    texts = provenance.get("texts")  # older stores: per-text columns in the provenance
+    per_text = [c for c in ("id", *TEXT_COLUMNS) if c in dataset.schema.names]
+    meta = dataset.to_table(columns=["text_index", *per_text])
     text_index = meta.column("text_index").to_numpy()
-    index = {}
-    if not ragged:  # a row per text (token and word stores take the ids from the provenance)
-        index["ids"] = [str(x) for x in meta.column("id").to_pylist()]
     names = [n for n in dataset.schema.names if n.startswith("layer_") or n == "combined"]
     hidden = dataset.schema.field(names[0]).type.list_size
+    index: dict = {}
     if ragged:
-        extra = dataset.to_table(columns=["item", "start", "end"])
-        index["ids"] = list(provenance["texts"]["ids"])
-        counts = np.bincount(text_index, minlength=len(index["ids"]))  # texts may have no rows
+        num_texts = len(texts["ids"]) if texts else int(provenance["num_texts"])
+        counts = np.bincount(text_index, minlength=num_texts)  # texts may have no rows
         index["offsets"] = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        if not texts:  # each text's columns from its first row, or from the metadata
+            firsts = meta.take(index["offsets"][:-1][counts > 0])
+            empty = json.loads(metadata.get(EMPTY_TEXTS, b'{"text_index": []}'))
+            where = np.flatnonzero(counts > 0)
+            for column in per_text:
+                values = np.empty(num_texts, dtype=object)
+                values[where] = firsts.column(column).to_pylist()
+                values[empty["text_index"]] = empty.get(column, [])
+                index["ids" if column == "id" else column] = values.tolist()
+        else:
+            index["ids"] = list(texts["ids"])
+        extra = dataset.to_table(columns=["item", "start", "end"])
         index["items"] = extra.column("item").to_pylist()
         index["spans"] = np.stack(
             [extra.column("start").to_numpy(), extra.column("end").to_numpy()], axis=1
         )
+    else:
+        for column in per_text:
+            index["ids" if column == "id" else column] = meta.column(column).to_pylist()
+    index["ids"] = [str(x) for x in index["ids"]]
+    for name in TEXT_COLUMNS:
+        if name in index:
+            index[name] = np.asarray(index[name], dtype=bool if name == "truncated" else np.int64)
     source = ParquetSource(path, names, hidden, len(text_index))
     return source, index, provenance

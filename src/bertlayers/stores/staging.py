@@ -6,9 +6,9 @@ level the strings and spans of its rows) and `journal.json`, rewritten atomicall
 data files are synced at each durable point. A killed run leaves a consistent prefix: on
 `--resume` the files are cut back to the journal's sizes and the run continues from there.
 Only when the run completes is the final store written (in the asked format) and renamed
-into place, so nothing incomplete ever looks complete. For that, token and word runs gather
-their index from `texts.jsonl` into `spans.bin`, `items.utf8` and `items.offsets`, which the
-format writers copy a block at a time.
+into place, so nothing incomplete ever looks complete. For that, the index (ids, per-text
+columns, and for token and word runs offsets, spans and strings) is gathered from
+`texts.jsonl` into `index-*.bin` files, which the format writers copy a block at a time.
 """
 
 from __future__ import annotations
@@ -285,52 +285,97 @@ class StagedStore:
             for line in handle:
                 yield json.loads(line)
 
-    def index(self) -> dict[str, np.ndarray]:
+    def index(self) -> dict:
         """ids, per-text columns, and for ragged output offsets, items and spans.
 
-        The per-token parts (spans, token strings) go to files in the staging area as they
-        are read, and come back as `FileArray`s, so that they are never all in memory."""
-        ids, n_tokens, truncated, windows, lengths = [], [], [], [], []
-        replaced: list[list] = []
-        ragged = False
-        utf8_bytes = 0  # token strings written so far
-        with (
-            (self.dir / "spans.bin").open("wb") as spans,
-            (self.dir / "items.utf8").open("wb") as items,
-            (self.dir / "items.offsets").open("wb") as item_offsets,
-        ):
-            item_offsets.write(np.zeros(1, dtype=np.int64).tobytes())
-            for entry in self.texts():
-                ids.append(entry["id"])
-                n_tokens.append(entry["n_tokens"])
-                truncated.append(entry["truncated"])
-                windows.append(entry["windows"])
-                if "items" in entry:
-                    ragged = True
-                    lengths.append(len(entry["items"]))
-                    spans.write(np.asarray(entry["spans"], dtype=np.int64).tobytes())
-                    data = "".join(entry["items"]).encode("utf-8")
-                    ends = utf8_bytes + np.cumsum(utf8_lengths(entry["items"], data))
-                    item_offsets.write(ends.astype(np.int64).tobytes())
-                    items.write(data)
-                    utf8_bytes += len(data)
+        Everything is gathered from `texts.jsonl` into files in the staging area as it is
+        read and comes back as `FileArray`s (strings as `Utf8Strings` over two of them), so
+        neither the per-text nor the per-token index is ever all in memory. `counts` holds
+        the number of texts, truncated texts and windowed texts."""
+        names = ("ids.utf8", "ids.offsets", "n_tokens", "truncated", "windows", "offsets")
+        names += ("spans", "items.utf8", "items.offsets")
+        files = {name: (self.dir / f"index-{name}.bin").open("wb") for name in names}
+        try:
+            ids, items = _StringFile(files["ids.utf8"]), _StringFile(files["items.utf8"])
+            for offsets in ("ids.offsets", "offsets", "items.offsets"):
+                files[offsets].write(np.zeros(1, dtype=np.int64).tobytes())
+            replaced: list[list] = []
+            texts = truncated = windowed = rows = 0
+            ragged = False
+            for lines in _batched(self.texts(), 4096):
+                columns = {
+                    name: np.array([entry[name] for entry in lines], dtype=dtype)
+                    for name, dtype in (("n_tokens", np.int64), ("truncated", bool))
+                }
+                columns["windows"] = np.array([e["windows"] for e in lines], dtype=np.int64)
+                for name, column in columns.items():
+                    files[name].write(column.tobytes())
+                files["ids.offsets"].write(ids.add([entry["id"] for entry in lines]).tobytes())
+                texts += len(lines)
+                truncated += int(columns["truncated"].sum())
+                windowed += int((columns["windows"] > 1).sum())
+                if "items" not in lines[0]:
+                    continue
+                ragged = True
+                lengths = np.array([len(entry["items"]) for entry in lines], dtype=np.int64)
+                files["offsets"].write((rows + np.cumsum(lengths)).tobytes())
+                rows += int(lengths.sum())
+                for entry in lines:
+                    files["spans"].write(np.asarray(entry["spans"], dtype=np.int64).tobytes())
+                    files["items.offsets"].write(items.add(entry["items"]).tobytes())
                     replaced.extend([entry["id"], w] for w in entry.get("replaced", []))
-        out = {
-            "ids": ids,
-            "n_tokens": np.asarray(n_tokens, dtype=np.int64),
-            "truncated": np.asarray(truncated, dtype=bool),
-            "windows": np.asarray(windows, dtype=np.int64),
+        finally:
+            for handle in files.values():
+                handle.close()
+
+        def array(name: str, dtype: type, shape: tuple[int, ...]) -> FileArray:
+            return FileArray(self.dir / f"index-{name}.bin", dtype, shape)
+
+        out: dict = {
+            "ids": Utf8Strings(
+                array("ids.utf8", np.uint8, (ids.size,)),
+                array("ids.offsets", np.int64, (texts + 1,)),
+            ),
+            "n_tokens": array("n_tokens", np.int64, (texts,)),
+            "truncated": array("truncated", bool, (texts,)),
+            "windows": array("windows", np.int64, (texts,)),
         }
         if ragged:
-            rows = sum(lengths)
-            out["offsets"] = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+            out["offsets"] = array("offsets", np.int64, (texts + 1,))
             out["items"] = Utf8Strings(
-                FileArray(self.dir / "items.utf8", np.uint8, (utf8_bytes,)),
-                FileArray(self.dir / "items.offsets", np.int64, (rows + 1,)),
+                array("items.utf8", np.uint8, (items.size,)),
+                array("items.offsets", np.int64, (rows + 1,)),
             )
-            out["spans"] = FileArray(self.dir / "spans.bin", np.int64, (rows, 2))
+            out["spans"] = array("spans", np.int64, (rows, 2))
         self.replaced = replaced
+        self.counts = {"texts": texts, "truncated": truncated, "windowed": windowed}
         return out
+
+
+class _StringFile:
+    """Strings appended to a UTF-8 file; `add` gives the end offset of each string."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.size = 0  # bytes written so far
+
+    def add(self, strings: list[str]) -> np.ndarray:
+        data = "".join(strings).encode("utf-8")
+        ends = self.size + np.cumsum(utf8_lengths(strings, data), dtype=np.int64)
+        self.handle.write(data)
+        self.size += len(data)
+        return ends
+
+
+def _batched(iterable: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for item in iterable:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def input_digest(previous: str, text: str, record_id: str) -> str:
