@@ -389,12 +389,15 @@ def test_writers_in_small_blocks_write_the_same_store(tmp_path, bundled, texts, 
     blocks of a few rows or bytes, which split texts, must give the stores of one block."""
     import bertlayers.stores.base as base
     import bertlayers.stores.hdf5 as hdf5
+    import bertlayers.stores.staging as staging
 
     config = ExtractConfig(level="token", layers="0,-1")
     reference = bundled.extract_tokens(texts, layers="0,-1")
     assert reference.vectors.shape[0] > 100
     monkeypatch.setattr(base, "BLOCK_BYTES", 7 * 16)  # 7 span rows, 14 offsets, 1 vector row
     monkeypatch.setattr(hdf5, "STRING_BLOCK", 5)
+    monkeypatch.setattr(staging, "INDEX_TEXTS", 3)  # the index gathered 3 texts at a time,
+    monkeypatch.setattr(staging, "INDEX_ITEMS", 20)  # or fewer where they have 20+ tokens
     for suffix in SUFFIXES:  # from a run's staging area, its index in files
         path = tmp_path / f"small-blocks{suffix}"
         _write(bundled, path, records_from_texts(texts), config)

@@ -28,6 +28,7 @@ from ..sinks import npy_header
 from .base import FileArray, Utf8Strings, utf8_lengths
 
 _HEADER = 128  # bytes reserved for the vectors' .npy header (see sinks.npy_header)
+INDEX_TEXTS, INDEX_ITEMS = 4096, 65536  # texts, token strings read at a time to gather the index
 
 
 def _sync(path: Path) -> None:
@@ -302,7 +303,7 @@ class StagedStore:
             replaced: list[list] = []
             texts = truncated = windowed = rows = 0
             ragged = False
-            for lines in _batched(self.texts(), 4096):
+            for lines in _batched(self.texts(), texts=INDEX_TEXTS, items=INDEX_ITEMS):
                 columns = {
                     name: np.array([entry[name] for entry in lines], dtype=dtype)
                     for name, dtype in (("n_tokens", np.int64), ("truncated", bool))
@@ -367,13 +368,17 @@ class _StringFile:
         return ends
 
 
-def _batched(iterable: Iterator[dict], size: int) -> Iterator[list[dict]]:
+def _batched(entries: Iterator[dict], texts: int, items: int) -> Iterator[list[dict]]:
+    """Lines of `texts.jsonl` in lists of at most `texts` texts or about `items` token or word
+    strings (one long article holds thousands), so that a list stays small."""
     batch: list[dict] = []
-    for item in iterable:
-        batch.append(item)
-        if len(batch) == size:
+    held = 0
+    for entry in entries:
+        batch.append(entry)
+        held += len(entry.get("items", ()))
+        if len(batch) == texts or held >= items:
             yield batch
-            batch = []
+            batch, held = [], 0
     if batch:
         yield batch
 
