@@ -440,10 +440,17 @@ def _same_texts(stored, reference) -> None:
     assert stored.provenance["num_texts"] == len(reference.ids)
 
 
-def test_per_text_columns_are_in_the_index_and_old_stores_still_load(tmp_path, bundled, texts):
+def test_per_text_columns_are_in_the_index_and_old_stores_still_load(
+    tmp_path, bundled, texts, monkeypatch
+):
     """Ids, token counts, truncation and windows are columns of each store's index (not
-    lists in its JSON provenance); stores that kept them in the provenance still load."""
+    lists in its JSON provenance); stores that kept them in the provenance still load.
+    Parquet blocks are written as row groups of ROW_GROUP_BYTES (here two rows)."""
     import pyarrow.parquet as pq
+
+    import bertlayers.stores.parquet as parquet
+
+    monkeypatch.setattr(parquet, "ROW_GROUP_BYTES", 2 * 384 * 4)
 
     long_texts = [*texts[:3], "word " * 1200, texts[3]]
     sentence = ExtractConfig(layers="-1", long="split", chunk_size=2)
@@ -457,6 +464,11 @@ def test_per_text_columns_are_in_the_index_and_old_stores_still_load(tmp_path, b
             path = tmp_path / f"{config.level.value}{suffix}"
             _write(bundled, path, records_from_texts(long_texts), config)
             _same_texts(load(path), direct)
+        metadata = pq.ParquetFile(tmp_path / f"{config.level.value}.parquet").metadata
+        groups = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        assert max(groups) == 2 and sum(groups) == len(
+            direct.vectors if config is token else direct.embeddings
+        )
         # as the stores of earlier versions: the columns in the provenance's `texts`
         old = {
             "ids": direct.ids,

@@ -165,9 +165,12 @@ def write_npy_stream(handle, array: np.ndarray | FileArray) -> None:
         handle.write(memoryview(block.reshape(-1).view(np.uint8)))
 
 
-def block_ranges(num_rows: int, row_bytes: int) -> Iterator[tuple[int, int]]:
-    """Consecutive `(start, stop)` row ranges of about BLOCK_BYTES each."""
-    step = max(1, BLOCK_BYTES // max(row_bytes, 1))
+def block_ranges(
+    num_rows: int, row_bytes: int, most: int | None = None
+) -> Iterator[tuple[int, int]]:
+    """Consecutive `(start, stop)` row ranges of about BLOCK_BYTES each (or `most`, where
+    that is smaller)."""
+    step = max(1, min(BLOCK_BYTES, most or BLOCK_BYTES) // max(row_bytes, 1))
     for start in range(0, num_rows, step):
         yield start, min(num_rows, start + step)
 

@@ -21,6 +21,10 @@ import numpy as np
 from .base import StoreData, block_ranges, layer_names
 
 SHARD_ROWS = 1_000_000
+# Vectors per row group, and per block read from the source. The writer holds several times
+# a row group's values while encoding it (float16 most: each value becomes a 2-byte
+# fixed-size binary with an 8-byte pointer), so blocks are smaller than other formats' 64 MiB.
+ROW_GROUP_BYTES = 8 << 20
 
 
 TEXT_COLUMNS = ("n_tokens", "truncated", "windows")  # per text, repeated on its rows
@@ -78,6 +82,15 @@ def _text_of_rows(offsets, start: int, stop: int) -> tuple[np.ndarray, np.ndarra
     return first + local, rows - bounds[local], first, last
 
 
+def _options(schema) -> dict:
+    """Writer options: dictionary encoding for the index columns only. Float vectors barely
+    repeat, and float16 ones never outgrow a dictionary page, so a dictionary would be built
+    (and held) over every value of a row group for nothing."""
+    import pyarrow as pa
+
+    return {"use_dictionary": [f.name for f in schema if not pa.types.is_fixed_size_list(f.type)]}
+
+
 def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> list[Path]:
     """Write the store a block of rows at a time; the index (ids, per-text columns, offsets,
     strings, spans) is read per block too, whether it is in memory or in files."""
@@ -95,7 +108,8 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
         tmp.mkdir()
     writer, shard, shard_start = None, 0, 0
     row_bytes = k * hidden * data.dtype.itemsize
-    for start, stop in block_ranges(data.num_rows, row_bytes):
+    group_rows = max(1, ROW_GROUP_BYTES // row_bytes)
+    for start, stop in block_ranges(data.num_rows, row_bytes, most=ROW_GROUP_BYTES):
         block = data.rows(start, stop)
         if ragged:  # the text of each token/word row, and its position in the text
             texts, position, first, last = _text_of_rows(index["offsets"], start, stop)
@@ -119,15 +133,16 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
             columns.append(pa.FixedSizeListArray.from_arrays(flat, hidden))
         table = pa.Table.from_arrays(columns, schema=schema)
         if single:
-            writer = writer or pq.ParquetWriter(tmp, schema)
-            writer.write_table(table)
+            writer = writer or pq.ParquetWriter(tmp, schema, **_options(schema))
+            writer.write_table(table, row_group_size=group_rows)
             continue
         offset = 0
         while offset < len(table):  # fill shards of shard_rows rows
             if writer is None:
-                writer = pq.ParquetWriter(tmp / f"part-{shard:05d}.parquet", schema)
+                part = tmp / f"part-{shard:05d}.parquet"
+                writer = pq.ParquetWriter(part, schema, **_options(schema))
             take = min(len(table) - offset, shard_rows - shard_start)
-            writer.write_table(table.slice(offset, take))
+            writer.write_table(table.slice(offset, take), row_group_size=group_rows)
             offset += take
             shard_start += take
             if shard_start == shard_rows:
