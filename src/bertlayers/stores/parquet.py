@@ -91,6 +91,37 @@ def _options(schema) -> dict:
     return {"use_dictionary": [f.name for f in schema if not pa.types.is_fixed_size_list(f.type)]}
 
 
+def _block_table(data: StoreData, index: dict, schema, start: int, stop: int):
+    """Output rows `start:stop` as a table of the store's schema (index columns read for
+    those rows only)."""
+    import pyarrow as pa
+
+    k, hidden = data.row_shape
+    ragged = "offsets" in index
+    block = data.rows(start, stop)
+    if ragged:  # the text of each token/word row, and its position in the text
+        texts, position, first, last = _text_of_rows(index["offsets"], start, stop)
+    else:  # a row per text
+        texts, first, last = np.arange(start, stop), start, stop
+    local = texts - first
+    ids = np.asarray(index["ids"][first:last], dtype=object)
+    columns = [pa.array(texts, pa.int64()), pa.array(ids[local], pa.string())]
+    if ragged:
+        spans = np.asarray(index["spans"][start:stop])  # (block, 2)
+        columns += [
+            pa.array(position, pa.int32()),
+            pa.array(index["items"][start:stop], pa.string()),
+            pa.array(spans[:, 0], pa.int64()),
+            pa.array(spans[:, 1], pa.int64()),
+        ]
+    for name, kind in zip(TEXT_COLUMNS, (pa.int64(), pa.bool_(), pa.int64()), strict=True):
+        columns.append(pa.array(np.asarray(index[name][first:last])[local], kind))
+    for position_k in range(k):
+        flat = pa.array(np.ascontiguousarray(block[:, position_k]).reshape(-1))
+        columns.append(pa.FixedSizeListArray.from_arrays(flat, hidden))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> list[Path]:
     """Write the store a block of rows at a time; the index (ids, per-text columns, offsets,
     strings, spans) is read per block too, whether it is in memory or in files."""
@@ -110,34 +141,12 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
     row_bytes = k * hidden * data.dtype.itemsize
     group_rows = max(1, ROW_GROUP_BYTES // row_bytes)
     for start, stop in block_ranges(data.num_rows, row_bytes, most=ROW_GROUP_BYTES):
-        block = data.rows(start, stop)
-        if ragged:  # the text of each token/word row, and its position in the text
-            texts, position, first, last = _text_of_rows(index["offsets"], start, stop)
-        else:  # a row per text
-            texts, first, last = np.arange(start, stop), start, stop
-        local = texts - first
-        ids = np.asarray(index["ids"][first:last], dtype=object)
-        columns = [pa.array(texts, pa.int64()), pa.array(ids[local], pa.string())]
-        if ragged:
-            spans = np.asarray(index["spans"][start:stop])  # (block, 2)
-            columns += [
-                pa.array(position, pa.int32()),
-                pa.array(index["items"][start:stop], pa.string()),
-                pa.array(spans[:, 0], pa.int64()),
-                pa.array(spans[:, 1], pa.int64()),
-            ]
-        for name, kind in zip(TEXT_COLUMNS, (pa.int64(), pa.bool_(), pa.int64()), strict=True):
-            columns.append(pa.array(np.asarray(index[name][first:last])[local], kind))
-        for position_k in range(k):
-            flat = pa.array(np.ascontiguousarray(block[:, position_k]).reshape(-1))
-            columns.append(pa.FixedSizeListArray.from_arrays(flat, hidden))
-        table = pa.Table.from_arrays(columns, schema=schema)
+        table = _block_table(data, index, schema, start, stop)
         if single:
             writer = writer or pq.ParquetWriter(tmp, schema, **_options(schema))
             writer.write_table(table, row_group_size=group_rows)
-            continue
         offset = 0
-        while offset < len(table):  # fill shards of shard_rows rows
+        while not single and offset < len(table):  # fill shards of shard_rows rows
             if writer is None:
                 part = tmp / f"part-{shard:05d}.parquet"
                 writer = pq.ParquetWriter(part, schema, **_options(schema))
@@ -148,6 +157,8 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
             if shard_start == shard_rows:
                 writer.close()
                 writer, shard, shard_start = None, shard + 1, 0
+        del table  # and give its buffers back to the OS: Arrow's pool would keep them
+        pa.default_memory_pool().release_unused()
     if writer is not None:
         writer.close()
     if single and not tmp.exists():
