@@ -524,3 +524,12 @@ def test_npz_vectors_are_memory_mapped_unless_recompressed(tmp_path, bundled, te
     assert not isinstance(recompressed.vectors, np.memmap)
     np.testing.assert_array_equal(recompressed.vectors, direct.vectors)
     assert recompressed.items == direct.items
+
+
+def test_npy_store_without_its_index_is_an_error(tmp_path, bundled, texts):
+    path = tmp_path / "s.npy"
+    _write(bundled, path, records_from_texts(texts[:3]), ExtractConfig(layers="-1"))
+    path.with_suffix(".index.npz").unlink()
+    with pytest.raises(InputError, match=r"s\.npy is incomplete: s\.index\.npz .* is missing"):
+        load(path)
+    assert path.exists() and path.with_suffix(".json").exists()  # nothing else is touched

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..sinks import npy_header
 from .base import (
     ArraySource,
@@ -83,9 +84,10 @@ def read_npy(path: Path) -> tuple[ArraySource, dict, dict]:
     if index_path(path).exists():
         with np.load(index_path(path), allow_pickle=False) as npz:
             index = unpack_index({k: npz[k] for k in npz.files})
-    else:  # an older sentence-level store: its per-text columns are in the provenance
-        texts = provenance.get("texts", {})
-        index = {key: np.asarray(value) for key, value in texts.items()}
+    elif "texts" in provenance:  # an older sentence-level store: its columns are in the JSON
+        index = {key: np.asarray(value) for key, value in provenance["texts"].items()}
+    else:
+        raise InputError(f"{path} is incomplete: {index_path(path).name} (its index) is missing")
     return NpySource(FileArray.from_npy(path)), index, provenance
 
 

@@ -306,9 +306,12 @@ class StagedStore:
             for lines in _batched(self.texts(), texts=INDEX_TEXTS, items=INDEX_ITEMS):
                 columns = {
                     name: np.array([entry[name] for entry in lines], dtype=dtype)
-                    for name, dtype in (("n_tokens", np.int64), ("truncated", bool))
+                    for name, dtype in (
+                        ("n_tokens", np.int64),
+                        ("truncated", bool),
+                        ("windows", np.int64),
+                    )
                 }
-                columns["windows"] = np.array([e["windows"] for e in lines], dtype=np.int64)
                 for name, column in columns.items():
                     files[name].write(column.tobytes())
                 files["ids.offsets"].write(ids.add([entry["id"] for entry in lines]).tobytes())
