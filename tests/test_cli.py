@@ -226,6 +226,11 @@ def test_bad_inputs_give_one_line_errors(tmp_path, sentiment_sample):
         (["extract", ok, "-o", out, "--device", "cuda"], "no CUDA device is available"),
         (["extract", ok, "-o", out, "--max-length", "9999"], "exceeds this model's limit of 512"),
         (
+            ["extract", ok, "-o", out, "--stride", "64"],
+            "stride applies to windows only: use it with long 'split', not 'truncate'",
+        ),
+        (["extract", ok, "-o", str(tmp_path / ("n" * 300 + ".npy"))], "File name too long"),
+        (
             ["extract", ok, "-o", out, "--int8", "--compile"],
             "int8 and torch.compile cannot be combined",
         ),

@@ -501,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bertlayers: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # the system refused a file operation: say which file, and why
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"bertlayers: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     except Exception as err:  # an unexpected failure: one line, a traceback only on request
         if os.environ.get("BERTLAYERS_DEBUG"):
             raise

@@ -95,6 +95,10 @@ class ExtractConfig:
             raise OptionError(f"max_length must be at least 4 tokens, got {self.max_length}")
         if self.stride is not None and self.stride < 0:
             raise OptionError(f"stride must be at least 0, got {self.stride}")
+        if self.stride is not None and self.long is not LongMode.SPLIT:
+            raise OptionError(
+                f"stride applies to windows only: use it with long 'split', not '{self.long}'"
+            )
 
     @classmethod
     def from_options(cls, **options: object) -> ExtractConfig:
