@@ -421,3 +421,5 @@ def test_store_formats_inspect_convert_and_resume_flags(tmp_path, sentiment_samp
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"PK\x03\x04 not really a zip")
     assert_one_line_error(run_cli("inspect", str(broken)), "is not a readable npz store")
+    not_a_store = run_cli("inspect", str(sentiment_sample))
+    assert_one_line_error(not_a_store, "is not a store: a store is a file ending in .h5")

@@ -55,8 +55,11 @@ _WRITERS: dict[StoreFormat, Callable[[StoreData, Path], list[Path]]] = {
 }
 
 
-def store_format(path: str | Path, fmt: str | None = None) -> StoreFormat:
-    """The format named by `fmt`, else by the path's suffix (a directory: Parquet shards)."""
+def store_format(path: str | Path, fmt: str | None = None, reading: bool = False) -> StoreFormat:
+    """The format named by `fmt`, else by the path's suffix (a directory: Parquet shards).
+
+    `reading` words the error for a store to be read rather than an output to be written.
+    """
     if fmt:
         return StoreFormat.parse(fmt, "format")
     path = Path(path)
@@ -66,6 +69,11 @@ def store_format(path: str | Path, fmt: str | None = None) -> StoreFormat:
     if path.is_dir() and any(path.glob("*.parquet")):
         return StoreFormat.PARQUET
     valid = ", ".join(sorted(_SUFFIXES))
+    if reading:
+        raise InputError(
+            f"'{path}' is not a store: a store is a file ending in {valid}, "
+            "or a directory of Parquet shards"
+        )
     raise OptionError(
         f"cannot tell the output format of '{path}': use a path ending in {valid}, "
         "or --format (a directory with --format parquet holds Parquet shards)"
@@ -300,7 +308,7 @@ def open_store(path: str | Path) -> tuple[LayerSource, dict, dict, StoreFormat]:
                 "(finish it with --resume)"
             )
         raise InputError(f"no such store: {path}")
-    fmt = store_format(path)
+    fmt = store_format(path, reading=True)
     try:
         source, index, provenance = _READERS[fmt](path)
     except InputError:
