@@ -35,8 +35,11 @@ def test_jsonl_columns_ids_and_pairs(tmp_path):
 
 def test_csv_multiline_field(tmp_path):
     path = tmp_path / "c.csv"
-    path.write_text('text,label\n"two\nlines",x\nplain,y\n')
-    assert [r.text for r in read_records(str(path))] == ["two\nlines", "plain"]
+    path.write_text('text,label\n"two\n\nlines",x\n\nplain,y\n')
+    records = list(read_records(str(path)))
+    assert [r.text for r in records] == ["two\n\nlines", "plain"]
+    # a record's id is the line where it starts, blank lines between records counted
+    assert [r.id for r in records] == ["2", "6"]
 
 
 @pytest.mark.parametrize(

@@ -155,11 +155,13 @@ def _read_delimited(
     id_column: str | None,
     label_column: str | None = None,
 ) -> Iterator[Record]:
-    current = {"line": 0}
+    current = {"line": 0, "start": 0}  # the line read last, and the first of this record
 
     def feed() -> Iterator[str]:
         for number, line in lines:
             current["line"] = number
+            if not current["start"] and line.rstrip("\r\n"):  # csv skips empty lines
+                current["start"] = number
             yield line
 
     reader = csv.DictReader(feed(), delimiter=delimiter)
@@ -170,6 +172,7 @@ def _read_delimited(
     if not header:
         raise InputError(f"{name} is empty: no header row")
     _check_columns(list(header), [text_column, pair_column, id_column, label_column], name)
+    current["start"] = 0
     while True:
         try:
             row = next(reader)
@@ -177,7 +180,8 @@ def _read_delimited(
             return
         except csv.Error as err:
             raise InputError(f"{name}: line {current['line']}: {err}") from None
-        where = f"line {current['line']}"
+        start, current["start"] = current["start"], 0  # a quoted field may span lines
+        where = f"line {start}"
         text = row.get(text_column)
         if text is None:
             raise InputError(f"{name}: {where}: missing value for column '{text_column}'")
@@ -186,9 +190,7 @@ def _read_delimited(
             raise InputError(f"{name}: {where}: missing value for column '{pair_column}'")
         record_id = row.get(id_column) if id_column else None
         label = _label(row.get(label_column), label_column, name, where)
-        yield Record(
-            record_id if record_id is not None else str(current["line"]), text, pair, label=label
-        )
+        yield Record(record_id if record_id is not None else str(start), text, pair, label=label)
 
 
 def _label(value: object, column: str | None, name: str, where: str) -> str | None:
