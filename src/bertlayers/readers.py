@@ -7,7 +7,6 @@ line, a blank line between sequences), and `-` for standard input (txt unless a 
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -92,7 +91,7 @@ def _decoded_lines(
 ) -> Iterator[tuple[int, str]]:
     """(line number, line), failing on invalid UTF-8 with the line number.
 
-    Newlines are kept for the csv module (quoted fields may span lines), stripped otherwise.
+    Newlines are kept for csv/tsv (quoted fields may span lines), stripped otherwise.
     """
     for number, raw in enumerate(stream, start=1):
         try:
@@ -101,6 +100,11 @@ def _decoded_lines(
             raise InputError(
                 f"{name}: line {number} is not valid UTF-8 (byte {err.start + 1}: {err.reason})"
             ) from None
+        if "\0" in line:  # no text holds NUL: a binary file, or UTF-16 read as UTF-8
+            raise InputError(
+                f"{name}: line {number} holds a NUL byte (byte {raw.index(0) + 1}): "
+                "a binary file, or text that is not UTF-8 (UTF-16?)"
+            )
         if number == 1:
             line = line.removeprefix("\ufeff")
         if not keep_newline and line.endswith("\n"):
@@ -146,6 +150,102 @@ def _check_columns(available: list[str], wanted: list[str | None], name: str) ->
             )
 
 
+class Quoting(StrEnum):
+    """How csv/tsv quotes are read: `csv` is RFC 4180, strictly (a field that starts with `"`
+    is quoted, `""` inside it is a quote); `none` reads quotes as plain characters, one record
+    per line (as GLUE's TSV readers and `cut` do)."""
+
+    CSV = "csv"
+    NONE = "none"
+
+
+_QUOTE = '"'
+_QUOTING_HINT = " (if the file's quotes are plain characters, read it with --quoting none)"
+
+
+def _carriage_return(name: str, number: int) -> InputError:
+    return InputError(
+        f"{name}: line {number}: a carriage return (\\r) inside an unquoted field; "
+        "lines must end with \\n or \\r\\n"
+    )
+
+
+def _quoted_record(
+    number: int, line: str, lines: Iterator[tuple[int, str]], name: str, delimiter: str
+) -> list[str]:
+    """The fields of the record starting at `line` (which holds a quote), RFC 4180 strictly.
+
+    A quoted field may hold the delimiter and newlines (then the next lines are read from
+    `lines`); a quote inside an unquoted field is a plain character. An unclosed quote and
+    text after a closing quote are errors; the line end (\\n or \\r\\n) is not part of a field.
+    """
+    fields: list[str] = []
+    text, pos = line, 0
+    end = len(text.rstrip("\r\n"))
+    while True:
+        if text.startswith(_QUOTE, pos):
+            opened = number
+            parts: list[str] = []
+            pos += 1
+            while True:
+                close = text.find(_QUOTE, pos)
+                if close < 0:  # the field goes on on the next line
+                    parts.append(text[pos:])
+                    try:
+                        number, text = next(lines)
+                    except StopIteration:
+                        raise InputError(
+                            f"{name}: line {opened}: a quote opened here is never closed"
+                            + _QUOTING_HINT
+                        ) from None
+                    pos = 0
+                    continue
+                parts.append(text[pos:close])
+                pos = close + 1
+                if not text.startswith(_QUOTE, pos):
+                    break
+                parts.append(_QUOTE)  # "" is a literal quote
+                pos += 1
+            fields.append("".join(parts))
+            end = len(text.rstrip("\r\n"))
+            if pos >= end:
+                return fields
+            if text[pos] != delimiter:
+                since = f" (in a quoted field opened on line {opened})" if opened != number else ""
+                raise InputError(
+                    f"{name}: line {number}: text after a closing quote{since}" + _QUOTING_HINT
+                )
+            pos += 1
+        else:
+            stop = text.find(delimiter, pos, end)
+            field = text[pos : end if stop < 0 else stop]
+            if "\r" in field:
+                raise _carriage_return(name, number)
+            fields.append(field)
+            if stop < 0:
+                return fields
+            pos = stop + 1
+
+
+def _delimited_rows(
+    lines: Iterator[tuple[int, str]], name: str, delimiter: str, quoting: Quoting
+) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each record of a csv/tsv file, the header first; blank lines
+    between records are skipped. Lines without a quote (or every line, with `Quoting.NONE`)
+    are split on the delimiter directly; the others go through the strict RFC 4180 parser."""
+    quoted = quoting is Quoting.CSV
+    for number, line in lines:
+        if quoted and _QUOTE in line:
+            yield number, _quoted_record(number, line, lines, name, delimiter)
+            continue
+        body = line.rstrip("\r\n")
+        if not body:
+            continue
+        if "\r" in body:
+            raise _carriage_return(name, number)
+        yield number, body.split(delimiter)
+
+
 def _read_delimited(
     lines: Iterator[tuple[int, str]],
     name: str,
@@ -154,33 +254,31 @@ def _read_delimited(
     pair_column: str | None,
     id_column: str | None,
     label_column: str | None = None,
+    quoting: Quoting | str = Quoting.CSV,
 ) -> Iterator[Record]:
-    current = {"line": 0, "start": 0}  # the line read last, and the first of this record
-
-    def feed() -> Iterator[str]:
-        for number, line in lines:
-            current["line"] = number
-            if not current["start"] and line.rstrip("\r\n"):  # csv skips empty lines
-                current["start"] = number
-            yield line
-
-    reader = csv.DictReader(feed(), delimiter=delimiter)
-    try:
-        header = reader.fieldnames
-    except csv.Error as err:
-        raise InputError(f"{name}: line {current['line']}: {err}") from None
-    if not header:
+    quoting = Quoting.parse(quoting, "quoting")
+    hint = _QUOTING_HINT if quoting is Quoting.CSV else ""
+    rows = _delimited_rows(lines, name, delimiter, quoting)
+    first = next(rows, None)
+    if first is None:
         raise InputError(f"{name} is empty: no header row")
-    _check_columns(list(header), [text_column, pair_column, id_column, label_column], name)
-    current["start"] = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as err:
-            raise InputError(f"{name}: line {current['line']}: {err}") from None
-        start, current["start"] = current["start"], 0  # a quoted field may span lines
+    header_line, header = first
+    seen: set[str] = set()
+    for column in header:
+        if column in seen:
+            raise InputError(
+                f"{name}: line {header_line}: column '{column}' appears twice in the header"
+            )
+        seen.add(column)
+    _check_columns(header, [text_column, pair_column, id_column, label_column], name)
+    width = len(header)
+    for start, fields in rows:  # a record's line is the one where it starts
+        if len(fields) != width:
+            raise InputError(
+                f"{name}: line {start}: expected {width} field{'s' if width != 1 else ''}"
+                f" (the header's), saw {len(fields)}{hint}"
+            )
+        row = dict(zip(header, fields, strict=True))
         where = f"line {start}"
         text = row.get(text_column)
         if text is None:
@@ -300,14 +398,19 @@ def read_records(
     word_column: int = 0,
     label_column: str | None = None,
     tag_column: int | None = None,
+    quoting: str = "csv",
 ) -> Iterator[Record]:
     """Records from a file (or `-` for stdin), lazily; an empty input is an error.
 
     `words_column` (jsonl) names a column holding a list of words; `word_column` is the column
     index of the word in a CoNLL file. `label_column` (csv/tsv/jsonl) reads a label per text and
     `tag_column` (conll; -1 = last) a tag per word; a record without one is an error.
+    `quoting` (csv/tsv; ignored otherwise) is `csv` (RFC 4180, strictly: a malformed quote or
+    a row whose field count differs from the header's is an error naming the line) or `none`
+    (quotes are plain characters; each line is one record).
     """
     fmt = InputFormat.parse(input_format, "input format") if input_format else guess_format(path)
+    quoting_mode = Quoting.parse(quoting, "quoting")
     stream, name = _open(path)
     try:
         delimited = fmt in (InputFormat.CSV, InputFormat.TSV)
@@ -323,7 +426,14 @@ def read_records(
         else:
             delimiter = "\t" if fmt is InputFormat.TSV else ","
             records = _read_delimited(
-                lines, name, delimiter, text_column, pair_column, id_column, label_column
+                lines,
+                name,
+                delimiter,
+                text_column,
+                pair_column,
+                id_column,
+                label_column,
+                quoting_mode,
             )
         empty = True
         for record in records:
