@@ -164,94 +164,6 @@ def test_model_env_var_and_flag(tmp_path, tiny_model_dirs):
     assert np.abs(np.load(tmp_path / "b.npy")[1] - reference.pooled("two", "mean")).max() <= 1e-4
 
 
-def _decoder_only_model(root: Path) -> Path:
-    from transformers import BertTokenizer, GPT2Config, GPT2Model
-
-    from bertlayers.encoder import bundled_model_path
-
-    path = root / "gpt2"
-    GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=100)).save_pretrained(path)
-    BertTokenizer.from_pretrained(bundled_model_path()).save_pretrained(path)
-    return path
-
-
-def _encoder_decoder_model(root: Path) -> Path:
-    from transformers import T5Config, T5Model
-
-    path = root / "t5"
-    T5Model(
-        T5Config(num_layers=1, d_model=16, d_kv=4, d_ff=32, num_heads=2, vocab_size=100)
-    ).save_pretrained(path)
-    return path
-
-
-def test_bad_inputs_give_one_line_errors(tmp_path, sentiment_sample):
-    ok = str(sentiment_sample)
-    out = str(tmp_path / "x.npy")
-    bad_utf8 = tmp_path / "bad.txt"
-    bad_utf8.write_bytes(b"fine\nfine\n\xff\xfe broken\n")
-    empty = tmp_path / "empty.txt"
-    empty.write_bytes(b"")
-    cases = [
-        (["extract", str(tmp_path / "missing.txt"), "-o", out], "input file not found"),
-        (["extract", str(bad_utf8), "-o", out], "line 3 is not valid UTF-8"),
-        (["extract", str(empty), "-o", out], "is empty: no texts"),
-        (
-            ["extract", ok, "-o", out, "--text-column", "sentence"],
-            "no column 'sentence'; columns are: label, text",
-        ),
-        (
-            ["extract", ok, "-o", out, "--model", "no-such-org/no-such-model"],
-            "unknown model 'no-such-org/no-such-model'",
-        ),
-        (["extract", ok, "-o", out, "--layers", "12"], "out of range: this model has layers 0..6"),
-        (["extract", ok, "-o", out, "--layers", "-9:"], "out of range: this model has layers 0..6"),
-        (
-            ["extract", ok, "-o", out, "--pooling", "avg"],
-            "valid pooling modes are: cls, mean, max, first, last",
-        ),
-        (
-            ["extract", ok, "-o", out, "--combine", "avg"],
-            "valid combine modes are: stack, mean, sum, concat",
-        ),
-        (["extract", ok, "-o", str(tmp_path / "x.xyz")], "cannot tell the output format of"),
-        (
-            ["extract", ok, "-o", str(tmp_path / "nodir" / "x.npy")],
-            "output directory does not exist",
-        ),
-        (
-            ["extract", ok, "-o", out, "--device", "tpu"],
-            "valid device modes are: auto, cpu, cuda, mps",
-        ),
-        (["extract", ok, "-o", out, "--device", "cuda"], "no CUDA device is available"),
-        (["extract", ok, "-o", out, "--max-length", "9999"], "exceeds this model's limit of 512"),
-        (
-            ["extract", ok, "-o", out, "--stride", "64"],
-            "stride applies to windows only: use it with long 'split', not 'truncate'",
-        ),
-        (["extract", ok, "-o", str(tmp_path / ("n" * 300 + ".npy"))], "File name too long"),
-        (
-            ["extract", ok, "-o", out, "--int8", "--compile"],
-            "int8 and torch.compile cannot be combined",
-        ),
-        (
-            ["extract", str(bad_utf8), "-o", out, "--pair-column", "b"],
-            "--pair-column and --id-column need",
-        ),
-        (
-            ["extract", ok, "-o", out, "--model", str(_decoder_only_model(tmp_path))],
-            "is a decoder-only model",
-        ),
-        (
-            ["extract", ok, "-o", out, "--model", str(_encoder_decoder_model(tmp_path))],
-            "is an encoder-decoder model",
-        ),
-    ]
-    for args, message in cases:
-        assert_one_line_error(run_cli(*args), message)
-    assert not (tmp_path / "x.npy").exists()
-
-
 def test_existing_output_is_not_overwritten(tmp_path):
     source = tmp_path / "t.txt"
     source.write_text("one\n")
@@ -259,6 +171,11 @@ def test_existing_output_is_not_overwritten(tmp_path):
     out.write_bytes(b"precious")
     assert_one_line_error(run_cli("extract", str(source), "-o", str(out)), "output exists")
     assert out.read_bytes() == b"precious"
+    # --overwrite replaces only what bertlayers wrote: a file that is no .npy array stays
+    refused = run_cli("extract", str(source), "-o", str(out), "--overwrite", "-q")
+    assert_one_line_error(refused, "is a file that is not a .npy array written by bertlayers")
+    assert out.read_bytes() == b"precious"
+    out.unlink()  # replacing a store of ours: test_fuzz's overwrite-our-store
     result = run_cli("extract", str(source), "-o", str(out), "--overwrite", "-q")
     assert result.returncode == 0 and np.load(out).shape == (1, 7, 384)
 
@@ -423,3 +340,56 @@ def test_store_formats_inspect_convert_and_resume_flags(tmp_path, sentiment_samp
     assert_one_line_error(run_cli("inspect", str(broken)), "is not a readable npz store")
     not_a_store = run_cli("inspect", str(sentiment_sample))
     assert_one_line_error(not_a_store, "is not a store: a store is a file ending in .h5")
+
+
+def test_closed_stdout_ends_quietly(tmp_path):
+    """`bertlayers inspect STORE | head -1`: the reader goes away, the command ends with the
+    exit a shell gives a pipeline's writer (128 + SIGPIPE) and says nothing."""
+    source = tmp_path / "t.txt"
+    source.write_text("one\ntwo\n")
+    assert run_cli("extract", str(source), "-o", str(tmp_path / "e.npy"), "-q").returncode == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bertlayers", "inspect", str(tmp_path / "e.npy")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    process.stdout.close()  # before the command writes its first line
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert stderr == ""
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    lines = data_file("corpus-fortunes.txt").read_text(encoding="utf-8").splitlines()
+    source = tmp_path / "fortunes.txt"
+    source.write_text("\n".join(lines[:6000]) + "\n", encoding="utf-8")
+    out = tmp_path / "e.npy"
+    command = ["extract", str(source), "-o", str(out), "-q", "--chunk-size", "32"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bertlayers", *command],
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    journal = tmp_path / "e.npy.partial" / "journal.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if json.loads(journal.read_text(encoding="utf-8"))["records"] > 0:
+                break
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 130
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("bertlayers: interrupted: the ")
+    assert "texts made durable are kept in" in lines[0] and "--resume continues" in lines[0]
+    from bertlayers.stores import describe
+
+    assert describe(out)["texts"] >= 32 and not out.exists()

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
+from collections.abc import Callable
+from typing import NoReturn
 
 from . import __version__
-from .errors import BertlayersError, OptionError
+from .errors import BertlayersError, OptionError, OutputError
 from .options import Backend, Combine, Device, DType, Level, Pooling, WordPooling
-from .readers import InputFormat, guess_format, read_records
+from .outputs import check_outputs
+from .readers import InputFormat, Quoting, guess_format, read_records
 from .stores import store_format
 
 EXTRACT_EXAMPLES = """\
@@ -46,13 +50,43 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
-def _positive_int(text: str) -> int:
+class UsageError(Exception):
+    """A command line argparse refused: one line, exit 2, no usage block."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (`bertlayers: error: ...`) instead of the usage
+    block: subcommands' parsers are made with the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "whole number"  # what argparse names in its own errors
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+
+
+def _positive_float(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
     return value
 
 
@@ -91,12 +125,21 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         "--id-column", default=None, help="column with record ids (default: line number)"
     )
     parser.add_argument(
-        "--word-column", type=int, default=0, help="conll: the column (0-based) holding the word"
+        "--word-column",
+        type=_non_negative_int,
+        default=0,
+        help="conll: the column (0-based) holding the word",
+    )
+    parser.add_argument(
+        "--quoting",
+        default="csv",
+        help="csv/tsv: " + "|".join(q.value for q in Quoting) + " (csv: RFC 4180 quotes, "
+        "strictly; none: quotes are plain characters, one record per line, as in GLUE's TSVs)",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bertlayers",
         description="Embeddings from every encoder layer of BERT-family models.",
         formatter_class=_Formatter,
@@ -158,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.add_argument(
         "--stride",
-        type=int,
+        type=_non_negative_int,
         default=None,
         help="with --long split: tokens shared by neighbouring windows (default: a quarter)",
     )
@@ -286,6 +329,7 @@ def _records(args: argparse.Namespace):
         id_column=args.id_column,
         words_column=args.words_column,
         word_column=args.word_column,
+        quoting=args.quoting,
     )
 
 
@@ -312,6 +356,7 @@ def _check_extract_args(args: argparse.Namespace) -> None:
         raise OptionError("--word-pooling applies to --level word")
     if args.pair_column and level is not Level.SENTENCE:
         raise OptionError("--pair-column works at --level sentence")
+    Quoting.parse(args.quoting, "quoting")
     store_format(args.output, args.format)
     if args.resume and args.overwrite:
         raise OptionError("--resume continues a run and --overwrite starts again: choose one")
@@ -321,9 +366,11 @@ def _check_extract_args(args: argparse.Namespace) -> None:
 
 def run_extract(args: argparse.Namespace) -> int:
     from .extract import ExtractConfig, Extractor
-    from .stores import StoreSink
+    from .stores import StoreSink, store_targets
 
     _check_extract_args(args)
+    if not args.resume:  # fail before the model loads; a resumed run's store is checked below
+        check_outputs(store_targets(args.output, args.format), [args.input], args.overwrite)
     config = ExtractConfig(
         layers=args.layers,
         level=args.level,
@@ -355,6 +402,7 @@ def run_extract(args: argparse.Namespace) -> int:
         fmt=args.format,
         overwrite=args.overwrite,
         resume=args.resume,
+        inputs=[args.input],
     )
     if sink.resumed_from and not args.quiet:
         print(f"bertlayers: resuming after {sink.resumed_from} texts", file=sys.stderr)
@@ -364,6 +412,8 @@ def run_extract(args: argparse.Namespace) -> int:
         provenance = extractor.run(
             sink.skip_done(_records(args)), sink, config, progress=not args.quiet, total=total
         )
+    except OutputError:  # it names what is kept, and how to resume
+        raise
     except BertlayersError as err:
         if sink.records:
             raise BertlayersError(
@@ -371,6 +421,13 @@ def run_extract(args: argparse.Namespace) -> int:
                 f"{sink.partial}; --resume continues from there)"
             ) from None
         raise
+    except KeyboardInterrupt:
+        if not sink.records:
+            raise Interrupted("no text was made durable yet: nothing is kept") from None
+        raise Interrupted(
+            f"the {sink.records} texts made durable are kept in {sink.partial} "
+            "(--resume continues from there)"
+        ) from None
     if not args.quiet:
         shape = "x".join(str(n) for n in provenance["shape"])
         print(f"bertlayers: wrote {args.output} ({shape}, {provenance['format']})", file=sys.stderr)
@@ -446,6 +503,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+class Interrupted(Exception):
+    """Ctrl-C, with what was kept and how to go on."""
+
+
 def run_convert(args: argparse.Namespace) -> int:
     from .stores import convert
 
@@ -487,20 +548,45 @@ def _steady_malloc() -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run a command; errors become one line on stderr and a non-zero exit."""
-    _steady_malloc()
-    parser = build_parser()
-    args = parser.parse_args(_join_layer_values(sys.argv[1:] if argv is None else argv))
-    warnings.showwarning = _show_warning
+def _quiet_closed_stdout() -> int:
+    """stdout's reader went away (`| head`): end as other tools do, with no message.
+
+    Later writes (and the interpreter's final flush) go to /dev/null instead of failing again.
+    """
     try:
-        return args.handler(args)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 128 + 13  # SIGPIPE, as a shell reports a pipeline's writer it stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a command; errors become one line on stderr and a non-zero exit.
+
+    Process-wide settings (the allocator) are left to `entry`, so that calling `main` from
+    Python changes nothing but what the command writes."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(_join_layer_values(sys.argv[1:] if argv is None else argv))
+    except UsageError as err:
+        print(f"bertlayers: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        with warnings.catch_warnings():  # warnings as one line each, for this command only
+            warnings.showwarning = _show_warning
+            return args.handler(args)
     except BertlayersError as err:
         print(f"bertlayers: error: {err}", file=sys.stderr)
         return 1
+    except Interrupted as err:
+        print(f"bertlayers: interrupted: {err}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("bertlayers: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _quiet_closed_stdout()
     except OSError as err:  # the system refused a file operation: say which file, and why
         where = f"{err.filename}: " if err.filename else ""
         print(f"bertlayers: error: {where}{err.strerror or err}", file=sys.stderr)
@@ -516,5 +602,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `bertlayers` program: the allocator set for a long run, then `main`."""
+    _steady_malloc()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -7,11 +7,21 @@ with the core), and hand them to `probing`, `geometry`, `plots` and `report`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .cli import _add_model_options, _positive_int, add_backend_option, add_input_options
+from .cli import (
+    _add_model_options,
+    _int_at_least,
+    _non_negative_int,
+    _positive_float,
+    _positive_int,
+    add_backend_option,
+    add_input_options,
+)
 from .errors import InputError, OptionError
+from .outputs import Kind, Target, check_outputs
 from .readers import InputFormat, Record, guess_format, read_records
 
 PROBE_EXAMPLES = """\
@@ -40,6 +50,14 @@ def _add_data_options(parser: argparse.ArgumentParser, labelled: bool = True) ->
         parser.add_argument(
             "--tag-column", type=int, default=-1, help="conll: the tag's column (-1 = last)"
         )
+
+
+def _add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs that exist (only files of the kind written, never an input)",
+    )
 
 
 def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
@@ -83,9 +101,13 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
     probe.add_argument("--test-store", default=None, help="vectors of --test, as --store")
     probe.add_argument("-o", "--output-dir", default=None, help="write probe.json/.csv and plots")
     probe.add_argument("--classifier", default="logreg", help="logreg | svm (linear)")
-    probe.add_argument("--folds", type=_positive_int, default=5, help="k of k-fold CV")
-    probe.add_argument("--seed", type=int, default=0, help="folds, sampling and solvers")
-    probe.add_argument("--C", dest="c", type=float, default=1.0, help="inverse regularization")
+    probe.add_argument("--folds", type=_int_at_least(2), default=5, help="k of k-fold CV")
+    probe.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="folds, sampling and solvers"
+    )
+    probe.add_argument(
+        "--C", dest="c", type=_positive_float, default=1.0, help="inverse regularization (> 0)"
+    )
     probe.add_argument(
         "--metric",
         default=None,
@@ -106,6 +128,7 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
     )
     _add_data_options(probe)
     _add_extraction_options(probe)
+    _add_overwrite_option(probe)
     probe.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     probe.set_defaults(handler=run_probe)
 
@@ -127,6 +150,7 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
     predict.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (or cuda:N)")
     add_backend_option(predict)
     predict.add_argument("--model", default=None, help="override the model the probe names")
+    _add_overwrite_option(predict)
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(handler=run_predict)
 
@@ -142,9 +166,10 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
     )
     analyze.add_argument("store", help="a store written by bertlayers extract")
     analyze.add_argument("-o", "--output-dir", default=None, help="write analysis.json and plots")
-    analyze.add_argument("--seed", type=int, default=0, help="the samples drawn")
+    analyze.add_argument("--seed", type=_non_negative_int, default=0, help="the samples drawn")
     analyze.add_argument("--pairs", type=_positive_int, default=5000, help="random pairs")
     analyze.add_argument("--max-rows", type=_positive_int, default=5000, help="rows for CKA")
+    _add_overwrite_option(analyze)
     analyze.set_defaults(handler=run_analyze)
 
     report = commands.add_parser(
@@ -158,6 +183,7 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
     )
     report.add_argument("directory", help="where probe and/or analyze wrote with -o")
     report.add_argument("-o", "--output", default=None, help="default: DIRECTORY/report.html")
+    _add_overwrite_option(report)
     report.set_defaults(handler=run_report)
 
 
@@ -186,6 +212,7 @@ def _labelled_records(path: str, args: argparse.Namespace) -> tuple[list[Record]
             word_column=args.word_column,
             label_column=None if words else args.label_column,
             tag_column=args.tag_column if words else None,
+            quoting=args.quoting,
         )
     )
     return records, words
@@ -311,6 +338,65 @@ def _extraction_record(provenance: dict, args: argparse.Namespace) -> dict:
     }
 
 
+# ------------------------------------------------------------------ outputs
+
+
+def _figures(directory: Path, *stems: str) -> list[Target]:
+    return [
+        Target(directory / f"{stem}.{suffix}", kind, make_parents=True)
+        for stem in stems
+        for suffix, kind in (("png", Kind.PNG), ("svg", Kind.SVG))
+    ]
+
+
+def _results(directory: str, stem: str, *figures: str) -> list[Target]:
+    """What `write_results` and the plots write in `directory`: STEM.json, STEM.csv, figures."""
+    out = Path(directory)
+    return [
+        Target(out / f"{stem}.json", Kind.PROVENANCE, make_parents=True),
+        Target(out / f"{stem}.csv", Kind.TEXT, make_parents=True),
+        *_figures(out, *figures),
+    ]
+
+
+def _tensorboard_targets(directory: str, layers: list[int] | None) -> list[Target]:
+    """What `export_tensorboard` writes (the layer folders once the layers are known)."""
+    out = Path(directory)
+    targets = [Target(out / "projector_config.pbtxt", Kind.TEXT, make_parents=True)]
+    for layer in layers or []:
+        for name in ("tensors.tsv", "metadata.tsv"):
+            targets.append(Target(out / f"layer_{layer:02d}" / name, Kind.TEXT, True))
+    return targets
+
+
+def _probe_inputs(args: argparse.Namespace) -> list[Path]:
+    from .stores import store_files
+
+    inputs = [Path(p) for p in (args.data, args.test) if p]
+    for store in (args.store, args.test_store):
+        if store and Path(store).exists():
+            inputs += store_files(store)
+    return inputs
+
+
+def _check_probe_outputs(args: argparse.Namespace) -> None:
+    """Every path probe writes, checked before any work: results, plots, model, stores."""
+    from .stores import store_targets
+
+    targets: list[Target] = []
+    if args.output_dir:
+        figures = ("probe",) if args.projection == "none" else ("probe", "projection")
+        targets += _results(args.output_dir, "probe", *figures)
+    if args.save_model:
+        targets.append(Target(Path(args.save_model), Kind.JOBLIB, make_parents=True))
+    if args.tensorboard:
+        targets += _tensorboard_targets(args.tensorboard, None)
+    for store in (args.store, args.test_store):
+        if store and not Path(store).exists():  # extracted into: an output
+            targets += [Target(t.path, t.kind, make_parents=True) for t in store_targets(store)]
+    check_outputs(targets, _probe_inputs(args), args.overwrite)
+
+
 # ------------------------------------------------------------------ handlers
 
 
@@ -342,6 +428,7 @@ def run_probe(args: argparse.Namespace) -> int:
             )
     if args.test_store and not args.test:
         raise OptionError("--test-store gives the vectors of --test: name the --test file too")
+    _check_probe_outputs(args)
 
     records, words = _labelled_records(args.data, args)
     check_labels(*_labels_of(records, words), None if args.test else args.folds, args.data)
@@ -357,6 +444,9 @@ def run_probe(args: argparse.Namespace) -> int:
     if test_records is not None:
         test_result, test_where = vectors.get(test_records, words, args.test_store, "test vectors")
         test = _probe_data(test_records, words, test_result, test_where, args.test)
+    if args.tensorboard:  # its layer folders, now that the layers are known
+        targets = _tensorboard_targets(args.tensorboard, list(data.layers))
+        check_outputs(targets, _probe_inputs(args), args.overwrite)
 
     bar = None
     if not args.quiet:
@@ -430,6 +520,10 @@ def run_predict(args: argparse.Namespace) -> int:
     probe = load_probe(args.model_file)
     if args.proba and not hasattr(probe.pipeline.named_steps["classifier"], "predict_proba"):
         raise OptionError("--proba needs a logreg probe: a linear SVM gives no probabilities")
+    if args.output:
+        check_outputs(
+            [Target(Path(args.output), Kind.TEXT)], [args.model_file, args.input], args.overwrite
+        )
     saved = probe.extraction
     words = probe.level == "word"
     fmt = _data_format(args.input, args.input_format)
@@ -441,6 +535,7 @@ def run_predict(args: argparse.Namespace) -> int:
         text_column=args.text_column,
         id_column=args.id_column,
         word_column=args.word_column,
+        quoting=args.quoting,
     )
     first = next(records)  # fail on a bad input before loading the model
     extractor = Extractor(
@@ -470,7 +565,10 @@ def run_predict(args: argparse.Namespace) -> int:
         long=saved["long"],
         max_length=saved["max_length"],
     )
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    # written to OUT.tmp and renamed into place when every text is labelled
+    tmp = Path(args.output).with_name(Path(args.output).name + ".tmp") if args.output else None
+    out = tmp.open("w", encoding="utf-8") if tmp else sys.stdout
+    done = False
     bar = None
     if not args.quiet:
         from tqdm.auto import tqdm
@@ -501,11 +599,16 @@ def run_predict(args: argparse.Namespace) -> int:
             out.flush()
             if bar is not None:
                 bar.update(len(batch))
+        done = True
     finally:
         if bar is not None:
             bar.close()
-        if out is not sys.stdout:
+        if tmp is not None:
             out.close()
+            if done:
+                os.replace(tmp, args.output)
+            else:
+                tmp.unlink(missing_ok=True)
     return 0
 
 
@@ -515,7 +618,11 @@ def run_analyze(args: argparse.Namespace) -> int:
     from .provenance import summary
     from .report import write_results
     from .results import load
+    from .stores import store_files
 
+    if args.output_dir:
+        targets = _results(args.output_dir, "analysis", "geometry", "cka")
+        check_outputs(targets, store_files(args.store), args.overwrite)
     report = analyze(load(args.store), seed=args.seed, pairs=args.pairs, max_rows=args.max_rows)
     report.provenance = summary(report.provenance)
     print(report.table())
@@ -538,6 +645,12 @@ def run_analyze(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
+    folder = Path(args.directory)
+    if not folder.is_dir():
+        raise InputError(f"not a directory: {args.directory}")
+    target = Path(args.output) if args.output else folder / "report.html"
+    inputs = [p for p in folder.iterdir() if p.is_file()]  # the results and plots it reads
+    check_outputs([Target(target, Kind.HTML)], inputs, args.overwrite)
     path = build_report(args.directory, args.output)
     print(f"bertlayers: wrote {path}", file=sys.stderr)
     return 0

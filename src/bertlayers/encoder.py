@@ -163,16 +163,18 @@ class Encoder:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         logging.getLogger("transformers").setLevel(logging.ERROR)
+        # an unreachable hub: load from the cache at once instead of retrying for half a minute
+        self._hub = {"revision": revision, "local_files_only": _hub_unreachable(model_id)}
         try:
-            config = AutoConfig.from_pretrained(model_id, revision=revision)
+            config = AutoConfig.from_pretrained(model_id, **self._hub)
         except (OSError, ValueError) as err:
-            raise ModelError(_load_error(model_id, err)) from None
+            raise ModelError(_load_error(model_id, err, self._hub["local_files_only"])) from None
         _check_encoder(config, model_id)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model_id, revision=revision)
-            encoder = AutoModel.from_pretrained(model_id, config=config, revision=revision)
+            tokenizer = AutoTokenizer.from_pretrained(model_id, **self._hub)
+            encoder = AutoModel.from_pretrained(model_id, config=config, **self._hub)
         except (OSError, ValueError) as err:
-            raise ModelError(_load_error(model_id, err)) from None
+            raise ModelError(_load_error(model_id, err, self._hub["local_files_only"])) from None
         if not getattr(tokenizer, "is_fast", False):
             raise ModelError(
                 f"model '{model_id}' has no fast tokenizer; bertlayers needs one for offsets"
@@ -251,9 +253,7 @@ class Encoder:
             return self.tokenizer
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(
-            self.model_id, revision=self._revision, add_prefix_space=True
-        )
+        return AutoTokenizer.from_pretrained(self.model_id, add_prefix_space=True, **self._hub)
 
     @property
     def fingerprint(self) -> str:
@@ -384,8 +384,41 @@ def _install_capture_hooks(model: torch.nn.Module) -> None:
     maybe_install_capturing_hooks(model)
 
 
-def _load_error(model_id: str, err: Exception) -> str:
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+
+
+def _hub_unreachable(model_id: str) -> bool:
+    """Whether `model_id` names a hub model and the hub cannot be reached within 3 s.
+
+    huggingface_hub retries a failed connection five times per file (about 25 s in all) before
+    it falls back to its cache; one quick connection attempt decides that up front. Behind a
+    proxy the direct attempt proves nothing, so the hub client is left to decide.
+    """
+    from huggingface_hub import constants
+
+    if Path(model_id).exists() or constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
+def _load_error(model_id: str, err: Exception, unreachable: bool = False) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if unreachable:
+        return (
+            f"unknown model '{model_id}': not a local directory, not in the Hugging Face cache, "
+            "and the hub cannot be reached (offline? give a local directory, or a typo?)"
+        )
     if not Path(model_id).exists():
         return (
             f"unknown model '{model_id}': not a local directory, and not found on the Hugging Face "

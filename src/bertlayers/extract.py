@@ -37,7 +37,16 @@ from .chunks import RaggedChunk, SentenceChunk
 from .encoder import Encoder, ModelInfo
 from .errors import BertlayersError, InputError, OptionError, TruncationWarning
 from .layers import LayerSelection, LayerSpec, combine_layers, resolve_layers
-from .options import Backend, Combine, DType, Level, LongMode, Pooling, WordPooling
+from .options import (
+    Backend,
+    Combine,
+    DType,
+    Level,
+    LongMode,
+    OutputDType,
+    Pooling,
+    WordPooling,
+)
 from .pooling import pool, pooling_mask, word_pooling
 from .provenance import PerTextLog, build_provenance
 from .readers import Record, records_from_texts, records_from_words
@@ -78,14 +87,12 @@ class ExtractConfig:
         set_(self, "pooling", Pooling.parse(self.pooling, "pooling"))
         set_(self, "word_pooling", WordPooling.parse(self.word_pooling, "word pooling"))
         set_(self, "combine", Combine.parse(self.combine, "combine"))
-        set_(self, "output_dtype", DType.parse(self.output_dtype, "output dtype"))
+        set_(self, "output_dtype", OutputDType.parse(self.output_dtype, "output dtype").dtype)
         if self.long is None:
             set_(
                 self, "long", LongMode.TRUNCATE if self.level is Level.SENTENCE else LongMode.SPLIT
             )
         set_(self, "long", LongMode.parse(self.long, "long"))
-        if self.output_dtype is DType.BFLOAT16:
-            raise OptionError("output dtype bfloat16 has no numpy type: use float32 or float16")
         for name in ("batch_tokens", "max_batch_size", "chunk_size", "chunk_bytes"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise OptionError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -640,6 +647,9 @@ class Extractor:
         settings = self.settings(config)
         row_shape = self.output_shape(config, resolve_layers(config.layers, self.info.num_layers))
         log = PerTextLog()
+        earlier = getattr(sink, "earlier_texts", None)  # a resumed store's first run
+        if earlier:
+            log.add_earlier(*earlier)
         bar = _Progress(progress, total if total is not None else _len_or_none(records))
         try:
             for chunk in self.iter_chunks(records, config, bar, sink.reserve):

@@ -53,8 +53,12 @@ def _parse_int(token: str, spec: object) -> int:
 
 def resolve_layers(spec: LayerSpec, num_layers: int) -> LayerSelection:
     """Turn `all`, an int, a comma list (`0,6,-1`) or a slice (`-4:`, `1:7`) into indices."""
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("all", "")):
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
         return LayerSelection(tuple(range(num_layers + 1)), num_layers)
+    if isinstance(spec, str) and not spec.strip():
+        raise OptionError(
+            "empty layer spec: use all, an index (6), a list (0,6,-1) or a slice (-4:, 1:7)"
+        )
     if isinstance(spec, bool):
         raise OptionError(f"invalid layer spec '{spec}'")
     if isinstance(spec, int):

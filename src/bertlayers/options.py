@@ -71,6 +71,17 @@ class DType(StrEnum):
         ]
 
 
+class OutputDType(StrEnum):
+    """The stored dtypes: those numpy has (bfloat16 has no numpy type)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+
+    @property
+    def dtype(self) -> DType:
+        return DType(self.value)
+
+
 class Device(StrEnum):
     """Where the model runs; `auto` picks CUDA, then MPS, then the CPU."""
 

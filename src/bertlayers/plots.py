@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import OptionError
 from .geometry import GeometryReport
+from .outputs import write_atomically, write_text_atomically
 from .probing import ProbeData, ProbeReport
 
 _PALETTE = [
@@ -31,8 +32,10 @@ def _figure(width: float, height: float):
 def _save(figure, directory: Path, stem: str) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{stem}.png", directory / f"{stem}.svg"]
-    figure.savefig(paths[0], metadata={"Software": None})
-    figure.savefig(paths[1], metadata={"Date": None})
+    write_atomically(
+        paths[0], lambda p: figure.savefig(p, format="png", metadata={"Software": None})
+    )
+    write_atomically(paths[1], lambda p: figure.savefig(p, format="svg", metadata={"Date": None}))
     return paths
 
 
@@ -226,10 +229,12 @@ def export_tensorboard(data: ProbeData, directory: str | Path, max_points: int =
     for position, layer in enumerate(data.layers):
         name = f"layer_{layer:02d}"
         (out / name).mkdir(exist_ok=True)
-        np.savetxt(
-            out / name / "tensors.tsv", data.vectors[rows, position], delimiter="\t", fmt="%.6g"
+        tensors = data.vectors[rows, position]
+        write_atomically(
+            out / name / "tensors.tsv",
+            lambda p, t=tensors: np.savetxt(p, t, delimiter="\t", fmt="%.6g"),
         )
-        (out / name / "metadata.tsv").write_text("\n".join(metadata) + "\n", encoding="utf-8")
+        write_text_atomically(out / name / "metadata.tsv", "\n".join(metadata) + "\n")
         config.append(
             "embeddings {\n"
             f'  tensor_name: "layer {layer}"\n'
@@ -238,7 +243,7 @@ def export_tensorboard(data: ProbeData, directory: str | Path, max_points: int =
             "}\n"
         )
     config_path = out / "projector_config.pbtxt"
-    config_path.write_text("".join(config))
+    write_text_atomically(config_path, "".join(config))
     return config_path
 
 

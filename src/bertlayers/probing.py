@@ -25,6 +25,7 @@ from . import __version__
 from .errors import InputError, OptionError
 from .metrics import is_bio, score
 from .options import StrEnum
+from .outputs import write_atomically
 from .readers import Record
 from .results import RaggedEmbeddings, SentenceEmbeddings
 
@@ -617,7 +618,12 @@ def save_probe(probe: SavedProbe, path: str | Path) -> None:
     target = Path(path)
     if target.parent and not target.parent.exists():
         target.parent.mkdir(parents=True)
-    joblib.dump(payload, target)
+
+    def dump(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            joblib.dump(payload, handle)
+
+    write_atomically(target, dump)
 
 
 def load_probe(path: str | Path) -> SavedProbe:

@@ -37,6 +37,12 @@ class PerTextLog:
         self.first_truncated: list[str] = []
         self.replaced: list[tuple[str, int]] = []
 
+    def add_earlier(self, texts: int, truncated: int, first_truncated: list[str]) -> None:
+        """Count the texts a resumed run embedded before it was interrupted."""
+        self.texts += texts
+        self.truncated += truncated
+        self.first_truncated = [*first_truncated, *self.first_truncated][: self.FIRST]
+
     def add(self, chunk: SentenceChunk) -> None:
         truncated = np.asarray(chunk.truncated, dtype=bool)
         self.texts += len(chunk.ids)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError
+from .outputs import write_text_atomically
 from .provenance import summary
 
 _STYLE = """
@@ -112,8 +113,8 @@ def write_results(directory: str | Path, stem: str, data: dict, csv_text: str) -
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.json", out / f"{stem}.csv"]
-    paths[0].write_text(json.dumps(data, indent=1, default=str) + "\n")
-    paths[1].write_text(csv_text)
+    write_text_atomically(paths[0], json.dumps(data, indent=1, default=str) + "\n")
+    write_text_atomically(paths[1], csv_text)
     return paths
 
 
@@ -166,5 +167,5 @@ def build_report(directory: str | Path, output: str | Path | None = None) -> Pat
         f"<script>{_SCRIPT}</script></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
     target = Path(output) if output else folder / "report.html"
-    target.write_text(page, encoding="utf-8")
+    write_text_atomically(target, page)
     return target

@@ -8,6 +8,7 @@ allows), `describe` tells what a store holds, `convert` turns one format into an
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import numpy as np
 from ..chunks import SentenceChunk
 from ..errors import InputError, OptionError, OutputError
 from ..options import StrEnum
+from ..outputs import Kind, Target, check_outputs
 from ..readers import Record
 from .base import ArraySource, LayerSource, StoreData
 from .hdf5 import read_hdf5, write_hdf5
@@ -60,10 +62,16 @@ def store_format(path: str | Path, fmt: str | None = None, reading: bool = False
 
     `reading` words the error for a store to be read rather than an output to be written.
     """
-    if fmt:
-        return StoreFormat.parse(fmt, "format")
     path = Path(path)
     suffix = path.suffix.lower()
+    if fmt:
+        chosen = StoreFormat.parse(fmt, "format")
+        if suffix in _SUFFIXES and _SUFFIXES[suffix] is not chosen:
+            raise OptionError(
+                f"'{path}' ends in {suffix}, which is {_SUFFIXES[suffix].value}, but the format "
+                f"asked for is {chosen.value}: change the suffix or drop --format"
+            )
+        return chosen
     if suffix in _SUFFIXES:
         return _SUFFIXES[suffix]
     if path.is_dir() and any(path.glob("*.parquet")):
@@ -89,6 +97,46 @@ def _outputs(path: Path, fmt: StoreFormat) -> list[Path]:
     return [path]
 
 
+_KINDS = {
+    StoreFormat.NPY: Kind.NPY,
+    StoreFormat.NPZ: Kind.NPZ,
+    StoreFormat.HDF5: Kind.HDF5,
+    StoreFormat.PARQUET: Kind.PARQUET,
+    StoreFormat.SAFETENSORS: Kind.SAFETENSORS,
+}
+
+
+def _shards(path: Path, fmt: StoreFormat) -> list[Path]:
+    """The shard files of a sharded safetensors store (NAME-00001-of-00003.safetensors)."""
+    if fmt is not StoreFormat.SAFETENSORS:
+        return []
+    stem = path.name.removesuffix(".safetensors")
+    return sorted(path.parent.glob(f"{stem}-*-of-*.safetensors"))
+
+
+def store_targets(path: str | Path, fmt: str | StoreFormat | None = None) -> list[Target]:
+    """Every path a store at `path` is written to, for `check_outputs`."""
+    path = Path(path)
+    fmt = store_format(path, fmt.value if isinstance(fmt, StoreFormat) else fmt)
+    targets = [Target(path, _KINDS[fmt])]
+    if fmt is StoreFormat.NPY:
+        targets += [Target(sidecar_path(path), Kind.PROVENANCE), Target(index_path(path), Kind.NPZ)]
+    if fmt is StoreFormat.SAFETENSORS:
+        targets.append(Target(sharded_index(path), Kind.PROVENANCE))
+        targets += [Target(shard, Kind.SAFETENSORS) for shard in _shards(path, fmt)]
+    return targets
+
+
+def store_files(path: str | Path) -> list[Path]:
+    """The files of an existing store (the inputs of convert, analyze, probe --store)."""
+    path = Path(path)
+    try:
+        fmt = store_format(path, reading=True)
+    except InputError:
+        return [path]
+    return [p for p in _outputs(path, fmt) + _shards(path, fmt) if p.exists()]
+
+
 def _temporaries(path: Path, fmt: StoreFormat) -> list[Path]:
     """The `*.tmp` files a writer of this format makes before renaming them into place."""
     parts = [p.with_name(p.name + ".tmp") for p in _outputs(path, fmt)]
@@ -103,9 +151,10 @@ def _partial_dir(path: Path) -> Path:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    """Remove a path that `check_outputs` let through (a store of ours) or our own `.tmp`."""
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
-    elif path.exists():
+    elif os.path.lexists(path):
         path.unlink()
 
 
@@ -154,7 +203,8 @@ class StoreSink:
     """A sink that streams into a resumable staging area and writes the store at the end.
 
     `identity` is what must match to resume (model, fingerprint, settings, batching);
-    the input is checked with a running digest of the records already embedded.
+    the input is checked with a running digest of the records already embedded. Existing
+    outputs and `inputs` (the files read) go through `check_outputs` before anything is written.
     """
 
     def __init__(
@@ -164,28 +214,37 @@ class StoreSink:
         fmt: str | None = None,
         overwrite: bool = False,
         resume: bool = False,
+        inputs: Iterable[str | Path] = (),
     ) -> None:
         self.path = Path(path)
         self.format = store_format(self.path, fmt)
         self.partial = _partial_dir(self.path)
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        if not parent.is_dir():
-            raise OutputError(f"output directory does not exist: {parent}")
-        if not os.access(parent, os.W_OK):
-            raise OutputError(f"output directory is not writable: {parent}")
-        existing = [p for p in _outputs(self.path, self.format) if p.exists()]
-        if existing and not overwrite:
-            raise OutputError(f"output exists: {existing[0]} (use --overwrite to replace it)")
-        if self.partial.exists() and not (resume or overwrite):
-            raise OutputError(
-                f"an interrupted run left {self.partial}: use --resume to continue it, "
-                "or --overwrite to start again"
-            )
+        check_outputs(store_targets(self.path, self.format), inputs, overwrite)
+        if os.path.lexists(self.partial):
+            if not (resume or overwrite):
+                raise OutputError(
+                    f"an interrupted run left {self.partial}: use --resume to continue it, "
+                    "or --overwrite to start again"
+                )
+            check_outputs([Target(self.partial, Kind.STAGING)], inputs, overwrite=True)
         self.staging = Staging(self.partial, identity, resume=resume and not overwrite)
         self.resumed_from = self.staging.records
+        self.earlier_texts = self._earlier_texts() if self.resumed_from else None
         self._digests: dict[int, str] = {self.staging.records: self.staging.input_digest}
         self._consumed = 0
         self._pending = 0
+
+    def _earlier_texts(self) -> tuple[int, int, list[str]]:
+        """What the interrupted run embedded: texts, truncated texts and the first truncated
+        ids, so that the truncation warning counts the whole input, not only this run's."""
+        truncated, first = 0, []
+        with self.staging.texts_path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if '"truncated": true' in line and json.loads(line)["truncated"]:
+                    truncated += 1
+                    if len(first) < 5:
+                        first.append(str(json.loads(line)["id"]))
+        return self.resumed_from, truncated, first
 
     @property
     def records(self) -> int:
@@ -235,10 +294,15 @@ class StoreSink:
             self._digests = {k: v for k, v in self._digests.items() if k >= done}
 
     def close(self, provenance: dict) -> None:
-        """Write the store in its format from the staging area, then rename it into place."""
-        staged = self.staging.finish()
+        """Write the store in its format from the staging area, then rename it into place.
+
+        Should that fail (a full disk, Ctrl-C), nothing of the store is left and the staging
+        area is whole (the `.npy` vectors, moved out of it, are moved back) for `--resume`."""
         written: list[Path] = []
+        renamed: list[Path] = []
+        staged_vectors = self.staging.vectors_path
         try:
+            staged = self.staging.finish()
             index = staged.index()  # files in the staging area, written a block at a time
             final = _final_provenance(
                 provenance, staged.counts, staged.replaced, staged.vectors.shape
@@ -246,27 +310,31 @@ class StoreSink:
             final["format"] = self.format.value
             data = _Staged(staged, final, index)
             if self.format is StoreFormat.NPY:
-                written = write_npy(data, self.path, staged_vectors=staged.dir / "vectors.npy")
+                written = write_npy(data, self.path, staged_vectors=staged_vectors)
             else:
                 written = _WRITERS[self.format](data, self.path)
-            for tmp in written:
-                target = tmp.with_name(tmp.name.removesuffix(".tmp"))
-                _remove(target)
-                os.replace(tmp, target)
-        except OSError as err:
-            for tmp in [*written, *_temporaries(self.path, self.format)]:
-                _remove(tmp)
-            reason = "disk full" if err.errno == 28 else (err.strerror or str(err))
+            _rename_into_place(written, self.path, renamed)
+        except BaseException as err:
+            if self.format is StoreFormat.NPY and written and not staged_vectors.exists():
+                moved = self.path.with_name(self.path.name + ".tmp")  # or renamed already
+                os.replace(moved if moved.exists() else self.path, staged_vectors)
+            for part in [*written, *_temporaries(self.path, self.format), *renamed]:
+                _remove(part)
+            if not isinstance(err, OSError):
+                raise
             raise OutputError(
-                f"{reason} while writing {self.path}; the embedded texts are kept in "
+                f"{_reason(err)} while writing {self.path}; the embedded texts are kept in "
                 f"{self.partial} (rerun with --resume once fixed)"
             ) from None
         self.staging.remove()
         self.provenance = final
 
     def abort(self, provenance: dict) -> None:
-        """Leave the staging area at its last durable point, for `--resume`."""
+        """Leave the staging area at its last durable point, for `--resume`; one that holds
+        nothing durable (a run that failed before its first chunk) is removed."""
         self.staging.close_files()
+        if not self.records:
+            self.staging.remove()
 
 
 def _trim_heap() -> None:
@@ -368,9 +436,7 @@ def convert(
     source, index, provenance, _ = open_store(source_path)
     target = Path(target_path)
     target_format = store_format(target, fmt)
-    existing = [p for p in _outputs(target, target_format) if p.exists()]
-    if existing and not overwrite:
-        raise OutputError(f"output exists: {existing[0]} (use --overwrite to replace it)")
+    check_outputs(store_targets(target, target_format), store_files(source_path), overwrite)
     provenance = dict(provenance, format=target_format.value)
     provenance.pop("texts", None)  # an older store's per-text columns: now in the index
     keep = {
@@ -379,12 +445,33 @@ def convert(
         if k in ("ids", "n_tokens", "truncated", "windows", "offsets", "items", "spans")
     }
     keep["ids"] = [str(x) for x in keep["ids"]]
-    written = _WRITERS[target_format](_Loaded(source, keep, provenance), target)
-    for tmp in written:
-        final = tmp.with_name(tmp.name.removesuffix(".tmp"))
-        _remove(final)
-        os.replace(tmp, final)
+    written: list[Path] = []
+    renamed: list[Path] = []
+    try:
+        written = _WRITERS[target_format](_Loaded(source, keep, provenance), target)
+        _rename_into_place(written, target, renamed)
+    except BaseException as err:  # a full disk, Ctrl-C: nothing of the new store is left
+        for part in [*written, *_temporaries(target, target_format), *renamed]:
+            _remove(part)
+        if not isinstance(err, OSError):
+            raise
+        raise OutputError(f"{_reason(err)} while writing {target}") from None
     return target_format
+
+
+def _rename_into_place(written: list[Path], path: Path, renamed: list[Path]) -> None:
+    """Rename a writer's `*.tmp` files into place (each appended to `renamed`), the store's
+    own file (or a sharded safetensors store's index) last: until it is there, no store is."""
+    last = {path.name, sharded_index(path).name}
+    for tmp in sorted(written, key=lambda tmp: tmp.name.removesuffix(".tmp") in last):
+        target = tmp.with_name(tmp.name.removesuffix(".tmp"))
+        _remove(target)
+        os.replace(tmp, target)
+        renamed.append(target)
+
+
+def _reason(err: OSError) -> str:
+    return "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
 
 
 def disk_size(path: str | Path) -> int:
@@ -460,5 +547,7 @@ __all__ = [
     "describe",
     "disk_size",
     "open_store",
+    "store_files",
     "store_format",
+    "store_targets",
 ]

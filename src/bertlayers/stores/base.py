@@ -8,6 +8,7 @@ allows.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 from collections.abc import Iterator, Sequence
@@ -186,6 +187,64 @@ def layer_names(provenance: dict, count: int) -> list[str]:
             name += "_again"
         names.append(name)
     return names
+
+
+def free_bytes(directory: str | os.PathLike) -> int | None:
+    """Bytes free on the file system of `directory` (None where it cannot be told). The blocks
+    reserved for root count as free, as a writer may be root: a check against this never
+    refuses a write that would fit."""
+    try:
+        stat = os.statvfs(directory)
+    except (OSError, AttributeError):  # gone, or no statvfs (Windows)
+        return None
+    return stat.f_bfree * stat.f_frsize
+
+
+def ensure_room(path: os.PathLike, needed: int) -> None:
+    """Raise ENOSPC, as the write would, before writing at least `needed` bytes at `path`
+    where its file system has fewer free: a store known not to fit is refused before it
+    fills the disk, not half way. `needed` is a lower bound of what the writer writes (what
+    it writes beyond it, and a disk that others fill meanwhile, the writer still handles)."""
+    free = free_bytes(os.path.dirname(os.path.abspath(path)))
+    if free is not None and needed > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"{os.strerror(errno.ENOSPC)} ({needed} bytes to write, {free} free)",
+            str(path),
+        )
+
+
+def vector_bytes(data: StoreData) -> int:
+    """Bytes of a store's vectors."""
+    return data.num_rows * int(np.prod(data.row_shape)) * np.dtype(data.dtype).itemsize
+
+
+def index_bytes(index: dict) -> int:
+    """A lower bound of the bytes an index takes in a store that does not compress it:
+    its arrays, and for string lists their characters plus an 8-byte offset each."""
+    total = 0
+    for value in index.values():
+        if isinstance(value, Utf8Strings):
+            total += value.data.nbytes + 8 * len(value)
+        elif isinstance(value, list | tuple):
+            total += sum(map(len, map(str, value))) + 8 * len(value)
+        else:
+            total += value.nbytes if isinstance(value, FileArray) else np.asarray(value).nbytes
+    return total
+
+
+def close_all(handles) -> None:
+    """Close every handle, even where one fails (its unwritten data lost: a full disk), so
+    that none is left for the garbage collector to flush again; the first failure is raised
+    once all are closed."""
+    failure: OSError | None = None
+    for handle in handles:
+        try:
+            handle.close()
+        except OSError as err:
+            failure = failure or err
+    if failure is not None:
+        raise failure
 
 
 STRING_KEYS = ("ids", "items")  # index entries that are lists of strings

@@ -25,8 +25,11 @@ from .base import (
     NpySource,
     StoreData,
     block_ranges,
+    ensure_room,
+    index_bytes,
     pack_index,
     unpack_index,
+    vector_bytes,
     write_npy_stream,
 )
 
@@ -45,10 +48,13 @@ def write_npy(data: StoreData, path: Path, staged_vectors: Path | None = None) -
     The staged vectors are moved in last: should writing the sidecars fail (disk full), the
     staging area is still whole, for `--resume`."""
     written = []
+    index = data.index()
     index_tmp = index_path(path).with_name(index_path(path).name + ".tmp")
+    vectors = 0 if staged_vectors is not None else vector_bytes(data)  # staged: only renamed
+    ensure_room(index_tmp, vectors + index_bytes(index))
     written.append(index_tmp)
     with zipfile.ZipFile(index_tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        _write_members(zf, pack_index(data.index()))
+        _write_members(zf, pack_index(index))
     json_tmp = sidecar_path(path).with_name(sidecar_path(path).name + ".tmp")
     written.append(json_tmp)
     json_tmp.write_text(json.dumps(data.provenance, indent=1) + "\n", encoding="utf-8")
@@ -78,12 +84,28 @@ def _write_members(zf: zipfile.ZipFile, arrays: dict[str, np.ndarray | FileArray
             write_npy_stream(member, array)
 
 
+def _sidecar_error(sidecar: Path, role: str, path: Path, err: Exception) -> InputError:
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return InputError(f"{sidecar} ({role} of {path.name}) is not readable: {first}")
+
+
 def read_npy(path: Path) -> tuple[ArraySource, dict, dict]:
-    provenance = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    sidecar = sidecar_path(path)
+    if not sidecar.exists():
+        raise InputError(f"{path} is incomplete: {sidecar.name} (its provenance) is missing")
+    try:
+        provenance = json.loads(sidecar.read_text(encoding="utf-8"))
+        if not isinstance(provenance, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise _sidecar_error(sidecar, "the provenance", path, err) from None
     index = {}
     if index_path(path).exists():
-        with np.load(index_path(path), allow_pickle=False) as npz:
-            index = unpack_index({k: npz[k] for k in npz.files})
+        try:
+            with np.load(index_path(path), allow_pickle=False) as npz:
+                index = unpack_index({k: npz[k] for k in npz.files})
+        except Exception as err:  # a truncated or foreign zip raises all kinds of errors
+            raise _sidecar_error(index_path(path), "the index", path, err) from None
     elif "texts" in provenance:  # an older sentence-level store: its columns are in the JSON
         index = {key: np.asarray(value) for key, value in provenance["texts"].items()}
     else:
@@ -93,10 +115,12 @@ def read_npy(path: Path) -> tuple[ArraySource, dict, dict]:
 
 def write_npz(data: StoreData, path: Path) -> list[Path]:
     tmp = path.with_name(path.name + ".tmp")
+    index = data.index()
+    ensure_room(tmp, vector_bytes(data) + index_bytes(index))
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         with zf.open("vectors.npy", "w", force_zip64=True) as member:
             _write_vectors(member, data)
-        _write_members(zf, pack_index(data.index()))
+        _write_members(zf, pack_index(index))
         with zf.open("provenance.npy", "w") as member:
             np.lib.format.write_array(member, np.asarray(json.dumps(data.provenance)))
     return [tmp]

@@ -13,6 +13,7 @@ A path ending in `.parquet` is one file; any other path is a directory of
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 from pathlib import Path
 
@@ -138,32 +139,53 @@ def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> 
     if not single:
         tmp.mkdir()
     writer, shard, shard_start = None, 0, 0
-    row_bytes = k * hidden * data.dtype.itemsize
-    group_rows = max(1, ROW_GROUP_BYTES // row_bytes)
-    for start, stop in block_ranges(data.num_rows, row_bytes, most=ROW_GROUP_BYTES):
-        table = _block_table(data, index, schema, start, stop)
-        if single:
-            writer = writer or pq.ParquetWriter(tmp, schema, **_options(schema))
-            writer.write_table(table, row_group_size=group_rows)
-        offset = 0
-        while not single and offset < len(table):  # fill shards of shard_rows rows
-            if writer is None:
-                part = tmp / f"part-{shard:05d}.parquet"
-                writer = pq.ParquetWriter(part, schema, **_options(schema))
-            take = min(len(table) - offset, shard_rows - shard_start)
-            writer.write_table(table.slice(offset, take), row_group_size=group_rows)
-            offset += take
-            shard_start += take
-            if shard_start == shard_rows:
-                writer.close()
-                writer, shard, shard_start = None, shard + 1, 0
-        del table  # and give its buffers back to the OS: Arrow's pool would keep them
-        pa.default_memory_pool().release_unused()
-    if writer is not None:
-        writer.close()
-    if single and not tmp.exists():
-        pq.write_table(schema.empty_table(), tmp)
+    try:
+        row_bytes = k * hidden * data.dtype.itemsize
+        group_rows = max(1, ROW_GROUP_BYTES // row_bytes)
+        for start, stop in block_ranges(data.num_rows, row_bytes, most=ROW_GROUP_BYTES):
+            table = _block_table(data, index, schema, start, stop)
+            if single:
+                writer = writer or pq.ParquetWriter(tmp, schema, **_options(schema))
+                writer.write_table(table, row_group_size=group_rows)
+            offset = 0
+            while not single and offset < len(table):  # fill shards of shard_rows rows
+                if writer is None:
+                    part = tmp / f"part-{shard:05d}.parquet"
+                    writer = pq.ParquetWriter(part, schema, **_options(schema))
+                take = min(len(table) - offset, shard_rows - shard_start)
+                writer.write_table(table.slice(offset, take), row_group_size=group_rows)
+                offset += take
+                shard_start += take
+                if shard_start == shard_rows:
+                    writer.close()
+                    writer, shard, shard_start = None, shard + 1, 0
+            del table  # and give its buffers back to the OS: Arrow's pool would keep them
+            pa.default_memory_pool().release_unused()
+        if writer is not None:
+            writer.close()
+        if single and not tmp.exists():
+            pq.write_table(schema.empty_table(), tmp)
+    except BaseException:  # a full disk: no writer left open for its __del__ to close again
+        _abandon(writer, tmp)
+        raise
     return [tmp]
+
+
+def _abandon(writer, tmp: Path) -> None:
+    """Close the writer of a store whose writing failed, and remove what was written. A
+    writer left open would write its footer when freed, and on a full disk print that it
+    could not."""
+    import shutil
+
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            writer.close()
+        writer.is_open = False  # closed or not: not to be closed again when freed
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 class ParquetSource:

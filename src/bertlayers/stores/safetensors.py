@@ -22,6 +22,7 @@ from .base import (
     StoreData,
     array_blocks,
     block_ranges,
+    ensure_room,
     layer_names,
     pack_index,
     unpack_index,
@@ -102,6 +103,8 @@ def write_safetensors(
         shards[-1].append(name)
         size += layer_bytes
     position = {name: i for i, name in enumerate(names)}
+    extra_bytes = sum(a.nbytes for a in extra.values())
+    ensure_room(path.with_name(path.name + ".tmp"), extra_bytes + layer_bytes * len(names))
     if len(shards) == 1:
         tmp = path.with_name(path.name + ".tmp")
         _write_file(tmp, data, {n: position[n] for n in names}, extra, meta)

@@ -13,6 +13,7 @@ columns, and for token and word runs offsets, spans and strings) is gathered fro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ import numpy as np
 from ..chunks import RaggedChunk, SentenceChunk
 from ..errors import InputError, OutputError
 from ..sinks import npy_header
-from .base import FileArray, Utf8Strings, utf8_lengths
+from .base import FileArray, Utf8Strings, close_all, utf8_lengths
 
 _HEADER = 128  # bytes reserved for the vectors' .npy header (see sinks.npy_header)
 INDEX_TEXTS, INDEX_ITEMS = 4096, 65536  # texts, token strings read at a time to gather the index
@@ -40,17 +41,24 @@ def _sync(path: Path) -> None:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file, sync it, and rename it over `path`."""
+    """Write JSON to a temporary file, sync it, and rename it over `path` (the temporary
+    file removed should that fail: a full disk)."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _disk_error(err: OSError, where: Path, records: int) -> OutputError:
     reason = "disk full" if err.errno == 28 else (err.strerror or str(err))
+    if not records:  # the staging area is removed with nothing in it: nothing to resume
+        return OutputError(f"{reason} while writing {where}; no text was made durable yet")
     return OutputError(
         f"{reason} while writing {where}; the {records} texts made durable so far are kept in "
         f"{where.parent if where.parent.name.endswith('.partial') else where} "
@@ -120,9 +128,13 @@ class Staging:
         else:
             if directory.exists():
                 shutil.rmtree(directory)
-            directory.mkdir(parents=True)
-            self.texts_path.write_bytes(b"")
-            self._commit_journal(texts_bytes=0)
+            try:
+                directory.mkdir(parents=True)
+                self.texts_path.write_bytes(b"")
+                self._commit_journal(texts_bytes=0)
+            except OSError as err:  # no journal yet: not a staging area to resume, removed
+                shutil.rmtree(directory, ignore_errors=True)
+                raise _disk_error(err, self.dir, 0) from None
         self._vectors = None
         self._placed: FileRows | None = None
         self._texts = self.texts_path.open("ab")
@@ -224,16 +236,18 @@ class Staging:
             raise _disk_error(err, self.dir, self.records) from None
 
     def close_files(self) -> None:
+        """Close the data files. What they could not write (a full disk) was not made durable
+        (the journal does not count it, `--resume` cuts it off), so it is let go: every file
+        is closed, none left for the garbage collector to flush again."""
         if self._placed is not None:
             self._placed.close()
-        for handle in (self._vectors, self._texts):
-            if handle is not None:
-                handle.close()
+        with contextlib.suppress(OSError):
+            close_all(h for h in (self._vectors, self._texts) if h is not None)
         self._vectors = None
 
     def finish(self) -> StagedStore:
         """Fix the vectors' header and hand the complete staging to a format writer."""
-        self.close_files()
+        self.close_files()  # every chunk was committed: nothing is left to write
         if self.row_shape is None:
             raise OutputError("nothing was embedded")
         with self.vectors_path.open("r+b") as handle:
@@ -329,8 +343,7 @@ class StagedStore:
                     files["items.offsets"].write(items.add(entry["items"]).tobytes())
                     replaced.extend([entry["id"], w] for w in entry.get("replaced", []))
         finally:
-            for handle in files.values():
-                handle.close()
+            close_all(files.values())
 
         def array(name: str, dtype: type, shape: tuple[int, ...]) -> FileArray:
             return FileArray(self.dir / f"index-{name}.bin", dtype, shape)
