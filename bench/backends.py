@@ -58,28 +58,28 @@ class Eager:
 
 
 class Compiled(Eager):
-    """`Extractor(torch_compile=True)`: inductor, dynamic shapes, frozen weights."""
+    """`Extractor(runtime="compile")`: inductor, dynamic shapes, frozen weights."""
 
     name = "torch-compile"
 
     def _extractor(self, cls, model_dir: Path):
-        return cls(str(model_dir), device="cpu", torch_compile=True)
+        return cls(str(model_dir), device="cpu", runtime="compile")
 
 
 class OpenVINOBackend(Eager):
-    """`Extractor(backend="openvino")`: bertlayers' OpenVINO backend, float32."""
+    """`Extractor(runtime="openvino")`: bertlayers' OpenVINO backend, float32."""
 
     name = "openvino"
 
     def _extractor(self, cls, model_dir: Path):
-        return cls(str(model_dir), backend="openvino")
+        return cls(str(model_dir), runtime="openvino")
 
 
 def _exported(model_dir: Path, tmp: Path) -> tuple[Path, object]:
     """The model exported to ONNX with every hidden state as one output `(L+1, B, T, H)`."""
     from transformers import AutoConfig, AutoModel
 
-    from bertlayers.openvino_backend import SelectedStates
+    from bertlayers.backends.openvino import SelectedStates
 
     model = AutoModel.from_pretrained(model_dir, attn_implementation="sdpa").eval()
     path = tmp / f"{model_dir.name}.onnx"
@@ -167,8 +167,8 @@ def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int, tmp:
     from transformers import AutoConfig
 
     from bertlayers import Extractor
-    from bertlayers.batching import collate, plan_batches, tokenize
-    from bertlayers.readers import records_from_texts
+    from bertlayers.core.batching import collate, plan_batches, tokenize
+    from bertlayers.io.readers import records_from_texts
 
     config = AutoConfig.from_pretrained(model_dir)
     tokenizer = Extractor(str(model_dir), device="cpu").encoder.tokenizer

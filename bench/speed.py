@@ -8,8 +8,8 @@ mean-pooled in float32 (sentence-transformers: its last layer, as it only offers
 - `st-encode`: `SentenceTransformer(model).encode`, max_seq_length 512, batch 32;
 - `bertlayers`: `Extractor.embed(texts, layers="all", pooling="mean")`;
 - `bl-tokens`: bertlayers' token-level output of every layer, streamed to an `.npy` store;
-- `bl-openvino`: bertlayers with `backend="openvino"` (float32, exact like `bertlayers`);
-- `bl-int8`: bertlayers with `int8=True` (approximate), with its lowest cosine to float32 for
+- `bl-openvino`: bertlayers with `runtime="openvino"` (float32, exact like `bertlayers`);
+- `bl-int8`: bertlayers with `runtime="int8"` (approximate), with its lowest cosine to float32 for
   each layer;
 - `bl-bf16`: bertlayers computing in bfloat16 (approximate; fast where the CPU has AVX512-BF16
   or AMX), with its lowest cosine to float32 for each layer.
@@ -61,7 +61,7 @@ def bert_base_dir(root: Path) -> Path:
     tokenizer: speed depends on shapes, not on the values of the weights."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from bertlayers.encoder import bundled_model_path
+    from bertlayers.core.encoder import bundled_model_path
 
     torch.manual_seed(0)
     path = root / "bert-base-random"
@@ -142,14 +142,10 @@ class STEncode:
 class Bertlayers:
     name = "bertlayers"
 
-    def __init__(
-        self, model_dir: Path, int8: bool = False, dtype: str = "float32", backend: str = "torch"
-    ) -> None:
+    def __init__(self, model_dir: Path, runtime: str = "torch", dtype: str = "float32") -> None:
         from bertlayers import Extractor
 
-        self.extractor = Extractor(
-            str(model_dir), device="cpu", int8=int8, dtype=dtype, backend=backend
-        )
+        self.extractor = Extractor(str(model_dir), device="cpu", dtype=dtype, runtime=runtime)
 
     def run(self, texts: list[str]) -> np.ndarray:
         return self.extractor.embed(texts, layers="all", pooling="mean")
@@ -161,16 +157,16 @@ class BertlayersOpenVINO(Bertlayers):
     name = "bl-openvino"
 
     def __init__(self, model_dir: Path) -> None:
-        super().__init__(model_dir, backend="openvino")
+        super().__init__(model_dir, runtime="openvino")
 
 
 class BertlayersInt8(Bertlayers):
-    """bertlayers with `int8=True` (approximate: see `bertlayers.quantize`)."""
+    """bertlayers with `runtime="int8"` (approximate: see `bertlayers.backends.int8`)."""
 
     name = "bl-int8"
 
     def __init__(self, model_dir: Path) -> None:
-        super().__init__(model_dir, int8=True)
+        super().__init__(model_dir, runtime="int8")
 
 
 class BertlayersBfloat16(Bertlayers):
@@ -197,7 +193,7 @@ class BertlayersTokens(Bertlayers):
 
     def run(self, texts: list[str]) -> np.ndarray:
         from bertlayers import ExtractConfig
-        from bertlayers.readers import records_from_texts
+        from bertlayers.io.readers import records_from_texts
         from bertlayers.stores import StoreSink
 
         config = ExtractConfig(level="token", layers="all", long="truncate")
@@ -227,7 +223,7 @@ def padded_tokens(lengths: np.ndarray, name: str, extractor=None) -> int:
         )
     if name == "st-encode":  # sorted by text length (characters, longest first), batches of 32
         return -1  # filled in by the caller, who has the texts
-    from bertlayers.batching import plan_batches
+    from bertlayers.core.batching import plan_batches
 
     config = extractor.options_config
     total = 0
@@ -409,7 +405,7 @@ def run_models(
 ) -> dict:
     """Run `measure(label, model_dir, texts, tmp)` for each of `args.models` on the bench
     corpus, show each result, and write the report (command, `header`, models) to `args.out`."""
-    from bertlayers.encoder import bundled_model_path
+    from bertlayers.core.encoder import bundled_model_path
 
     if args.smoke:
         args.fortunes, args.news, args.rounds, args.models = 24, 2, 1, "minilm"

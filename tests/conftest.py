@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from bertlayers import Extractor
-from bertlayers.encoder import bundled_model_path
+from bertlayers.core.encoder import bundled_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertlayers.batching import plan_batches
+from bertlayers.core.batching import plan_batches
 from bertlayers.errors import OptionError
-from bertlayers.readers import Record
+from bertlayers.io.readers import Record
 
 
 def test_plan_batches_covers_every_text_once_under_the_budget():

@@ -15,17 +15,47 @@ from bertlayers import load
 from conftest import Reference, data_file
 
 
-def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None, env=None):
-    environment = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "bertlayers", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment,
-        timeout=600,
-    )
+def run_cli(
+    *args: str, stdin: str | None = None, cwd: Path | None = None, env=None, process=False
+) -> subprocess.CompletedProcess:
+    """The command line with these arguments: in-process through `main` (its stdin, stdout,
+    stderr, working directory and environment swapped for the call), or as a real process
+    (`python -m bertlayers`) where the process itself is what is tested."""
+    if process:
+        environment = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
+        return subprocess.run(
+            [sys.executable, "-m", "bertlayers", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=environment,
+            timeout=600,
+        )
+    import contextlib
+    import io
+
+    from bertlayers.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, saved_stdin = dict(os.environ), Path.cwd(), sys.stdin
+    os.environ.update({"HF_HUB_OFFLINE": "1", **(env or {})})
+    if stdin is not None:
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8")), encoding="utf-8")
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # --help, --version
+                code = exit_.code if isinstance(exit_.code, int) else 0
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.stdin = saved_stdin
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(result, message: str) -> None:
@@ -51,7 +81,9 @@ def test_extract_tsv_writes_npy_and_provenance(
     tmp_path, sentiment_sample, bundled, bundled_reference
 ):
     out = tmp_path / "emb.npy"
-    result = run_cli("extract", str(sentiment_sample), "-o", str(out), "--layers", "all")
+    result = run_cli(
+        "extract", str(sentiment_sample), "-o", str(out), "--layers", "all", process=True
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""  # progress and messages go to stderr only
     assert "text/s" in result.stderr and "tok/s" in result.stderr  # the progress bar
@@ -181,7 +213,7 @@ def test_existing_output_is_not_overwritten(tmp_path):
 
 
 def test_usage_errors_exit_2_and_help_has_examples():
-    result = run_cli("extract")
+    result = run_cli("extract", process=True)  # the program's own exit code
     assert result.returncode == 2 and "Traceback" not in result.stderr
     help_text = run_cli("extract", "--help").stdout
     assert "examples:" in help_text and "--layers" in help_text and "ours - 1" in help_text

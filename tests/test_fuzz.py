@@ -40,7 +40,7 @@ def _unclosed_csv() -> str:
 def _decoder_only_model(root: Path) -> Path:
     from transformers import BertTokenizer, GPT2Config, GPT2Model
 
-    from bertlayers.encoder import bundled_model_path
+    from bertlayers.core.encoder import bundled_model_path
 
     path = root / "gpt2"
     GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=100)).save_pretrained(path)
@@ -576,7 +576,7 @@ def test_unreachable_hub_fails_in_seconds_without_offline_mode(capsys, monkeypat
 
     from huggingface_hub import constants
 
-    from bertlayers.encoder import _hub_unreachable
+    from bertlayers.core.encoder import _hub_unreachable
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

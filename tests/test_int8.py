@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bertlayers import Extractor
+from bertlayers.backends.int8 import Bfloat16Linear, SmoothedLinear, bf16_matmul_supported
 from bertlayers.errors import OptionError
-from bertlayers.quantize import Bfloat16Linear, SmoothedLinear, bf16_matmul_supported
 
 
 @pytest.fixture(scope="module")

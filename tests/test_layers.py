@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bertlayers import resolve_layers
+from bertlayers.core.pooling import combine_layers
 from bertlayers.errors import OptionError
-from bertlayers.layers import combine_layers
 from bertlayers.options import Combine
 
 

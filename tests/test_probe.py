@@ -18,9 +18,9 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bertlayers.geometry import analyze, linear_cka
-from bertlayers.metrics import entities, entity_f1, is_bio
-from bertlayers.probing import (
+from bertlayers.analysis.geometry import analyze, linear_cka
+from bertlayers.analysis.metrics import entities, entity_f1, is_bio
+from bertlayers.analysis.probing import (
     _folds,
     candidate_features,
     fit_probe,
@@ -30,7 +30,7 @@ from bertlayers.probing import (
     sentence_data,
     word_data,
 )
-from bertlayers.readers import read_records
+from bertlayers.io.readers import read_records
 from conftest import data_file
 from test_cli import assert_one_line_error, run_cli
 
@@ -406,7 +406,7 @@ def test_cli_probe_bad_input_is_one_line(tmp_path, sentiment_file, pos_file):
 
 
 def test_given_test_set_scores_one_split(sentiment):
-    from bertlayers.probing import ProbeData
+    from bertlayers.analysis.probing import ProbeData
 
     data, _ = sentiment
     rows = np.random.default_rng(0).permutation(len(data.labels))

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from bertlayers.errors import InputError
-from bertlayers.readers import Record, read_records, records_from_texts
+from bertlayers.io.readers import Record, read_records, records_from_texts
 from conftest import data_file
 
 

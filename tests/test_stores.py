@@ -21,7 +21,7 @@ import pytest
 
 from bertlayers import ExtractConfig, load
 from bertlayers.errors import InputError, OutputError, TruncationWarning
-from bertlayers.readers import records_from_texts, records_from_words
+from bertlayers.io.readers import records_from_texts, records_from_words
 from bertlayers.stores import StoreSink, convert, describe, disk_size
 from bertlayers.stores.parquet import write_parquet
 from bertlayers.stores.safetensors import write_safetensors

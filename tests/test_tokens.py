@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from bertlayers import Extractor, TruncationWarning
+from bertlayers.core.windows import plan_windows, window_owners
 from bertlayers.errors import InputError, OptionError
-from bertlayers.windows import plan_windows, window_owners
 from conftest import Reference, data_file
 
 TOLERANCE = 1e-4
@@ -127,7 +127,7 @@ def test_pre_split_words_each_get_one_vector(bundled, bundled_reference):
 
 
 def test_every_word_of_the_conll_file_gets_a_vector(bundled):
-    from bertlayers.readers import read_records
+    from bertlayers.io.readers import read_records
 
     path = data_file("pos-wsj.conll")
     records = list(read_records(str(path)))

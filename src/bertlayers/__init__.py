@@ -8,20 +8,47 @@
     words[0].vectors.shape                       # (4, 4, 384): words x layers x hidden
 
 Layer 0 is the embedding output, 1..L the encoder layers, negatives count from the end.
+
+The package is the data flow: `io` (files -> records), `core` (tokenize, batch, forward,
+select layers, pool: the `Engine`), `backends` (what runs the forward pass), `stores`
+(streamed, resumable files), `analysis` (probes, geometry, plots, report: arrays and stores
+only, no model code), `cli` (the command line). Names are exported lazily, so that
+`import bertlayers` (and the analysis, the stores, `bertlayers --help`) does not load torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-from .errors import BertlayersError, TruncationWarning
-from .extract import ExtractConfig, Extractor
-from .layers import LayerSelection, resolve_layers
-from .options import Combine, DType, Level, LongMode, Pooling, WordPooling
-from .results import RaggedEmbeddings, SentenceEmbeddings, TextVectors, load
+_EXPORTS = {
+    "BertlayersError": "errors",
+    "TruncationWarning": "errors",
+    "Engine": "core.engine",
+    "ExtractConfig": "core.config",
+    "Extractor": "core.extract",
+    "LayerSelection": "layers",
+    "resolve_layers": "layers",
+    "Combine": "options",
+    "DType": "options",
+    "Level": "options",
+    "LongMode": "options",
+    "Pooling": "options",
+    "Runtime": "options",
+    "WordPooling": "options",
+    "RaggedEmbeddings": "results",
+    "SentenceEmbeddings": "results",
+    "TextVectors": "results",
+    "load": "stores",
+}
 
 __all__ = [
     "BertlayersError",
     "Combine",
     "DType",
+    "Engine",
     "ExtractConfig",
     "Extractor",
     "LayerSelection",
@@ -29,6 +56,7 @@ __all__ = [
     "LongMode",
     "Pooling",
     "RaggedEmbeddings",
+    "Runtime",
     "SentenceEmbeddings",
     "TextVectors",
     "TruncationWarning",
@@ -37,3 +65,27 @@ __all__ = [
     "load",
     "resolve_layers",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name's module on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bertlayers' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from .core.config import ExtractConfig
+    from .core.engine import Engine
+    from .core.extract import Extractor
+    from .errors import BertlayersError, TruncationWarning
+    from .layers import LayerSelection, resolve_layers
+    from .options import Combine, DType, Level, LongMode, Pooling, Runtime, WordPooling
+    from .results import RaggedEmbeddings, SentenceEmbeddings, TextVectors
+    from .stores import load

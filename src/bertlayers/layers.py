@@ -1,4 +1,4 @@
-"""Resolve a layer spec against a model, and combine the selected layers.
+"""Resolve a layer spec against a model (pure: shared by the core, the stores and analysis).
 
 Convention (Hugging Face `hidden_states`): 0 is the embedding output, 1..L are the encoder
 layers, negative indices count from the end (-1 is the last layer). Google's
@@ -10,10 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
 from .errors import OptionError
-from .options import Combine
 
 LayerSpec = str | int | Sequence[int] | None
 
@@ -93,15 +90,3 @@ def resolve_layers(spec: LayerSpec, num_layers: int) -> LayerSelection:
     if not indices:
         raise OptionError("empty layer list: select at least one layer")
     return LayerSelection(indices, num_layers)
-
-
-def combine_layers(hidden: torch.Tensor, mode: Combine) -> torch.Tensor:
-    """Combine stacked layers per token: `(K, ..., H)` -> `(K, ..., H)` or `(1, ..., H or K*H)`."""
-    if mode is Combine.STACK:
-        return hidden
-    if mode is Combine.MEAN:
-        return hidden.mean(dim=0, keepdim=True)
-    if mode is Combine.SUM:
-        return hidden.sum(dim=0, keepdim=True)
-    # concat: layers side by side along the hidden axis, in the order they were asked for
-    return torch.cat(list(hidden.unbind(0)), dim=-1).unsqueeze(0)

@@ -48,11 +48,20 @@ class Combine(StrEnum):
     CONCAT = "concat"  # layers side by side: (1, K*H)
 
 
-class Backend(StrEnum):
-    """What runs the forward pass."""
+class Runtime(StrEnum):
+    """What runs the forward pass (`bertlayers.backends` checks what combines with what)."""
 
-    TORCH = "torch"  # PyTorch (eager, or torch.compile'd): every device and dtype
+    TORCH = "torch"  # PyTorch, eager: every device and dtype, the reference
+    COMPILE = "compile"  # PyTorch through torch.compile (inductor): slow first start, cached
+    INT8 = "int8"  # CPU, approximate: int8 matmuls (SmoothQuant), bf16 feed-forward outputs
     OPENVINO = "openvino"  # OpenVINO on the CPU, float32 (the `openvino` extra)
+
+
+class Backend(StrEnum):
+    """Deprecated: the `backend=` spelling of `Runtime` (torch or openvino)."""
+
+    TORCH = "torch"
+    OPENVINO = "openvino"
 
 
 class DType(StrEnum):

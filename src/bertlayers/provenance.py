@@ -11,7 +11,7 @@ from . import __version__
 from .chunks import RaggedChunk, SentenceChunk
 
 if TYPE_CHECKING:
-    from .encoder import Encoder
+    from .core.encoder import Encoder
 
 LAYER_CONVENTION = (
     "0 = embedding output, 1..L = encoder layers, as Hugging Face hidden_states "

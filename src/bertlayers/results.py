@@ -1,4 +1,4 @@
-"""Result types, and `load` to read any store back.
+"""Result types: what the core returns and `bertlayers.load` reads back (numpy only).
 
 Sentence level: one `(N, K, H)` array. Token and word level are ragged: one flat
 `(sum T_i, K, H)` array plus offsets `(N+1,)`, so text `i` is rows `offsets[i]:offsets[i+1]`,
@@ -12,14 +12,44 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from .errors import OptionError
 from .layers import resolve_layers
 from .options import Combine
-from .stores.base import ArraySource, LayerSource
+
+
+class LayerSource(Protocol):
+    """Lazy access to stored vectors `(rows, K, H)`."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+
+    def layer(self, position: int) -> np.ndarray: ...
+
+    def block(self, start: int, stop: int) -> np.ndarray: ...
+
+    def all(self) -> np.ndarray: ...
+
+
+class ArraySource:
+    """A LayerSource over an array in memory (or memory-mapped)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+
+    def layer(self, position: int) -> np.ndarray:
+        return np.asarray(self.array[:, position])
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.array[start:stop])
+
+    def all(self) -> np.ndarray:
+        return self.array
 
 
 def _layer_position(layers: list[int], provenance: dict, index: int) -> int:
@@ -154,15 +184,3 @@ def make_result(
         spans=np.asarray(index["spans"]),
         **common,
     )
-
-
-def load(path: str | Path) -> SentenceEmbeddings | RaggedEmbeddings:
-    """Read any bertlayers store (`.npy`, `.npz`, `.h5`, `.parquet`, `.safetensors`).
-
-    Sentence level gives `SentenceEmbeddings`, token and word level `RaggedEmbeddings`; an
-    incomplete or corrupt store is an error that says so.
-    """
-    from .stores import open_store
-
-    source, index, provenance, _ = open_store(path)
-    return make_result(source, index, provenance)

@@ -20,9 +20,11 @@ import numpy as np
 
 from ..chunks import SentenceChunk
 from ..errors import InputError, OptionError, OutputError
+from ..extras import require
+from ..io.readers import Record
 from ..options import StrEnum
 from ..outputs import Kind, Target, check_outputs
-from ..readers import Record
+from ..results import RaggedEmbeddings, SentenceEmbeddings, make_result
 from .base import ArraySource, LayerSource, StoreData
 from .hdf5 import read_hdf5, write_hdf5
 from .npyfmt import index_path, read_npy, read_npz, sidecar_path, write_npy, write_npz
@@ -57,11 +59,26 @@ _WRITERS: dict[StoreFormat, Callable[[StoreData, Path], list[Path]]] = {
 }
 
 
+_EXTRAS = {  # the package each format needs, and the extra that installs it
+    StoreFormat.HDF5: ("h5py", "hdf5"),
+    StoreFormat.PARQUET: ("pyarrow", "parquet"),
+    StoreFormat.SAFETENSORS: ("safetensors", "safetensors"),
+}
+
+
 def store_format(path: str | Path, fmt: str | None = None, reading: bool = False) -> StoreFormat:
-    """The format named by `fmt`, else by the path's suffix (a directory: Parquet shards).
+    """The format named by `fmt`, else by the path's suffix (a directory: Parquet shards),
+    once its package is known to be installed.
 
     `reading` words the error for a store to be read rather than an output to be written.
     """
+    chosen = _format_of(Path(path), fmt, reading)
+    if chosen in _EXTRAS:
+        require(*_EXTRAS[chosen], f"the {chosen.value} format")
+    return chosen
+
+
+def _format_of(path: Path, fmt: str | None, reading: bool) -> StoreFormat:
     path = Path(path)
     suffix = path.suffix.lower()
     if fmt:
@@ -205,6 +222,8 @@ class StoreSink:
     `identity` is what must match to resume (model, fingerprint, settings, batching);
     the input is checked with a running digest of the records already embedded. Existing
     outputs and `inputs` (the files read) go through `check_outputs` before anything is written.
+    `trim_heap` gives freed heap pages back to the OS after each chunk (glibc's `malloc_trim`,
+    process-wide: the command line asks for it, the library does not).
     """
 
     def __init__(
@@ -215,8 +234,10 @@ class StoreSink:
         overwrite: bool = False,
         resume: bool = False,
         inputs: Iterable[str | Path] = (),
+        trim_heap: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.trim_heap = trim_heap  # a front end's choice: it acts on the whole process
         self.format = store_format(self.path, fmt)
         self.partial = _partial_dir(self.path)
         check_outputs(store_targets(self.path, self.format), inputs, overwrite)
@@ -290,7 +311,8 @@ class StoreSink:
                 digest = ""
             self.staging.commit(digest)
             self._pending = 0
-            _trim_heap()
+            if self.trim_heap:
+                _trim_heap()
             self._digests = {k: v for k, v in self._digests.items() if k >= done}
 
     def close(self, provenance: dict) -> None:
@@ -474,6 +496,16 @@ def _reason(err: OSError) -> str:
     return "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
 
 
+def load(path: str | Path) -> SentenceEmbeddings | RaggedEmbeddings:
+    """Read any bertlayers store (`.npy`, `.npz`, `.h5`, `.parquet`, `.safetensors`).
+
+    Sentence level gives `SentenceEmbeddings`, token and word level `RaggedEmbeddings`; an
+    incomplete or corrupt store is an error that says so.
+    """
+    source, index, provenance, _ = open_store(path)
+    return make_result(source, index, provenance)
+
+
 def disk_size(path: str | Path) -> int:
     """Bytes a store takes on disk, all its files counted."""
     path = Path(path)
@@ -546,6 +578,7 @@ __all__ = [
     "convert",
     "describe",
     "disk_size",
+    "load",
     "open_store",
     "store_files",
     "store_format",

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..results import ArraySource, LayerSource  # noqa: F401 (the stores' sources)
 from ..sinks import npy_header
 
 BLOCK_BYTES = 64 * 2**20  # rows read and written at a time
@@ -32,37 +33,6 @@ class StoreData(Protocol):
     def rows(self, start: int, stop: int) -> np.ndarray: ...
 
     def index(self) -> dict[str, np.ndarray]: ...
-
-
-class LayerSource(Protocol):
-    """Lazy access to stored vectors `(rows, K, H)`."""
-
-    shape: tuple[int, int, int]
-    dtype: np.dtype
-
-    def layer(self, position: int) -> np.ndarray: ...
-
-    def block(self, start: int, stop: int) -> np.ndarray: ...
-
-    def all(self) -> np.ndarray: ...
-
-
-class ArraySource:
-    """A LayerSource over an array in memory (or memory-mapped)."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-        self.shape = tuple(array.shape)
-        self.dtype = array.dtype
-
-    def layer(self, position: int) -> np.ndarray:
-        return np.asarray(self.array[:, position])
-
-    def block(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.array[start:stop])
-
-    def all(self) -> np.ndarray:
-        return self.array
 
 
 class FileArray:

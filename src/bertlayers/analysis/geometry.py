@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import __version__
-from .errors import InputError
-from .results import RaggedEmbeddings, SentenceEmbeddings
+from .. import __version__
+from ..errors import InputError
+from ..results import RaggedEmbeddings, SentenceEmbeddings
 
 
 @dataclass

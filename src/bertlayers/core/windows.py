@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import OptionError
+from ..errors import OptionError
 
 
 def plan_windows(n: int, width: int, stride: int) -> list[tuple[int, int]]:

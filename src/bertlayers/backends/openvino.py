@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .errors import ModelError, OptionError
+from ..errors import ModelError, OptionError
 
 INSTALL_HINT = "pip install 'bertlayers[openvino]'"
 KEEP_COMPILED = 4  # layer selections kept converted; another one converts again (seconds)

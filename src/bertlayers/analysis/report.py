@@ -12,10 +12,10 @@ import html
 import json
 from pathlib import Path
 
-from . import __version__
-from .errors import InputError
-from .outputs import write_text_atomically
-from .provenance import summary
+from .. import __version__
+from ..errors import InputError
+from ..outputs import write_text_atomically
+from ..provenance import summary
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OptionError
+from ..errors import OptionError
+from ..outputs import write_atomically, write_text_atomically
 from .geometry import GeometryReport
-from .outputs import write_atomically, write_text_atomically
 from .probing import ProbeData, ProbeReport
 
 _PALETTE = [

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .readers import Record
+from ..io.readers import Record
 
 
 @dataclass
@@ -173,7 +173,7 @@ def tokenize_content(tokenizer, words_tokenizer, records: Sequence[Record]) -> C
     normaliser removes) is fed as the tokenizer's unknown token, so it still gets a vector,
     and is reported in `replaced`. A word that still gets no token is an error naming it.
     """
-    from .errors import InputError
+    from ..errors import InputError
 
     kwargs = {
         "add_special_tokens": False,

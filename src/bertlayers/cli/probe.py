@@ -7,22 +7,26 @@ with the core), and hand them to `probing`, `geometry`, `plots` and `report`.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 from pathlib import Path
 
-from .cli import (
-    _add_model_options,
-    _int_at_least,
-    _non_negative_int,
-    _positive_float,
-    _positive_int,
-    add_backend_option,
+from ..errors import InputError, OptionError
+from ..io.readers import InputFormat, Record, guess_format, read_records
+from ..outputs import Kind, Target, check_outputs
+from .options import (
+    Formatter,
     add_input_options,
+    add_model_options,
+    add_runtime_options,
+    extract_config,
+    int_at_least,
+    make_extractor,
+    non_negative_int,
+    positive_float,
+    positive_int,
 )
-from .errors import InputError, OptionError
-from .outputs import Kind, Target, check_outputs
-from .readers import InputFormat, Record, guess_format, read_records
 
 PROBE_EXAMPLES = """\
 examples:
@@ -61,7 +65,7 @@ def _add_overwrite_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
-    _add_model_options(parser)
+    add_model_options(parser)
     parser.add_argument("--layers", default="all", help="layers to probe: all | 0,6,-1 | -4:")
     parser.add_argument(
         "--pooling", default=None, help="texts: cls|mean|max|first|last (default: mean)"
@@ -74,21 +78,21 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="texts over the model's limit: truncate (default for texts) | split | error",
     )
-    parser.add_argument("--max-length", type=_positive_int, default=None, help="tokens per text")
-    parser.add_argument("--batch-tokens", type=_positive_int, default=None)
+    parser.add_argument("--max-length", type=positive_int, default=None, help="tokens per text")
+    parser.add_argument("--batch-tokens", type=positive_int, default=None)
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (or cuda:N)")
     parser.add_argument("--dtype", default="float32", help="compute dtype")
-    add_backend_option(parser)
+    add_runtime_options(parser, legacy=("backend",))
 
 
-def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
+def add_commands(commands) -> None:
     """Register probe, predict, analyze and report on the main parser's subcommands."""
     probe = commands.add_parser(
         "probe",
         help="score a linear probe on every layer: which layer is best for my labels?",
         description="Per-layer linear probes (scikit-learn) with k-fold cross-validation or a "
         "test set, on text labels (csv/tsv/jsonl) or word tags (conll).",
-        formatter_class=formatter,
+        formatter_class=Formatter,
         epilog=PROBE_EXAMPLES,
     )
     probe.add_argument("data", help="labelled .csv/.tsv/.jsonl (one text per row) or .conll")
@@ -101,12 +105,12 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
     probe.add_argument("--test-store", default=None, help="vectors of --test, as --store")
     probe.add_argument("-o", "--output-dir", default=None, help="write probe.json/.csv and plots")
     probe.add_argument("--classifier", default="logreg", help="logreg | svm (linear)")
-    probe.add_argument("--folds", type=_int_at_least(2), default=5, help="k of k-fold CV")
+    probe.add_argument("--folds", type=int_at_least(2), default=5, help="k of k-fold CV")
     probe.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="folds, sampling and solvers"
+        "--seed", type=non_negative_int, default=0, help="folds, sampling and solvers"
     )
     probe.add_argument(
-        "--C", dest="c", type=_positive_float, default=1.0, help="inverse regularization (> 0)"
+        "--C", dest="c", type=positive_float, default=1.0, help="inverse regularization (> 0)"
     )
     probe.add_argument(
         "--metric",
@@ -137,7 +141,7 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
         help="label new text with a probe saved by 'probe --save-model'",
         description="Embed texts the way the probe was trained and label them: one "
         "'id<TAB>label' line per text, or 'word<TAB>tag' (CoNLL) for word probes.",
-        formatter_class=formatter,
+        formatter_class=Formatter,
         epilog="examples:\n  bertlayers predict clf.joblib new.txt\n"
         "  bertlayers predict clf.joblib reviews.csv --text-column review --proba -o labels.tsv\n"
         "  bertlayers predict pos.joblib sentences.txt   # one sentence per line -> CoNLL\n",
@@ -148,7 +152,7 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
     predict.add_argument("--proba", action="store_true", help="add the label's probability")
     _add_data_options(predict, labelled=False)
     predict.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (or cuda:N)")
-    add_backend_option(predict)
+    add_runtime_options(predict, legacy=("backend",))
     predict.add_argument("--model", default=None, help="override the model the probe names")
     _add_overwrite_option(predict)
     predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -160,15 +164,15 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
         description="Per-layer geometry (Ethayarajh 2019): anisotropy, self-similarity of a "
         "word across contexts, intra-sentence similarity (token/word stores), linear CKA "
         "between layers and norms. A table on stdout; JSON, CSV and plots with -o.",
-        formatter_class=formatter,
+        formatter_class=Formatter,
         epilog="examples:\n  bertlayers extract pos.conll --level word -o words.npz\n"
         "  bertlayers analyze words.npz -o runs/pos\n",
     )
     analyze.add_argument("store", help="a store written by bertlayers extract")
     analyze.add_argument("-o", "--output-dir", default=None, help="write analysis.json and plots")
-    analyze.add_argument("--seed", type=_non_negative_int, default=0, help="the samples drawn")
-    analyze.add_argument("--pairs", type=_positive_int, default=5000, help="random pairs")
-    analyze.add_argument("--max-rows", type=_positive_int, default=5000, help="rows for CKA")
+    analyze.add_argument("--seed", type=non_negative_int, default=0, help="the samples drawn")
+    analyze.add_argument("--pairs", type=positive_int, default=5000, help="random pairs")
+    analyze.add_argument("--max-rows", type=positive_int, default=5000, help="rows for CKA")
     _add_overwrite_option(analyze)
     analyze.set_defaults(handler=run_analyze)
 
@@ -177,7 +181,7 @@ def add_commands(commands, formatter: type[argparse.HelpFormatter]) -> None:
         help="one self-contained HTML page of a run's probes, plots and provenance",
         description="Gather probe.json, analysis.json and the plots in a directory into one "
         "HTML file that opens offline.",
-        formatter_class=formatter,
+        formatter_class=Formatter,
         epilog="examples:\n  bertlayers report runs/sentiment            # runs/sentiment/"
         "report.html\n  bertlayers report runs/pos -o pos.html\n",
     )
@@ -229,14 +233,12 @@ def _labels_of(records: list[Record], words: bool) -> tuple[list[str], object, s
     return [r.label for r in records], np.arange(len(records)), "sentence"
 
 
-def _extract_config(args: argparse.Namespace, words: bool, layers: object = None):
-    from .extract import ExtractConfig
-
-    return ExtractConfig(
-        layers=args.layers if layers is None else layers,
+def _extract_config(args: argparse.Namespace, words: bool):
+    return extract_config(
+        layers=args.layers,
         level="word" if words else "sentence",
-        pooling=args.pooling or "mean",
-        word_pooling=args.word_pooling or "first",
+        pooling=args.pooling,
+        word_pooling=args.word_pooling,
         long=args.long,
         max_length=args.max_length,
         batch_tokens=args.batch_tokens,
@@ -256,16 +258,7 @@ class _Vectors:
     @property
     def extractor(self):
         if self._extractor is None:
-            from .extract import Extractor
-
-            args = self.args
-            self._extractor = Extractor(
-                args.model,
-                device=args.device,
-                dtype=args.dtype,
-                revision=args.revision,
-                backend=args.backend,
-            )
+            self._extractor = make_extractor(self.args)
         return self._extractor
 
     def _check_store(self, provenance: dict, store: str) -> None:
@@ -287,7 +280,7 @@ class _Vectors:
                 )
 
     def get(self, records: list[Record], words: bool, store: str | None, name: str):
-        from .results import load
+        from ..stores import load
 
         if store and Path(store).exists():
             result = load(store)
@@ -296,14 +289,14 @@ class _Vectors:
         config = _extract_config(self.args, words)
         progress = not self.args.quiet
         if store:
-            from .stores import StoreSink
+            from ..stores import StoreSink
 
             Path(store).parent.mkdir(parents=True, exist_ok=True)
             sink = StoreSink(store, self.extractor.identity(config))
             self.extractor.run(records, sink, config, progress=progress, total=len(records))
             return load(store), store
-        from .results import make_result
-        from .sinks import MemorySink
+        from ..results import make_result
+        from ..sinks import MemorySink
 
         sink = MemorySink()
         provenance = self.extractor.run(
@@ -313,7 +306,7 @@ class _Vectors:
 
 
 def _probe_data(records, words, result, where, data_name):
-    from .probing import sentence_data, word_data
+    from ..analysis.probing import sentence_data, word_data
 
     build = word_data if words else sentence_data
     return build(result, records, name=where, data_name=data_name)
@@ -339,6 +332,14 @@ def _extraction_record(provenance: dict, args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------ outputs
+
+
+def _require_analysis(command: str) -> None:
+    """probe, predict and analyze need the `analysis` extra: say so in one line."""
+    from ..extras import require
+
+    for module in ("sklearn", "matplotlib", "joblib"):
+        require(module, "analysis", f"bertlayers {command}")
 
 
 def _figures(directory: Path, *stems: str) -> list[Target]:
@@ -370,7 +371,7 @@ def _tensorboard_targets(directory: str, layers: list[int] | None) -> list[Targe
 
 
 def _probe_inputs(args: argparse.Namespace) -> list[Path]:
-    from .stores import store_files
+    from ..stores import store_files
 
     inputs = [Path(p) for p in (args.data, args.test) if p]
     for store in (args.store, args.test_store):
@@ -381,7 +382,7 @@ def _probe_inputs(args: argparse.Namespace) -> list[Path]:
 
 def _check_probe_outputs(args: argparse.Namespace) -> None:
     """Every path probe writes, checked before any work: results, plots, model, stores."""
-    from .stores import store_targets
+    from ..stores import store_targets
 
     targets: list[Target] = []
     if args.output_dir:
@@ -401,8 +402,9 @@ def _check_probe_outputs(args: argparse.Namespace) -> None:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    from .plots import export_tensorboard, plot_probe, plot_projection
-    from .probing import (
+    _require_analysis("probe")  # before the imports that need it
+    from ..analysis.plots import export_tensorboard, plot_probe, plot_projection
+    from ..analysis.probing import (
         Classifier,
         Metric,
         check_labels,
@@ -411,8 +413,8 @@ def run_probe(args: argparse.Namespace) -> int:
         run_probes,
         save_probe,
     )
-    from .provenance import summary
-    from .report import write_results
+    from ..analysis.report import write_results
+    from ..provenance import summary
 
     Classifier.parse(args.classifier, "classifier")
     if args.metric:
@@ -498,24 +500,9 @@ def run_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chunks(records, size: int):
-    batch = []
-    for record in records:
-        batch.append(record)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _clean(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def run_predict(args: argparse.Namespace) -> int:
-    from .extract import ExtractConfig, Extractor
-    from .probing import load_probe
+    _require_analysis("predict")  # before the imports that need it
+    from ..analysis.probing import load_probe
 
     probe = load_probe(args.model_file)
     if args.proba and not hasattr(probe.pipeline.named_steps["classifier"], "predict_proba"):
@@ -538,11 +525,8 @@ def run_predict(args: argparse.Namespace) -> int:
         quoting=args.quoting,
     )
     first = next(records)  # fail on a bad input before loading the model
-    extractor = Extractor(
-        args.model or saved["model"],
-        device=args.device,
-        revision=saved.get("revision"),
-        backend=args.backend,
+    extractor = make_extractor(
+        args, model=args.model or saved["model"], revision=saved.get("revision")
     )
     if (
         args.model is None
@@ -556,7 +540,7 @@ def run_predict(args: argparse.Namespace) -> int:
             "trained on (its fingerprint changed): predictions may be off",
             stacklevel=1,
         )
-    config = ExtractConfig(
+    config = extract_config(
         layers=saved["layers"],
         level=saved["level"],
         pooling=saved["pooling"],
@@ -569,40 +553,11 @@ def run_predict(args: argparse.Namespace) -> int:
     tmp = Path(args.output).with_name(Path(args.output).name + ".tmp") if args.output else None
     out = tmp.open("w", encoding="utf-8") if tmp else sys.stdout
     done = False
-    bar = None
-    if not args.quiet:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(unit="text", desc="predicting", file=sys.stderr, dynamic_ncols=True)
     try:
-        import itertools
-
-        for batch in _chunks(itertools.chain([first], records), 1024):
-            if words:
-                result = extractor.extract_words(batch, config=config)
-                labels = probe.predict(result.vectors)
-                for i, text in enumerate(result):
-                    start = int(result.offsets[i])
-                    for j, word in enumerate(text.items):
-                        out.write(f"{word}\t{labels[start + j]}\n")
-                    out.write("\n")
-            else:
-                result = extractor.extract(batch, config=config)
-                vectors = result.embeddings
-                labels = probe.predict(vectors)
-                proba = probe.predict_proba(vectors) if args.proba else None
-                for i, record in enumerate(batch):
-                    line = f"{record.id}\t{labels[i]}"
-                    if proba is not None:
-                        line += f"\t{proba[i].max():.4f}"
-                    out.write(line + "\n")
-            out.flush()
-            if bar is not None:
-                bar.update(len(batch))
+        sink = _LabelSink(probe, out, args.proba)
+        extractor.run(itertools.chain([first], records), sink, config, progress=not args.quiet)
         done = True
     finally:
-        if bar is not None:
-            bar.close()
         if tmp is not None:
             out.close()
             if done:
@@ -612,13 +567,50 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+class _LabelSink:
+    """A sink that labels each embedded chunk with the probe and writes the lines at once:
+    `id<TAB>label[<TAB>probability]` per text, or `word<TAB>tag` per word (CoNLL)."""
+
+    def __init__(self, probe, out, proba: bool) -> None:
+        self.probe, self.out, self.proba = probe, out, proba
+
+    def reserve(self, n_rows: int, row_shape: tuple[int, ...], dtype):
+        from ..sinks import ArrayRows
+
+        return ArrayRows(n_rows, row_shape, dtype)
+
+    def write(self, chunk) -> None:
+        labels = self.probe.predict(chunk.vectors)
+        lines = []
+        if getattr(chunk, "items", None) is not None:  # words: one tag each, CoNLL
+            start = 0
+            for length in chunk.lengths.tolist():
+                for j in range(start, start + length):
+                    lines.append(f"{chunk.items[j]}\t{labels[j]}\n")
+                lines.append("\n")
+                start += length
+        else:
+            proba = self.probe.predict_proba(chunk.vectors) if self.proba else None
+            for i, record_id in enumerate(chunk.ids):
+                tail = f"\t{proba[i].max():.4f}" if proba is not None else ""
+                lines.append(f"{record_id}\t{labels[i]}{tail}\n")
+        self.out.write("".join(lines))
+        self.out.flush()
+
+    def close(self, provenance: dict) -> None:
+        pass
+
+    def abort(self, provenance: dict) -> None:
+        pass
+
+
 def run_analyze(args: argparse.Namespace) -> int:
-    from .geometry import analyze
-    from .plots import plot_geometry
-    from .provenance import summary
-    from .report import write_results
-    from .results import load
-    from .stores import store_files
+    _require_analysis("analyze")  # before the imports that need it
+    from ..analysis.geometry import analyze
+    from ..analysis.plots import plot_geometry
+    from ..analysis.report import write_results
+    from ..provenance import summary
+    from ..stores import load, store_files
 
     if args.output_dir:
         targets = _results(args.output_dir, "analysis", "geometry", "cka")
@@ -643,7 +635,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from ..analysis.report import build_report
 
     folder = Path(args.directory)
     if not folder.is_dir():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -19,8 +18,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelError, OptionError
-from .options import Backend, Device, DType
+from ..backends import Forward, check_runtime
+from ..backends.eager import EagerForward
+from ..errors import ModelError, OptionError
+from ..options import Backend, Device, DType, Runtime
 
 MODEL_ENV = "BERTLAYERS_MODEL"
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -136,45 +137,27 @@ class Encoder:
         device: str | None = "auto",
         dtype: DType | str = DType.FLOAT32,
         revision: str | None = None,
-        int8: bool = False,
-        torch_compile: bool = False,
-        backend: Backend | str = Backend.TORCH,
+        runtime: Runtime | str = Runtime.TORCH,
     ) -> None:
-        """`int8=True` quantizes the encoder layers' linears for CPU inference (see
-        `quantize.py`): faster, and within a measured cosine of float32, not equal to it.
-        `torch_compile=True` runs the model through `torch.compile` (see `compile_model`).
-        `backend="openvino"` runs the forward pass on OpenVINO (CPU, float32; see
-        `openvino_backend.py`)."""
+        """`runtime` is what runs the forward pass (see `bertlayers.backends`): `torch`,
+        `compile` (torch.compile), `int8` (CPU, approximate: within a measured cosine of
+        float32, not equal to it) or `openvino` (CPU, float32)."""
         from transformers import AutoConfig, AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         model_id = model or default_model()
-        if int8 and torch_compile:
-            raise OptionError(
-                "int8 and torch.compile cannot be combined: the quantized linears recompile "
-                "at every batch shape and ran no faster (use one or the other)"
-            )
-        self.backend = Backend.parse(backend, "backend")
+        self.runtime = Runtime.parse(runtime, "runtime")
         self.dtype = DType.parse(dtype, "dtype")
-        if self.backend is Backend.OPENVINO:
-            _check_openvino_options(device, self.dtype, int8, torch_compile)
-            device = "cpu"
+        requested = device
+        if self.runtime is Runtime.OPENVINO:
+            device = "cpu" if (device or "auto").strip().lower() == "auto" else device
+        # what the runtime refuses whatever the device (openvino on cuda), before probing it
+        check_runtime(self.runtime, requested, "cpu", self.dtype)
         self.device = resolve_device(device)
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        logging.getLogger("transformers").setLevel(logging.ERROR)
+        check_runtime(self.runtime, requested, self.device.type, self.dtype)
         # an unreachable hub: load from the cache at once instead of retrying for half a minute
         self._hub = {"revision": revision, "local_files_only": _hub_unreachable(model_id)}
-        try:
-            config = AutoConfig.from_pretrained(model_id, **self._hub)
-        except (OSError, ValueError) as err:
-            raise ModelError(_load_error(model_id, err, self._hub["local_files_only"])) from None
-        _check_encoder(config, model_id)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model_id, **self._hub)
-            encoder = AutoModel.from_pretrained(model_id, config=config, **self._hub)
-        except (OSError, ValueError) as err:
-            raise ModelError(_load_error(model_id, err, self._hub["local_files_only"])) from None
+        with _quiet_transformers():
+            config, tokenizer, encoder = self._load(model_id, AutoConfig, AutoTokenizer, AutoModel)
         if not getattr(tokenizer, "is_fast", False):
             raise ModelError(
                 f"model '{model_id}' has no fast tokenizer; bertlayers needs one for offsets"
@@ -210,20 +193,52 @@ class Encoder:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._fingerprint: str | None = None
         self.quantization: dict | None = None
-        if int8:
-            from .quantize import quantize_int8
+        if self.runtime is Runtime.INT8:
+            from ..backends.int8 import quantize_int8
 
             self.quantization = quantize_int8(self)
-        self.compiled = torch_compile
-        if torch_compile:
+        self.compiled = self.runtime is Runtime.COMPILE
+        if self.compiled:
+            from ..backends.compiled import compile_model
+
             self.model = compile_model(self.model)
         self._openvino = None
-        if self.backend is Backend.OPENVINO:
-            from .openvino_backend import OpenVINOForward
+        self._forward: Forward = EagerForward(
+            self.model, self.input_names, self.to_device, self._depth, self._lock
+        )
+        if self.runtime is Runtime.OPENVINO:
+            from ..backends.openvino import OpenVINOForward
 
             self._openvino = OpenVINOForward(
                 self.model, self.input_names, self._depth, torch.get_num_threads()
             )
+            self._forward = self._openvino_forward
+
+    def _load(self, model_id: str, auto_config, auto_tokenizer, auto_model):
+        """The config (checked to be an encoder's), fast tokenizer and model of `model_id`."""
+        unreachable = self._hub["local_files_only"]
+        try:
+            config = auto_config.from_pretrained(model_id, **self._hub)
+        except (OSError, ValueError) as err:
+            raise ModelError(_load_error(model_id, err, unreachable)) from None
+        _check_encoder(config, model_id)
+        try:
+            tokenizer = auto_tokenizer.from_pretrained(model_id, **self._hub)
+            encoder = auto_model.from_pretrained(model_id, config=config, **self._hub)
+        except (OSError, ValueError) as err:
+            raise ModelError(_load_error(model_id, err, unreachable)) from None
+        return config, tokenizer, encoder
+
+    def _openvino_forward(
+        self, batch: dict[str, torch.Tensor], layers: Sequence[int]
+    ) -> list[torch.Tensor]:
+        with self._lock:
+            return list(self._openvino(batch, layers).unbind(0))
+
+    @property
+    def backend(self) -> Backend:
+        """Deprecated: torch or openvino (see `runtime`)."""
+        return Backend.OPENVINO if self.runtime is Runtime.OPENVINO else Backend.TORCH
 
     @property
     def compute(self) -> str:
@@ -312,62 +327,31 @@ class Encoder:
 
     def hidden_states(self, batch: dict[str, torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
         """Selected hidden states of a padded batch: `(K, B, T, H)` on the model's device."""
-        if self._openvino is not None:
-            with self._lock:
-                return self._openvino(batch, layers)
         return torch.stack(self.hidden_state_list(batch, layers))
 
-    @torch.inference_mode()
     def hidden_state_list(
         self, batch: dict[str, torch.Tensor], layers: Sequence[int]
     ) -> list[torch.Tensor]:
         """Selected hidden states of a padded batch, one `(B, T, H)` each, not copied."""
-        if self._openvino is not None:
-            with self._lock:
-                return list(self._openvino(batch, layers))
-        inputs = {name: self.to_device(batch[name]) for name in self.input_names if name in batch}
-        # At least one layer runs: hidden state 0 is recorded on the way into the first layer.
-        deepest = max(1, max(layers))
-        with self._lock, self._depth(deepest):
-            outputs = self.model(**inputs, output_hidden_states=True)
-        states = outputs.hidden_states
-        return [states[i] for i in layers]
+        return self._forward(batch, layers)
 
 
-def _check_openvino_options(device: str | None, dtype: DType, int8: bool, compiled: bool) -> None:
-    """The OpenVINO backend is a float32 CPU backend: refuse what it cannot honour."""
-    base = (device or "auto").strip().lower().split(":")[0]
-    if base not in ("auto", "cpu"):
-        raise OptionError(f"backend 'openvino' runs on the CPU, not on device '{device}'")
-    if dtype is not DType.FLOAT32:
-        raise OptionError(
-            f"backend 'openvino' computes in float32, not {dtype.value} "
-            f"(the default backend 'torch' computes in {dtype.value})"
-        )
-    if int8 or compiled:
-        what = "int8" if int8 else "torch.compile"
-        raise OptionError(f"backend 'openvino' cannot be combined with {what}")
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' warnings and progress bars off while a model loads, then as they were:
+    the library leaves the process's logging settings alone."""
+    from transformers.utils import logging as hf_logging
 
-
-def compile_cache_dir() -> Path:
-    """Where compiled kernels are kept between runs: `TORCHINDUCTOR_CACHE_DIR` if set, else
-    `~/.cache/bertlayers/torchinductor` (`XDG_CACHE_HOME` honoured)."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bertlayers" / "torchinductor"
-
-
-def compile_model(model: torch.nn.Module) -> torch.nn.Module:
-    """`torch.compile` for any batch shape (`dynamic=True`) with frozen weights (inductor's
-    `freezing`: constants folded, weights pre-packed for the CPU's matmul kernels).
-
-    The first batches pay for compiling (about 30-40 s for a 6-layer model on 2 cores);
-    the kernels are cached in `compile_cache_dir()`, so later runs start in seconds. Results
-    equal the eager model's within float32 rounding (checked against the reference in tests).
-    """
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
-    return torch.compile(model, dynamic=True, options={"freezing": True})
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _install_capture_hooks(model: torch.nn.Module) -> None:

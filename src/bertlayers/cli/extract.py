@@ -1,26 +1,28 @@
-"""The `bertlayers` command line: parses arguments into one config and calls the core.
-
-Errors are printed as one line on stderr with a non-zero exit code; stdout carries only the
-output a command is asked for (e.g. `info`), never progress or warnings.
-"""
+"""`bertlayers extract | info | inspect | convert`: texts into stores, and stores looked at."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import sys
-import warnings
-from collections.abc import Callable
-from typing import NoReturn
 
-from . import __version__
-from .errors import BertlayersError, OptionError, OutputError
-from .options import Backend, Combine, Device, DType, Level, Pooling, WordPooling
-from .outputs import check_outputs
-from .readers import InputFormat, Quoting, guess_format, read_records
-from .stores import store_format
+from ..errors import BertlayersError, OptionError, OutputError
+from ..io.readers import InputFormat, Quoting, guess_format, read_records
+from ..options import Combine, Device, DType, Level, Pooling, WordPooling
+from ..outputs import check_outputs
+from ..stores import store_format
+from .options import (
+    ALLOCATOR,
+    Formatter,
+    Interrupted,
+    add_input_options,
+    add_model_options,
+    add_runtime_options,
+    extract_config,
+    make_extractor,
+    non_negative_int,
+    positive_int,
+)
 
 EXTRACT_EXAMPLES = """\
 examples:
@@ -46,114 +48,13 @@ Google's extract_features.py and bert-as-service count encoder layers only: thei
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
-class UsageError(Exception):
-    """A command line argparse refused: one line, exit 2, no usage block."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line (`bertlayers: error: ...`) instead of the usage
-    block: subcommands' parsers are made with the same class."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
-
-
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    parse.__name__ = "whole number"  # what argparse names in its own errors
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return value
-
-
-def add_backend_option(parser: argparse.ArgumentParser) -> None:
-    """`--backend`: what runs the forward pass (extract, probe and predict share it)."""
-    parser.add_argument(
-        "--backend",
-        default="torch",
-        help=f"what runs the model: {'|'.join(b.value for b in Backend)}; openvino (CPU, "
-        "float32, `pip install 'bertlayers[openvino]'`) ran 1.1-1.2x faster "
-        "than torch on 2 CPU cores, every layer within 1e-4 of it (bench/backends.py)",
-    )
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="hub id or local directory (default: $BERTLAYERS_MODEL, else the bundled "
-        "all-MiniLM-L6-v2)",
-    )
-    parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
-
-
-def add_input_options(parser: argparse.ArgumentParser) -> None:
-    """How records are read from a file: its format, and its text, id and word columns."""
-    parser.add_argument(
-        "--input-format",
-        default=None,
-        help="txt|csv|tsv|jsonl|conll (default: from the file suffix; txt for stdin)",
-    )
-    parser.add_argument(
-        "--text-column", default="text", help="column (csv/tsv/jsonl) with the text"
-    )
-    parser.add_argument(
-        "--id-column", default=None, help="column with record ids (default: line number)"
-    )
-    parser.add_argument(
-        "--word-column",
-        type=_non_negative_int,
-        default=0,
-        help="conll: the column (0-based) holding the word",
-    )
-    parser.add_argument(
-        "--quoting",
-        default="csv",
-        help="csv/tsv: " + "|".join(q.value for q in Quoting) + " (csv: RFC 4180 quotes, "
-        "strictly; none: quotes are plain characters, one record per line, as in GLUE's TSVs)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="bertlayers",
-        description="Embeddings from every encoder layer of BERT-family models.",
-        formatter_class=_Formatter,
-        epilog="run 'bertlayers COMMAND --help' for the options and examples of a command",
-    )
-    parser.add_argument("--version", action="version", version=f"bertlayers {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-
+def add_commands(commands) -> None:
+    """Register extract, info, inspect and convert on the main parser's subcommands."""
     extract = commands.add_parser(
         "extract",
         help="embed texts with every (or selected) layer and write them to a file",
         description="Embed texts with every (or selected) encoder layer, pooled per text.",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
         epilog=EXTRACT_EXAMPLES,
     )
     extract.add_argument(
@@ -176,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue an interrupted run from its last durable chunk",
     )
-    _add_model_options(extract)
+    add_model_options(extract)
     extract.add_argument("--layers", default="all", help="all | 6 | 0,6,-1 | -4: | 1:7")
     extract.add_argument(
         "--level",
@@ -201,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.add_argument(
         "--stride",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="with --long split: tokens shared by neighbouring windows (default: a quarter)",
     )
@@ -226,22 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     extract.add_argument(
         "--max-length",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="tokens per text (default: the model's limit); longer texts are truncated and counted",
     )
     extract.add_argument(
         "--batch-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="padded tokens per batch (default: 1024 on CPU, 16384 on a GPU)",
     )
-    extract.add_argument(
-        "--max-batch-size", type=_positive_int, default=256, help="texts per batch"
-    )
+    extract.add_argument("--max-batch-size", type=positive_int, default=256, help="texts per batch")
     extract.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=positive_int,
         default=1024,
         help="texts sorted and batched together; also the unit a --resume restarts from",
     )
@@ -252,20 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default="float32", help="compute dtype: " + "|".join(d.value for d in DType)
     )
     extract.add_argument("--output-dtype", default="float32", help="stored dtype: float32|float16")
-    extract.add_argument(
-        "--int8",
-        action="store_true",
-        help="CPU only, approximate: int8 matmuls (per-channel weights, SmoothQuant scaling; "
-        "feed-forward outputs in bfloat16 where the CPU has it, else float32): 1.7-2x faster, "
-        "every layer within cosine 0.99 of float32 on the bundled model (bench/speed.py)",
-    )
-    extract.add_argument(
-        "--compile",
-        action="store_true",
-        help="run the model through torch.compile (frozen weights, any shape); the first run "
-        "compiles for 15-40 s, later runs reuse the cached kernels (~/.cache/bertlayers)",
-    )
-    add_backend_option(extract)
+    add_runtime_options(extract, legacy=("backend", "int8", "compile"))
     extract.add_argument("--overwrite", action="store_true", help="replace existing output")
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     extract.set_defaults(handler=run_extract)
@@ -275,10 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a model's architecture, layers, hidden size and max length",
         description="Show a model's architecture, layers, hidden size, max length and the "
         "layer-index convention.",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
         epilog="examples:\n  bertlayers info\n  bertlayers info --model bert-base-uncased --json\n",
     )
-    _add_model_options(info)
+    add_model_options(info)
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(handler=run_info)
 
@@ -286,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect",
         help="show what a store holds: provenance, shapes, dtype, size, completeness",
         description="Show a store's provenance, shapes, dtype, size on disk and completeness.",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
         epilog="examples:\n  bertlayers inspect emb.npy\n  bertlayers inspect words.h5 --json\n",
     )
     inspect.add_argument("path", help="a store written by bertlayers extract (or its .partial)")
@@ -297,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         help="convert a store to another format",
         description="Convert a store to another format, block by block.",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
         epilog="examples:\n  bertlayers convert emb.npy emb.parquet\n"
         "  bertlayers convert tokens.h5 tokens.safetensors --overwrite\n",
     )
@@ -306,11 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--format", default=None, help="npy|npz|hdf5|parquet|safetensors")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing target")
     convert.set_defaults(handler=run_convert)
-
-    from .cli_probe import add_commands
-
-    add_commands(commands, _Formatter)
-    return parser
 
 
 def _count_records(args: argparse.Namespace) -> int | None:
@@ -365,17 +246,16 @@ def _check_extract_args(args: argparse.Namespace) -> None:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from .extract import ExtractConfig, Extractor
-    from .stores import StoreSink, store_targets
+    from ..stores import StoreSink, store_targets
 
     _check_extract_args(args)
     if not args.resume:  # fail before the model loads; a resumed run's store is checked below
         check_outputs(store_targets(args.output, args.format), [args.input], args.overwrite)
-    config = ExtractConfig(
+    config = extract_config(
         layers=args.layers,
         level=args.level,
-        pooling=args.pooling or "mean",
-        word_pooling=args.word_pooling or "first",
+        pooling=args.pooling,
+        word_pooling=args.word_pooling,
         long=args.long,
         stride=args.stride,
         combine=args.combine,
@@ -387,15 +267,7 @@ def run_extract(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
     )
     total = _count_records(args)
-    extractor = Extractor(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        revision=args.revision,
-        int8=args.int8,
-        torch_compile=args.compile,
-        backend=args.backend,
-    )
+    extractor = make_extractor(args)
     sink = StoreSink(
         args.output,
         extractor.identity(config),
@@ -403,6 +275,7 @@ def run_extract(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         inputs=[args.input],
+        trim_heap=ALLOCATOR["trim_heap"],
     )
     if sink.resumed_from and not args.quiet:
         print(f"bertlayers: resuming after {sink.resumed_from} texts", file=sys.stderr)
@@ -435,8 +308,8 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from .encoder import Encoder
-    from .provenance import LAYER_CONVENTION
+    from ..core.encoder import Encoder
+    from ..provenance import LAYER_CONVENTION
 
     encoder = Encoder(args.model, device="cpu", revision=args.revision)
     info = encoder.info
@@ -475,7 +348,7 @@ def _human(size: int) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from .stores import describe
+    from ..stores import describe
 
     report = describe(args.path)
     if args.json:
@@ -503,110 +376,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-class Interrupted(Exception):
-    """Ctrl-C, with what was kept and how to go on."""
-
-
 def run_convert(args: argparse.Namespace) -> int:
-    from .stores import convert
+    from ..stores import convert
 
     fmt = convert(args.source, args.target, fmt=args.format, overwrite=args.overwrite)
     print(f"bertlayers: wrote {args.target} ({fmt.value})", file=sys.stderr)
     return 0
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"bertlayers: warning: {message}", file=sys.stderr)
-
-
-def _join_layer_values(argv: list[str]) -> list[str]:
-    """`--layers -4:` -> `--layers=-4:`: argparse would take `-4:` for an option name."""
-    joined: list[str] = []
-    tokens = iter(argv)
-    for token in tokens:
-        if token == "--layers":
-            value = next(tokens, None)
-            joined.append(token if value is None else f"--layers={value}")
-        else:
-            joined.append(token)
-    return joined
-
-
-def _steady_malloc() -> None:
-    """Keep large buffers out of the glibc heap, so peak memory stays flat on long runs.
-
-    glibc raises its mmap threshold each time a large buffer is freed; later batch-sized
-    arrays then come from the heap, which fragments and grows with the corpus. A fixed
-    threshold (what MALLOC_MMAP_THRESHOLD_ would set) returns every large buffer to the OS.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB
-    except (OSError, AttributeError):
-        pass
-
-
-def _quiet_closed_stdout() -> int:
-    """stdout's reader went away (`| head`): end as other tools do, with no message.
-
-    Later writes (and the interpreter's final flush) go to /dev/null instead of failing again.
-    """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    return 128 + 13  # SIGPIPE, as a shell reports a pipeline's writer it stopped
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run a command; errors become one line on stderr and a non-zero exit.
-
-    Process-wide settings (the allocator) are left to `entry`, so that calling `main` from
-    Python changes nothing but what the command writes."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(_join_layer_values(sys.argv[1:] if argv is None else argv))
-    except UsageError as err:
-        print(f"bertlayers: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        with warnings.catch_warnings():  # warnings as one line each, for this command only
-            warnings.showwarning = _show_warning
-            return args.handler(args)
-    except BertlayersError as err:
-        print(f"bertlayers: error: {err}", file=sys.stderr)
-        return 1
-    except Interrupted as err:
-        print(f"bertlayers: interrupted: {err}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("bertlayers: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return _quiet_closed_stdout()
-    except OSError as err:  # the system refused a file operation: say which file, and why
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"bertlayers: error: {where}{err.strerror or err}", file=sys.stderr)
-        return 1
-    except Exception as err:  # an unexpected failure: one line, a traceback only on request
-        if os.environ.get("BERTLAYERS_DEBUG"):
-            raise
-        print(
-            f"bertlayers: internal error: {type(err).__name__}: {err} "
-            "(set BERTLAYERS_DEBUG=1 for a traceback)",
-            file=sys.stderr,
-        )
-        return 1
-
-
-def entry() -> None:
-    """The `bertlayers` program: the allocator set for a long run, then `main`."""
-    _steady_malloc()
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    entry()

@@ -1,4 +1,5 @@
-"""Pooling as small pure functions: sentence pooling over a token mask, and subwords to words.
+"""Pooling as small pure functions: sentence pooling over a token mask, subwords to words, and
+the combination of selected layers per token.
 
 Sentence poolers take `hidden` of shape `(K, B, T, H)` (layers, batch, tokens, hidden) and a
 boolean `mask` `(B, T)` that is True for the tokens to pool over; padding is never in it.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .options import Pooling
+from ..options import Combine, Pooling
 
 
 def pooling_mask(
@@ -79,6 +80,17 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: Pooling) -> torch.Tenso
     return POOLERS[mode](hidden, mask)
 
 
+def pool_stitched(rows: np.ndarray, cls: np.ndarray, mode: Pooling) -> np.ndarray:
+    """Sentence pooling of one record stitched from its windows, `(T, K, H)` -> `(K, H)`, by
+    the same poolers as a batch; `cls` is the windows' `[CLS]` vectors `(windows, K, H)`, whose
+    mean is the record's `cls`."""
+    if mode is Pooling.CLS:
+        return cls.mean(axis=0)
+    hidden = torch.from_numpy(np.ascontiguousarray(rows)).transpose(0, 1).unsqueeze(1)
+    mask = torch.ones((1, rows.shape[0]), dtype=torch.bool)  # every stitched row counts
+    return pool(hidden, mask, mode)[:, 0].numpy()  # (K, 1, T, H) -> (K, H)
+
+
 def word_pooling(tokens: np.ndarray, word_ids: np.ndarray, n_words: int, mode: str) -> np.ndarray:
     """Pool subword vectors `(T, ...)` to words `(n_words, ...)`; `word_ids` `(T,)` ascending.
 
@@ -101,3 +113,15 @@ def word_pooling(tokens: np.ndarray, word_ids: np.ndarray, n_words: int, mode: s
     if mode == "max":
         return np.maximum.reduceat(tokens, starts, axis=0)
     raise ValueError(mode)
+
+
+def combine_layers(hidden: torch.Tensor, mode: Combine) -> torch.Tensor:
+    """Combine stacked layers per token: `(K, ..., H)` -> `(K, ..., H)` or `(1, ..., H or K*H)`."""
+    if mode is Combine.STACK:
+        return hidden
+    if mode is Combine.MEAN:
+        return hidden.mean(dim=0, keepdim=True)
+    if mode is Combine.SUM:
+        return hidden.sum(dim=0, keepdim=True)
+    # concat: layers side by side along the hidden axis, in the order they were asked for
+    return torch.cat(list(hidden.unbind(0)), dim=-1).unsqueeze(0)

@@ -1,0 +1,4 @@
+"""Putting layers to work: metrics, per-layer probes, geometry, plots and the HTML report.
+
+Analysis reads arrays and stores, never model code: nothing here imports the core, the
+backends or torch. Needs the `analysis` extra (scikit-learn, matplotlib, joblib)."""

@@ -1,0 +1,183 @@
+"""What the commands share: the parser class, checked number types, and the options that
+say how records are read, which model loads and what runs it; one place builds the
+`ExtractConfig` and the `Extractor` of every command (extract, probe, predict)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from ..io.readers import Quoting
+from ..options import Backend, Runtime
+
+
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+class UsageError(Exception):
+    """A command line argparse refused: one line, exit 2, no usage block."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (`bertlayers: error: ...`) instead of the usage
+    block: subcommands' parsers are made with the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = "whole number"  # what argparse names in its own errors
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="hub id or local directory (default: $BERTLAYERS_MODEL, else the bundled "
+        "all-MiniLM-L6-v2)",
+    )
+    parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """How records are read from a file: its format, and its text, id and word columns."""
+    parser.add_argument(
+        "--input-format",
+        default=None,
+        help="txt|csv|tsv|jsonl|conll (default: from the file suffix; txt for stdin)",
+    )
+    parser.add_argument(
+        "--text-column", default="text", help="column (csv/tsv/jsonl) with the text"
+    )
+    parser.add_argument(
+        "--id-column", default=None, help="column with record ids (default: line number)"
+    )
+    parser.add_argument(
+        "--word-column",
+        type=non_negative_int,
+        default=0,
+        help="conll: the column (0-based) holding the word",
+    )
+    parser.add_argument(
+        "--quoting",
+        default="csv",
+        help="csv/tsv: " + "|".join(q.value for q in Quoting) + " (csv: RFC 4180 quotes, "
+        "strictly; none: quotes are plain characters, one record per line, as in GLUE's TSVs)",
+    )
+
+
+def add_runtime_options(parser: argparse.ArgumentParser, legacy: tuple[str, ...] = ()) -> None:
+    """`--runtime` (what runs the forward pass), and the deprecated flags it replaces
+    (`backend`, `int8`, `compile`) where a command had them."""
+    parser.add_argument(
+        "--runtime",
+        default=None,
+        help="what runs the model: " + "|".join(r.value for r in Runtime) + " (default "
+        "torch); openvino (CPU, float32, `pip install 'bertlayers[openvino]'`) ran 1.1-1.2x "
+        "faster than torch on 2 CPU cores, every layer within 1e-4 of it (bench/backends.py); "
+        "int8 (CPU, approximate) 1.7-2x faster, every layer within cosine 0.99; compile "
+        "(torch.compile) compiles for 15-40 s on the first run, then reuses the cached "
+        "kernels (~/.cache/bertlayers)",
+    )
+    if "backend" in legacy:
+        parser.add_argument(
+            "--backend",
+            default=None,
+            help="deprecated: --runtime " + "|".join(b.value for b in Backend),
+        )
+    if "int8" in legacy:
+        parser.add_argument("--int8", action="store_true", help="deprecated: --runtime int8")
+    if "compile" in legacy:
+        parser.add_argument("--compile", action="store_true", help="deprecated: --runtime compile")
+
+
+def runtime_of(args: argparse.Namespace) -> Runtime:
+    """The runtime the options ask for; a deprecated flag still works, and says so."""
+    from ..backends import resolve_runtime
+
+    flags = {
+        "--backend": getattr(args, "backend", None),
+        "--int8": getattr(args, "int8", False),
+        "--compile": getattr(args, "compile", False),
+    }
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # said below, once, as a line
+        runtime = resolve_runtime(
+            args.runtime, flags["--int8"], flags["--compile"], flags["--backend"]
+        )
+    used = [flag for flag, value in flags.items() if value]
+    if used:
+        print(
+            f"bertlayers: warning: {', '.join(used)} is deprecated: use --runtime {runtime.value}",
+            file=sys.stderr,
+        )
+    return runtime
+
+
+def extract_config(**options: object):
+    """The `ExtractConfig` of a command: options left at None take the config's defaults,
+    which are stated once, there."""
+    from ..core.config import ExtractConfig
+
+    return ExtractConfig(**{k: v for k, v in options.items() if v is not None})
+
+
+def make_extractor(args: argparse.Namespace, model: str | None = None, revision=None):
+    """The `Extractor` of a command: its model (or `model`), device, dtype and runtime. The
+    command line keeps compiled kernels in ~/.cache/bertlayers unless told otherwise."""
+    from ..core.extract import Extractor
+
+    runtime = runtime_of(args)
+    if runtime is Runtime.COMPILE:
+        import os
+
+        from ..backends.compiled import compile_cache_dir
+
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
+    return Extractor(
+        model if model is not None else getattr(args, "model", None),
+        device=args.device,
+        dtype=getattr(args, "dtype", "float32"),
+        revision=revision if revision is not None else getattr(args, "revision", None),
+        runtime=runtime,
+    )
+
+
+# Allocator tuning is the program's (`bertlayers.cli.entry`), never `main`'s when it is called
+# from Python: it acts on the whole process.
+ALLOCATOR = {"trim_heap": False}
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with what was kept and how to go on."""

@@ -1,0 +1,91 @@
+"""The streaming run: records in chunks through an `Engine` into a sink (memory or a store).
+
+Each chunk comes back whole and in input order; a store makes it durable (so a run can be
+resumed), the in-memory sink keeps it. The provenance of the whole run is built once, at the
+end, and the truncation warning counts every text (a resumed run's earlier ones too).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+from ..errors import TruncationWarning
+from ..io.readers import Record
+from ..layers import resolve_layers
+from ..provenance import PerTextLog, build_provenance
+from ..sinks import Sink
+from .config import ExtractConfig
+from .engine import Engine, Progress
+
+
+def stream(
+    engine: Engine,
+    records: Iterable[Record],
+    sink: Sink,
+    config: ExtractConfig | None = None,
+    progress: bool = False,
+    total: int | None = None,
+) -> dict:
+    """Stream records through the engine into `sink`; returns the provenance written.
+
+    On any failure (bad record, Ctrl-C) the sink is aborted with what it already has.
+    Texts over the length limit are truncated (or split, or refused, as `long` says) and
+    truncation is reported with a `TruncationWarning`.
+    """
+    config = config or ExtractConfig()
+    settings = engine.settings(config)
+    row_shape = engine.output_shape(config, resolve_layers(config.layers, engine.info.num_layers))
+    log = PerTextLog()
+    earlier = getattr(sink, "earlier_texts", None)  # a resumed store's first run
+    if earlier:
+        log.add_earlier(*earlier)
+    bar = Progress(progress, total if total is not None else _len_or_none(records))
+    try:
+        for chunk in engine.iter_chunks(records, config, bar, sink.reserve):
+            sink.write(chunk)
+            log.add(chunk)
+    except BaseException as err:
+        bar.close(failed=True)
+        message = str(err) or type(err).__name__
+        sink.abort(build_provenance(engine.encoder, settings, row_shape, log, False, message))
+        raise
+    bar.close()
+    provenance = build_provenance(engine.encoder, settings, row_shape, log, True)
+    warn_truncated(log, settings["max_length"])
+    sink.close(provenance)
+    # a store may complete the record (a resumed run's texts, its format)
+    return getattr(sink, "provenance", None) or provenance
+
+
+def _len_or_none(items: object) -> int | None:
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def warn_truncated(log: PerTextLog, max_length: int) -> None:
+    """The `TruncationWarning` (and the warning for words that gave no token) of a run."""
+    count = log.truncated
+    if count:
+        first = log.first_truncated
+        more = ", ..." if count > len(first) else ""
+        warnings.warn(
+            TruncationWarning(
+                f"{count} of {log.texts} texts were longer than {max_length} tokens and "
+                f"were truncated (ids: {', '.join(first)}{more}); their 'truncated' flag is set "
+                "in the output's index"
+            ),
+            stacklevel=3,
+        )
+    if log.replaced:
+        first = ", ".join(f"record {rid} word {w + 1}" for rid, w in log.replaced[:3])
+        warnings.warn(
+            UserWarning(
+                f"{len(log.replaced)} words gave no token and were embedded as the unknown "
+                f"token ({first}{', ...' if len(log.replaced) > 3 else ''}); they are listed "
+                "in the provenance under 'replaced_words'"
+            ),
+            stacklevel=3,
+        )
