@@ -98,6 +98,15 @@ def _make_world(root: Path) -> None:
     (root / "y.npy.partial").mkdir()
     (root / "y.npy.partial" / "mine.txt").write_text("not a staging area\n")
     (root / "emptydir").mkdir()
+    (root / "blocked.npz.tmp").mkdir()
+    (root / "blocked.npz.tmp" / "precious.txt").write_text("mine\n", encoding="utf-8")
+    (root / "sym.npz.tmp").symlink_to("small.txt")
+    (root / "in.npy.tmp").write_text("a text\n", encoding="utf-8")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (root / "dataset").mkdir()
+    pq.write_table(pa.table({"x": [1, 2]}), root / "dataset" / "part-0.parquet")
     (root / "tb").mkdir()
     (root / "tb" / "projector_config.pbtxt").write_text("mine\n", encoding="utf-8")
     (root / "an").mkdir()
@@ -357,6 +366,22 @@ CASES = [
         message="y.npy.partial is a directory that is not a bertlayers staging area",
     ),
     Case("unwritable", ["extract", "small.txt", "-o", "/sys/x.npy"], message="/sys/x.npy"),
+    Case(
+        "tmp-is-a-user-directory",
+        ["convert", "e.npy", "blocked.npz"],
+        message="blocked.npz.tmp is in the way: bertlayers writes blocked.npz there first",
+    ),
+    Case("tmp-is-a-symlink", ["convert", "e.npy", "sym.npz"], message="sym.npz.tmp is in the way"),
+    Case(
+        "tmp-is-the-input",
+        ["extract", "in.npy.tmp", "-o", "in.npy", "--input-format", "txt"],
+        message="in.npy.tmp is in the way",
+    ),
+    Case(
+        "overwrite-someone-elses-parquet",
+        ["convert", "e.npy", "dataset", "--format", "parquet", "--overwrite"],
+        message="dataset is a directory that is not a Parquet file or directory of Parquet",
+    ),
     # ---------------------------------------------------------------- stores
     Case("inspect-missing", ["inspect", "nothing.npy"], message="no such store: nothing.npy"),
     Case("inspect-text", ["inspect", "small.txt"], message="'small.txt' is not a store"),

@@ -148,6 +148,7 @@ def test_the_layout_reads_as_the_data_flow():
             "layers",
             "options",
             "outputs",
+            "probing",  # deprecated alias of analysis.probing (old saved probes name it)
             "provenance",
             "readers",  # deprecated alias of io.readers
             "results",

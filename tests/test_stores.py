@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -699,3 +700,27 @@ def test_a_resumed_run_warns_about_every_truncated_text(tmp_path, bundled):
         and "(ids: 0, 3)" in (messages[0])
     )
     assert load(path).truncated.tolist() == [True, False, False, True, False]
+
+
+def test_a_store_replaced_by_one_of_another_shape_leaves_nothing_of_the_old(
+    tmp_path, bundled, texts, monkeypatch
+):
+    """An unsharded safetensors store overwritten by a sharded one (and back): the old file
+    or shards are gone, so what loads is the new store."""
+    import bertlayers.stores as stores
+    import bertlayers.stores.safetensors as st
+
+    path = tmp_path / "s.safetensors"
+    small = ExtractConfig(layers="0")
+    _write(bundled, path, records_from_texts(texts), small)
+    layer_bytes = len(texts) * 384 * 4
+    sharded = functools.partial(st.write_safetensors, max_shard_bytes=layer_bytes + 1)
+    monkeypatch.setitem(stores._WRITERS, stores.StoreFormat.SAFETENSORS, sharded)
+    _write(bundled, path, records_from_texts(texts), ExtractConfig(layers="0,-1"), overwrite=True)
+    assert not path.exists() and (tmp_path / "s.safetensors.index.json").exists()
+    assert load(path).provenance["layers"] == [0, 6]
+    monkeypatch.undo()
+    _write(bundled, path, records_from_texts(texts), small, overwrite=True)
+    assert path.exists() and not list(tmp_path.glob("s-*-of-*.safetensors"))
+    assert not (tmp_path / "s.safetensors.index.json").exists()
+    assert load(path).provenance["layers"] == [0]

@@ -67,12 +67,22 @@ def _is_safetensors(path: Path) -> bool:
     return int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
+def _parquet_of_ours(path: Path) -> bool:
+    """A Parquet file whose schema metadata holds a bertlayers provenance."""
+    if _head(path, 4) != b"PAR1":
+        return False
+    try:
+        import pyarrow.parquet as pq
+
+        return b"bertlayers" in (pq.read_schema(path).metadata or {})
+    except Exception:  # not readable as Parquet (or no pyarrow): not ours to replace
+        return False
+
+
 def _is_parquet_shards(path: Path) -> bool:
-    """A directory of Parquet shards as the Parquet writer makes them, and nothing else."""
-    return all(
-        entry.is_file() and entry.name.endswith(".parquet") and _head(entry, 4) == b"PAR1"
-        for entry in path.iterdir()
-    )
+    """A directory of Parquet shards written by bertlayers, and nothing else."""
+    entries = list(path.iterdir())
+    return all(e.is_file() and e.name.endswith(".parquet") and _parquet_of_ours(e) for e in entries)
 
 
 class Kind(Enum):
@@ -101,7 +111,7 @@ _RECOGNISE: dict[Kind, Callable[[Path], bool]] = {
     Kind.NPY: lambda p: _head(p, 6) == b"\x93NUMPY",
     Kind.NPZ: lambda p: _head(p, 4) in (b"PK\x03\x04", b"PK\x05\x06"),
     Kind.HDF5: lambda p: _head(p, 8) == b"\x89HDF\r\n\x1a\n",
-    Kind.PARQUET: lambda p: _is_parquet_shards(p) if p.is_dir() else _head(p, 4) == b"PAR1",
+    Kind.PARQUET: lambda p: _is_parquet_shards(p) if p.is_dir() else _parquet_of_ours(p),
     Kind.SAFETENSORS: _is_safetensors,
     Kind.PROVENANCE: lambda p: _ours(_json_object(p)),
     Kind.STAGING: lambda p: p.is_dir() and "identity" in (_json_object(p / "journal.json") or {}),
@@ -173,6 +183,7 @@ def check_outputs(
                         f"{path} holds the input {source}: write the output to another path"
                     )
         _check_parent(target)
+        _check_temporary(target, sources)
         if not os.path.lexists(path):
             continue
         if not overwrite:
@@ -187,6 +198,19 @@ def check_outputs(
                 f"{path} is {what} that is not {target.kind.value} written by bertlayers: "
                 "--overwrite never replaces it (choose another output)"
             )
+
+
+def _check_temporary(target: Target, sources: dict) -> None:
+    """`NAME.tmp`, where the writer puts the file first: only a leftover of ours (of the kind
+    written, not a link, not an input) may be in the way; the writer replaces it."""
+    tmp = target.path.with_name(target.path.name + ".tmp")
+    if not os.path.lexists(tmp):
+        return
+    if tmp.is_symlink() or _identity(tmp) in sources or not _RECOGNISE[target.kind](tmp):
+        raise OutputError(
+            f"{tmp} is in the way: bertlayers writes {target.path.name} there first and "
+            "renames it; move it elsewhere"
+        )
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:

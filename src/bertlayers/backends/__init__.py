@@ -39,9 +39,11 @@ def resolve_runtime(
     int8: bool = False,
     torch_compile: bool = False,
     backend: Backend | str | None = None,
+    stacklevel: int = 1,
 ) -> Runtime:
     """The runtime asked for, from `runtime=` or the deprecated `int8=`, `torch_compile=`
-    and `backend=` (which still work, with a `DeprecationWarning`)."""
+    and `backend=` (which still work, with a `DeprecationWarning` at the line `stacklevel`
+    frames up: 1 is the caller's, 2 its caller's)."""
     legacy: list[Runtime] = []
     if backend is not None and Backend.parse(backend, "backend") is Backend.OPENVINO:
         legacy.append(Runtime.OPENVINO)
@@ -54,7 +56,7 @@ def resolve_runtime(
             "int8=, torch_compile= and backend= are deprecated: use runtime="
             + repr((legacy[0] if legacy else Runtime.TORCH).value),
             DeprecationWarning,
-            stacklevel=3,
+            stacklevel=stacklevel + 1,
         )
     if Runtime.OPENVINO in legacy and len(legacy) > 1:
         other = "int8" if Runtime.INT8 in legacy else "torch.compile"

@@ -292,7 +292,12 @@ class _Vectors:
             from ..stores import StoreSink
 
             Path(store).parent.mkdir(parents=True, exist_ok=True)
-            sink = StoreSink(store, self.extractor.identity(config))
+            sink = StoreSink(
+                store,
+                self.extractor.identity(config),
+                overwrite=self.args.overwrite,
+                inputs=_probe_inputs(self.args),
+            )
             self.extractor.run(records, sink, config, progress=progress, total=len(records))
             return load(store), store
         from ..results import make_result
@@ -470,8 +475,7 @@ def run_probe(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     report.provenance = summary(report.provenance)
-    print(report.table())
-    if args.output_dir:
+    if args.output_dir:  # the files first: a closed stdout (`| head`) then loses nothing
         out = Path(args.output_dir)
         write_results(out, "probe", report.to_dict(), report.to_csv())
         plot_probe(report, out)
@@ -497,6 +501,7 @@ def run_probe(args: argparse.Namespace) -> int:
                 f"{probe.cv_score:.4f}) to {args.save_model}",
                 file=sys.stderr,
             )
+    print(report.table())
     return 0
 
 
@@ -617,7 +622,6 @@ def run_analyze(args: argparse.Namespace) -> int:
         check_outputs(targets, store_files(args.store), args.overwrite)
     report = analyze(load(args.store), seed=args.seed, pairs=args.pairs, max_rows=args.max_rows)
     report.provenance = summary(report.provenance)
-    print(report.table())
     if report.level == "sentence":
         print(
             "bertlayers: sentence vectors: self- and intra-sentence similarity need a token "
@@ -631,6 +635,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             f"bertlayers: wrote analysis.json, analysis.csv and plots to {args.output_dir}",
             file=sys.stderr,
         )
+    print(report.table())  # after the files: a closed stdout (`| head`) then loses nothing
     return 0
 
 

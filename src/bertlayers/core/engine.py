@@ -137,9 +137,11 @@ class Engine:
         torch_compile: bool = False,
         backend: Backend | str | None = None,
     ) -> None:
-        chosen = resolve_runtime(runtime, int8, torch_compile, backend)
+        chosen = resolve_runtime(runtime, int8, torch_compile, backend, stacklevel=2)
         self.encoder = Encoder(model, device=device, dtype=dtype, revision=revision, runtime=chosen)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one embed call at a time
+        # the fast tokenizer keeps its truncation settings between calls: one user at a time
+        self._tokenizing = threading.Lock()
 
     @property
     def runtime(self) -> Runtime:
@@ -276,7 +278,7 @@ class Engine:
         max_length = self._max_length(config)
         row_shape = self.output_shape(config, selection)
         for records_chunk in _chunked(records, config.chunk_size):
-            with _naming_chunk(records_chunk):
+            with _naming_chunk(records_chunk), self._tokenizing:
                 encoded = tokenize(
                     self.encoder.tokenizer, records_chunk, max_length, self.encoder.uses_token_types
                 )
@@ -417,7 +419,7 @@ class Engine:
                     f"record {record.id}: sentence pairs are embedded at sentence level "
                     "with long texts truncated (level='sentence', long='truncate')"
                 )
-        with _naming_chunk(records):
+        with _naming_chunk(records), self._tokenizing:
             content = tokenize_content(
                 self.encoder.tokenizer, self.encoder.words_tokenizer, records
             )
@@ -483,7 +485,8 @@ class Engine:
                 ids = prefix + ids + suffix
                 edge = np.zeros((len(prefix), 2), np.int64), np.zeros((len(suffix), 2), np.int64)
                 token_spans = np.concatenate([edge[0], token_spans, edge[1]])
-            items.extend(self.encoder.tokenizer.convert_ids_to_tokens(ids))
+            with self._tokenizing:
+                items.extend(self.encoder.tokenizer.convert_ids_to_tokens(ids))
             spans.append(token_spans)
             lengths.append(len(ids))
         return RaggedChunk(

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..backends import resolve_runtime
 from ..errors import InputError, OptionError
 from ..io.readers import Record, records_from_texts, records_from_words
 from ..layers import LayerSelection, resolve_layers
@@ -48,16 +49,10 @@ class Extractor:
         runtime: Runtime | str | None = None,
         engine: Engine | None = None,
     ) -> None:
-        self.engine = engine or Engine(
-            model,
-            device=device,
-            dtype=dtype,
-            revision=revision,
-            int8=int8,
-            torch_compile=torch_compile,
-            backend=backend,
-            runtime=runtime,
-        )
+        if engine is None:
+            chosen = resolve_runtime(runtime, int8, torch_compile, backend, stacklevel=2)
+            engine = Engine(model, device=device, dtype=dtype, revision=revision, runtime=chosen)
+        self.engine = engine
 
     @property
     def encoder(self) -> Encoder:

@@ -335,11 +335,12 @@ class StoreSink:
                 written = write_npy(data, self.path, staged_vectors=staged_vectors)
             else:
                 written = _WRITERS[self.format](data, self.path)
-            _rename_into_place(written, self.path, renamed)
+            _rename_into_place(written, self.path, renamed, self.format)
         except BaseException as err:
-            if self.format is StoreFormat.NPY and written and not staged_vectors.exists():
+            if self.format is StoreFormat.NPY and not staged_vectors.exists():
                 moved = self.path.with_name(self.path.name + ".tmp")  # or renamed already
-                os.replace(moved if moved.exists() else self.path, staged_vectors)
+                if moved.exists() or written:
+                    os.replace(moved if moved.exists() else self.path, staged_vectors)
             for part in [*written, *_temporaries(self.path, self.format), *renamed]:
                 _remove(part)
             if not isinstance(err, OSError):
@@ -471,7 +472,7 @@ def convert(
     renamed: list[Path] = []
     try:
         written = _WRITERS[target_format](_Loaded(source, keep, provenance), target)
-        _rename_into_place(written, target, renamed)
+        _rename_into_place(written, target, renamed, target_format)
     except BaseException as err:  # a full disk, Ctrl-C: nothing of the new store is left
         for part in [*written, *_temporaries(target, target_format), *renamed]:
             _remove(part)
@@ -481,15 +482,23 @@ def convert(
     return target_format
 
 
-def _rename_into_place(written: list[Path], path: Path, renamed: list[Path]) -> None:
+def _rename_into_place(
+    written: list[Path], path: Path, renamed: list[Path], fmt: StoreFormat
+) -> None:
     """Rename a writer's `*.tmp` files into place (each appended to `renamed`), the store's
-    own file (or a sharded safetensors store's index) last: until it is there, no store is."""
+    own file (or a sharded safetensors store's index) last: until it is there, no store is.
+    Parts of the store replaced that the new one does not have (an unsharded safetensors
+    file replaced by shards, or shards by one file) are removed: they would be read."""
     last = {path.name, sharded_index(path).name}
+    stale = [t.path for t in store_targets(path, fmt) if os.path.lexists(t.path)]
     for tmp in sorted(written, key=lambda tmp: tmp.name.removesuffix(".tmp") in last):
         target = tmp.with_name(tmp.name.removesuffix(".tmp"))
         _remove(target)
         os.replace(tmp, target)
         renamed.append(target)
+    for part in stale:
+        if part not in renamed:
+            _remove(part)
 
 
 def _reason(err: OSError) -> str:
