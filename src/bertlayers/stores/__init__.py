@@ -520,14 +520,11 @@ def disk_size(path: str | Path) -> int:
     path = Path(path)
     fmt = store_format(path)
     total = 0
-    for part in _outputs(path, fmt):
+    for part in _outputs(path, fmt) + _shards(path, fmt):
         if part.is_dir():
             total += sum(f.stat().st_size for f in part.rglob("*") if f.is_file())
         elif part.exists():
             total += part.stat().st_size
-    if fmt is StoreFormat.SAFETENSORS and sharded_index(path).exists():
-        stem = path.name.removesuffix(".safetensors")
-        total += sum(f.stat().st_size for f in path.parent.glob(f"{stem}-*-of-*.safetensors"))
     return total
 
 
