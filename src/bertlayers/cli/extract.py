@@ -152,7 +152,12 @@ def add_commands(commands) -> None:
     )
     extract.add_argument("--output-dtype", default="float32", help="stored dtype: float32|float16")
     add_runtime_options(extract, legacy=("backend", "int8", "compile"))
-    extract.add_argument("--overwrite", action="store_true", help="replace existing output")
+    extract.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output of the kind written (never an input, never a file "
+        "or directory of another kind)",
+    )
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     extract.set_defaults(handler=run_extract)
 
@@ -190,7 +195,11 @@ def add_commands(commands) -> None:
     convert.add_argument("source", help="a complete store")
     convert.add_argument("target", help="the new store (format from its suffix or --format)")
     convert.add_argument("--format", default=None, help="npy|npz|hdf5|parquet|safetensors")
-    convert.add_argument("--overwrite", action="store_true", help="replace an existing target")
+    convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing target of the kind written (never the source)",
+    )
     convert.set_defaults(handler=run_convert)
 
 
