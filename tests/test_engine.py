@@ -206,3 +206,69 @@ def test_an_engine_wraps_into_an_extractor_and_runtime_replaces_the_old_flags(bu
     with pytest.raises(OptionError, match="disagree"), pytest.warns(DeprecationWarning):
         resolve_runtime("torch", int8=True)
     assert Engine is type(bundled.engine)
+
+
+# ---------------------------------------------------------------- several jobs, shared batches
+
+SHARED_JOBS = [
+    dict(layers="all", pooling="mean"),
+    dict(layers=2, pooling="cls", include_special=True),
+    dict(layers="-2:", pooling="max", combine="mean"),
+    dict(layers="1,4", pooling="mean", combine="concat", output_dtype="float16"),
+    dict(layers=3, pooling="mean", max_length=16),  # another max length: its own passes
+    dict(level="token", layers="0,-1"),
+    dict(level="token", layers=-1, include_special=True),
+    dict(level="token", layers="2,4", combine="mean"),
+    dict(level="word", layers="1:3", word_pooling="mean", combine="sum"),
+    dict(level="word", layers="1:3", word_pooling="max", combine="mean"),
+    dict(level="sentence", long="split", layers="all", pooling="mean", combine="mean"),
+]
+
+
+def test_jobs_with_different_settings_share_batches_and_each_gets_what_it_gets_alone(
+    bundled, bundled_reference, sentiment_texts
+):
+    """Every job pooled its own way from shared forward passes equals the job run alone; the
+    plain sentence jobs also equal the reference."""
+    texts = _mixed_texts(sentiment_texts)
+    jobs = []
+    for n, options in enumerate(SHARED_JOBS):
+        mine = texts[n % 3 :: 2] if n % 2 else texts  # jobs of different sizes and texts
+        jobs.append((list(records_from_texts(mine)), ExtractConfig(**options)))
+    outcomes = bundled.engine.embed_many(jobs)
+    for (records, config), outcome in zip(jobs, outcomes, strict=True):
+        alone = bundled.engine.embed(records, config)
+        assert len(outcome) == len(alone) == len(records)
+        for got, expected in zip(outcome, alone, strict=True):
+            assert got.id == expected.id and got.vectors.dtype == expected.vectors.dtype
+            assert got.vectors.shape == expected.vectors.shape, config
+            diff = np.abs(got.vectors.astype(np.float32) - expected.vectors.astype(np.float32))
+            assert diff.max(initial=0) <= (1e-3 if config.output_dtype.value == "float16" else 1e-5)
+            assert (got.n_tokens, got.truncated, got.windows) == (
+                expected.n_tokens,
+                expected.truncated,
+                expected.windows,
+            )
+            assert got.items == expected.items
+    for record, got in zip(jobs[0][0], outcomes[0], strict=True):
+        expected = bundled_reference.pooled(record.text, "mean", max_length=512)
+        assert np.abs(got.vectors - expected).max() <= TOLERANCE
+
+
+def test_a_bad_job_gets_its_error_and_the_others_are_embedded(bundled, sentiment_texts):
+    good = (list(records_from_texts(sentiment_texts[:3])), ExtractConfig(layers=-1))
+    too_long = (
+        list(records_from_texts(["word " * 600])),
+        ExtractConfig(layers=-1, long="error"),
+    )
+    pair_at_token_level = (
+        [Record(id="7", text="a", pair="b")],
+        ExtractConfig(level="token", layers=-1),
+    )
+    tokens = (list(records_from_texts(["fine text"])), ExtractConfig(level="token", layers=-1))
+    bad_layer = (list(records_from_texts(["x"])), ExtractConfig(layers=-1, max_length=9999))
+    outcomes = bundled.engine.embed_many([good, too_long, pair_at_token_level, tokens, bad_layer])
+    assert len(outcomes[0]) == 3 and len(outcomes[3]) == 1
+    assert "over the limit of 512" in str(outcomes[1])
+    assert "record 7" in str(outcomes[2]) and "sentence pairs" in str(outcomes[2])
+    assert "exceeds this model's limit" in str(outcomes[4])

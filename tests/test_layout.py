@@ -2,7 +2,8 @@
 
 - `core` and `backends` never import `stores`, `analysis` or `cli` (not even lazily);
 - `analysis` never imports `core`, `backends` or torch, directly or through what it imports;
-- front ends (`cli`, and later `service`, `distributed`) never import each other;
+- front ends (`cli`, `service`, and later `distributed`) never import each other, and the
+  client (`bertlayers.Client`, which the CLI uses for `--server`) imports none of them;
 - the modules of a package import each other without a cycle;
 - importing the package, the analysis, the stores, and `bertlayers --help` load no torch;
 - the library changes no process-wide state: logging, environment, RNGs, warnings, allocator.
@@ -131,8 +132,13 @@ def test_no_import_cycle_at_module_level():
         visit(module, [])
 
 
+def test_the_client_imports_no_front_end():
+    """The CLI's `--server` uses the client: it must not pull in the server's code."""
+    assert _violations("bertlayers.client", FRONT_ENDS) == []
+
+
 def test_the_layout_reads_as_the_data_flow():
-    for package in ("core", "backends", "io", "stores", "analysis", "cli"):
+    for package in ("core", "backends", "io", "stores", "analysis", "cli", "service"):
         init = PACKAGE / package / "__init__.py"
         doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
         assert doc and len(doc.splitlines()[0]) > 20, f"{package}/__init__.py says its role"
@@ -142,9 +148,11 @@ def test_the_layout_reads_as_the_data_flow():
             "__init__",
             "__main__",
             "chunks",
+            "client",  # bertlayers.Client: a server from Python (no server code)
             "errors",
             "extract",  # deprecated alias of core.extract
             "extras",
+            "launch",  # the `bertlayers` program: `serve` to the service, the rest to the cli
             "layers",
             "options",
             "outputs",

@@ -12,7 +12,8 @@ Layer 0 is the embedding output, 1..L the encoder layers, negatives count from t
 The package is the data flow: `io` (files -> records), `core` (tokenize, batch, forward,
 select layers, pool: the `Engine`), `backends` (what runs the forward pass), `stores`
 (streamed, resumable files), `analysis` (probes, geometry, plots, report: arrays and stores
-only, no model code), `cli` (the command line). Names are exported lazily, so that
+only, no model code), the front ends `cli` (the command line) and `service` (`bertlayers
+serve`), and `client` (`Client`, a server from Python). Names are exported lazily, so that
 `import bertlayers` (and the analysis, the stores, `bertlayers --help`) does not load torch.
 """
 
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "BertlayersError": "errors",
+    "Client": "client",
     "TruncationWarning": "errors",
     "Engine": "core.engine",
     "ExtractConfig": "core.config",
@@ -46,6 +48,7 @@ _EXPORTS = {
 
 __all__ = [
     "BertlayersError",
+    "Client",
     "Combine",
     "DType",
     "Engine",

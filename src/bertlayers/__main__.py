@@ -1,5 +1,5 @@
-"""`python -m bertlayers` runs the command line."""
+"""`python -m bertlayers` runs the `bertlayers` program (the command line, and `serve`)."""
 
-from .cli import entry
+from .launch import entry
 
 entry()

@@ -24,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bertlayers",
         description="Embeddings from every encoder layer of BERT-family models.",
         formatter_class=Formatter,
-        epilog="run 'bertlayers COMMAND --help' for the options and examples of a command",
+        epilog=(
+            "run 'bertlayers COMMAND --help' for the options and examples of a command; "
+            "'bertlayers serve --help' for the HTTP service (the `serve` extra)"
+        ),
     )
     parser.add_argument("--version", action="version", version=f"bertlayers {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..errors import BertlayersError, OptionError, OutputError
@@ -35,6 +36,7 @@ examples:
   bertlayers extract ner.conll -o words.npz --level word --word-pooling first   # NER / POS
   bertlayers extract articles.jsonl -o tokens.npz --level token --layers -4:    # any length
   bertlayers extract articles.jsonl -o docs.npy --long split --pooling mean     # whole documents
+  bertlayers extract texts.txt -o emb.npy --server http://127.0.0.1:8080   # on a shared server
 
 output (sentence level): OUT.npy holds float32 (N, K, H) in input order — texts x selected
 layers x hidden size ((N, 1, H) for --combine mean/sum, (N, 1, K*H) for concat); OUT.json
@@ -158,6 +160,18 @@ def add_commands(commands) -> None:
         help="replace an existing output of the kind written (never an input, never a file "
         "or directory of another kind)",
     )
+    extract.add_argument(
+        "--server",
+        default=None,
+        metavar="URL",
+        help="embed on a `bertlayers serve` server instead of loading a model here (the "
+        "`client` extra); the store, its provenance and --resume work as locally",
+    )
+    extract.add_argument(
+        "--api-key",
+        default=os.environ.get("BERTLAYERS_API_KEY"),
+        help="the server's key (default: $BERTLAYERS_API_KEY)",
+    )
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     extract.set_defaults(handler=run_extract)
 
@@ -255,6 +269,7 @@ def _check_extract_args(args: argparse.Namespace) -> None:
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    from ..core.stream import stream
     from ..stores import StoreSink, store_targets
 
     _check_extract_args(args)
@@ -276,10 +291,10 @@ def run_extract(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
     )
     total = _count_records(args)
-    extractor = make_extractor(args)
+    engine = _remote_engine(args) if args.server else make_extractor(args).engine
     sink = StoreSink(
         args.output,
-        extractor.identity(config),
+        engine.identity(config),
         fmt=args.format,
         overwrite=args.overwrite,
         resume=args.resume,
@@ -291,8 +306,8 @@ def run_extract(args: argparse.Namespace) -> int:
     if total is not None:
         total -= sink.resumed_from
     try:
-        provenance = extractor.run(
-            sink.skip_done(_records(args)), sink, config, progress=not args.quiet, total=total
+        provenance = stream(
+            engine, sink.skip_done(_records(args)), sink, config, not args.quiet, total
         )
     except OutputError:  # it names what is kept, and how to resume
         raise
@@ -314,6 +329,26 @@ def run_extract(args: argparse.Namespace) -> int:
         shape = "x".join(str(n) for n in provenance["shape"])
         print(f"bertlayers: wrote {args.output} ({shape}, {provenance['format']})", file=sys.stderr)
     return 0
+
+
+def _remote_engine(args: argparse.Namespace):
+    """The server as the engine of the streaming run; model options belong to the server."""
+    local = [
+        name
+        for name, default in (
+            ("model", None),
+            ("revision", None),
+            ("device", "auto"),
+            ("dtype", "float32"),
+            ("runtime", None),
+        )
+        if getattr(args, name, default) != default
+    ]
+    if local:
+        raise OptionError(f"--{local[0]} is the server's to choose: leave it out with --server")
+    from ..client import Client, RemoteEngine
+
+    return RemoteEngine(Client(args.server, api_key=args.api_key))
 
 
 def run_info(args: argparse.Namespace) -> int:

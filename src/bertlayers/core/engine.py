@@ -46,6 +46,7 @@ from .batching import (
 )
 from .config import ExtractConfig
 from .encoder import Encoder, ModelInfo
+from .pipeline import SentencePipeline, sentence_pipeline_of
 from .pooling import combine_layers, pool, pool_stitched, pooling_mask, word_pooling
 
 
@@ -148,9 +149,32 @@ class Engine:
         return self.encoder.runtime
 
     @property
+    def fingerprint(self) -> str:
+        """Hub commit hash, or sha256 of a local model's weights: what identifies the model."""
+        return self.encoder.fingerprint
+
+    def sentence_pipeline(self) -> SentencePipeline:
+        """The model's own sentence-transformers pipeline (pooling, max length, normalize)."""
+        return sentence_pipeline_of(self.info.model_id, self.encoder._path, self.info.revision)
+
+    @property
     def info(self) -> ModelInfo:
         """Architecture, number of layers, hidden size and max length of the loaded model."""
         return self.encoder.info
+
+    def token_counts(self, records: Sequence[Record]) -> np.ndarray:
+        """Tokens of each record, special tokens included, before truncation: `(N,)`.
+
+        Cheap next to a forward pass; a service uses it to bound its queue in tokens."""
+        if not records:
+            return np.zeros(0, dtype=np.int64)
+        texts = [r.text for r in records]
+        pairs = [r.pair or "" for r in records] if any(r.pair for r in records) else None
+        with _naming_chunk(list(records)), self._tokenizing:
+            encoded = self.encoder.tokenizer(
+                texts, pairs, add_special_tokens=True, truncation=False, verbose=False
+            )["input_ids"]
+        return np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(texts))
 
     # ------------------------------------------------------------------ settings
 
@@ -566,15 +590,32 @@ class Engine:
         All the records are sorted and batched together (no chunks), and nothing else is
         built: no sink, no provenance. The results are those of `iter_chunks`, row for row.
         """
-        records = list(records)
+        with self._lock:
+            return self._embed_unlocked(list(records), config)
+
+    def _embed_unlocked(self, records: list[Record], config: ExtractConfig) -> list[RecordVectors]:
         if not records:
             return []
         whole = replace(config, chunk_size=len(records))
         out: list[RecordVectors] = []
-        with self._lock:
-            for chunk in self.iter_chunks(records, whole):
-                out.extend(_split_chunk(chunk))
+        for chunk in self.iter_chunks(records, whole):
+            out.extend(_split_chunk(chunk))
         return out
+
+    def embed_many(
+        self, jobs: Sequence[tuple[Sequence[Record], ExtractConfig]]
+    ) -> list[list[RecordVectors] | BertlayersError]:
+        """Embed several jobs (records, config), each with its own config, in shared batches.
+
+        Jobs whose forward passes can be shared run together, the pass stopping at the deepest
+        layer any of them asked for, and each job is pooled and combined its own way (see
+        `core/shared.py`). Returns per job its `RecordVectors` in input order, equal to
+        `embed(records, config)`, or the `BertlayersError` its input raised.
+        """
+        from .shared import embed_many
+
+        with self._lock:
+            return embed_many(self, jobs)
 
     def iter_chunks(
         self,

@@ -1,0 +1,249 @@
+"""Several requests in one pass: records with different configs share the forward passes.
+
+A service collects records from many requests, each with its own layers, pooling and combine.
+Recomputing the model per request would waste the batching it exists for, so `embed_many`
+groups the jobs by what decides the forward pass and runs each group once:
+
+- sentence level, truncated: every job with the same `max_length` shares every batch; each
+  batch runs to the deepest layer any job in it asked for, and each job's rows are pooled
+  with its own layers, combine, pooling and `include_special`;
+- the windowed routes (token, word, and `long="split"`): jobs that share level, long mode,
+  window, `include_special` and the pooling run once with the union of their layers, kept
+  per layer; each job then takes its layers and combines them. Combining after pooling is
+  exact where the pooling is linear (every pooling but max), so jobs that pool with max and
+  combine layers run with their own config.
+
+Each job's results equal `Engine.embed(records, config)` (within float rounding). A job
+whose input is bad gets its error in its place; the others are embedded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..errors import BertlayersError, InputError
+from ..io.readers import Record
+from ..layers import resolve_layers
+from ..options import Combine, DType, Level, LongMode, Pooling, WordPooling
+from .batching import Encoded, collate, plan_batches, tokenize
+from .config import ExtractConfig
+from .pooling import combine_layers, pool, pooling_mask
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+Job = tuple[Sequence[Record], ExtractConfig]
+
+
+def forward_key(engine: Engine, config: ExtractConfig) -> tuple:
+    """What must be equal for two jobs to share forward passes (see the module docstring)."""
+    max_length = engine._max_length(config)
+    if not config.windowed:
+        return ("pooled", max_length)
+    key: tuple = (
+        "windowed",
+        config.level,
+        config.long,
+        max_length,
+        config.stride,
+        config.include_special,
+    )
+    if config.level is Level.SENTENCE:
+        key += (config.pooling,)
+    if config.level is Level.WORD:
+        key += (config.word_pooling,)
+    if not _linear(config) and config.combine is not Combine.STACK:
+        key += (config.combine, resolve_layers(config.layers, engine.info.num_layers).indices)
+    return key
+
+
+def _linear(config: ExtractConfig) -> bool:
+    """Whether pooling commutes with combining layers (every pooling but max)."""
+    if config.level is Level.SENTENCE:
+        return config.pooling is not Pooling.MAX
+    if config.level is Level.WORD:
+        return config.word_pooling is not WordPooling.MAX
+    return True
+
+
+def embed_many(engine: Engine, jobs: Sequence[Job]) -> list:
+    """Embed each job's records with its own config, sharing forward passes where possible.
+
+    Returns, per job, its `RecordVectors` in input order, or the `BertlayersError` its input
+    raised. Errors that are not about the input (out of memory, a bug) propagate.
+    """
+    outcomes: list = [None] * len(jobs)
+    groups: dict[tuple, list[int]] = {}
+    for j, (_, config) in enumerate(jobs):
+        try:
+            groups.setdefault(forward_key(engine, config), []).append(j)
+        except BertlayersError as err:
+            outcomes[j] = err
+    for key, members in groups.items():
+        if key[0] == "pooled":
+            results = _pooled(engine, [jobs[j] for j in members])
+        else:
+            results = _windowed(engine, [jobs[j] for j in members])
+        for j, result in zip(members, results, strict=True):
+            outcomes[j] = result
+    return outcomes
+
+
+# ---------------------------------------------------------------- sentence level, truncated
+
+
+def _pooled(engine: Engine, jobs: list[Job]) -> list:
+    """Tokenize each job, then run all their records in shared batches."""
+    from .engine import RecordVectors, _naming_chunk, _too_long
+
+    outcomes: list = [None] * len(jobs)
+    encoded: list[tuple[int, Encoded]] = []
+    for j, (records, config) in enumerate(jobs):
+        records = list(records)
+        if not records:
+            outcomes[j] = []
+            continue
+        max_length = engine._max_length(config)
+        try:
+            with _naming_chunk(records), engine._tokenizing:
+                enc = tokenize(
+                    engine.encoder.tokenizer, records, max_length, engine.encoder.uses_token_types
+                )
+            if config.long is LongMode.ERROR and enc.truncated.any():
+                i = int(np.flatnonzero(enc.truncated)[0])
+                raise InputError(_too_long(records[i].id, enc.full_lengths[i], max_length))
+        except BertlayersError as err:
+            outcomes[j] = err
+            continue
+        encoded.append((j, enc))
+    if not encoded:
+        return outcomes
+
+    merged = _merge([enc for _, enc in encoded])
+    owner = np.repeat(np.arange(len(encoded)), [len(enc.input_ids) for _, enc in encoded])
+    position = np.concatenate([np.arange(len(enc.input_ids)) for _, enc in encoded])
+    configs = [jobs[j][1] for j, _ in encoded]
+    selections = [resolve_layers(c.layers, engine.info.num_layers) for c in configs]
+    outputs = [
+        np.empty((len(enc.input_ids), *engine.output_shape(c, s)), dtype=c.output_dtype.value)
+        for (_, enc), c, s in zip(encoded, configs, selections, strict=True)
+    ]
+    first = configs[0]  # batching settings change speed only: the first job's are used
+    for rows in plan_batches(
+        merged.lengths, engine.batch_tokens(first), first.max_batch_size, first.max_padding
+    ):
+        batch = collate(merged, rows, engine.encoder.pad_id)
+        owners = owner[rows]
+        needed = sorted({i for o in np.unique(owners) for i in selections[o].indices})
+        states = engine.encoder.hidden_state_list(batch, needed)
+        by_layer = dict(zip(needed, states, strict=True))
+        attention = engine.encoder.to_device(batch["attention_mask"])
+        special = engine.encoder.to_device(batch["special_tokens_mask"])
+        for o in np.unique(owners).tolist():
+            config, selection = configs[o], selections[o]
+            mine = np.flatnonzero(owners == o)
+            take = None if len(mine) == len(rows) else torch.from_numpy(mine).to(attention.device)
+
+            def part(t: torch.Tensor, take=take) -> torch.Tensor:
+                return t if take is None else t.index_select(0, take)
+
+            mask = pooling_mask(part(attention), part(special), config.include_special)
+            layer_states = [part(by_layer[i]) for i in selection.indices]
+            if config.combine is Combine.STACK:
+                pooled = torch.stack([pool(s.float(), mask, config.pooling) for s in layer_states])
+            else:
+                hidden = combine_layers(torch.stack(layer_states).float(), config.combine)
+                pooled = pool(hidden, mask, config.pooling)
+            pooled = pooled.transpose(0, 1).to(config.output_dtype.torch)  # (b, K', H')
+            outputs[o][position[rows[mine]]] = pooled.cpu().numpy()
+        del states, by_layer
+    for o, (j, enc) in enumerate(encoded):
+        records = list(jobs[j][0])
+        outcomes[j] = [
+            RecordVectors(
+                id=record.id,
+                vectors=outputs[o][i],
+                n_tokens=int(enc.full_lengths[i]),
+                truncated=bool(enc.truncated[i]),
+                windows=1,
+            )
+            for i, record in enumerate(records)
+        ]
+    return outcomes
+
+
+def _merge(parts: list[Encoded]) -> Encoded:
+    """One `Encoded` holding the rows of several, in order."""
+    types = None
+    if all(p.token_type_ids is not None for p in parts):
+        types = [row for p in parts for row in p.token_type_ids]  # type: ignore[union-attr]
+    return Encoded(
+        input_ids=[row for p in parts for row in p.input_ids],
+        token_type_ids=types,
+        special_mask=[row for p in parts for row in p.special_mask],
+        full_lengths=np.concatenate([p.full_lengths for p in parts]),
+        truncated=np.concatenate([p.truncated for p in parts]),
+    )
+
+
+# ---------------------------------------------------------------- windowed routes
+
+
+def _windowed(engine: Engine, jobs: list[Job]) -> list:
+    """Run the jobs' records once with the union of their layers, then combine per job."""
+    selections = [resolve_layers(c.layers, engine.info.num_layers) for _, c in jobs]
+    union = sorted({i for s in selections for i in s.indices})
+    first = jobs[0][1]
+    shared = not (not _linear(first) and first.combine is not Combine.STACK)
+    records = [r for recs, _ in jobs for r in recs]
+    if not records:
+        return [[] for _ in jobs]
+    if shared:
+        config = replace(first, layers=union, combine=Combine.STACK, output_dtype=DType.FLOAT32)
+    else:
+        config = first  # combined, max-pooled: only identical layers and combine share
+    try:
+        merged = engine._embed_unlocked(records, config)
+    except BertlayersError:
+        if len(jobs) == 1:
+            return [_error_of(engine, jobs[0])]
+        # one job's input is bad: embed each on its own so only that one fails
+        return [_windowed(engine, [job])[0] for job in jobs]
+    outcomes: list = []
+    start = 0
+    for (recs, job_config), selection in zip(jobs, selections, strict=True):
+        mine = merged[start : start + len(recs)]
+        start += len(recs)
+        if shared:
+            positions = [union.index(i) for i in selection.indices]
+            for vectors in mine:
+                vectors.vectors = _combine(vectors.vectors, positions, job_config)
+        outcomes.append(mine)
+    return outcomes
+
+
+def _error_of(engine: Engine, job: Job) -> BertlayersError:
+    records, config = job
+    try:
+        engine._embed_unlocked(list(records), config)
+    except BertlayersError as err:
+        return err
+    raise AssertionError("a job failed together but not alone")  # pragma: no cover
+
+
+def _combine(vectors: np.ndarray, positions: list[int], config: ExtractConfig) -> np.ndarray:
+    """A record's union-layer vectors `(..., K_union, H)` as its job asked: its layers,
+    combined, in its output dtype."""
+    chosen = vectors[..., positions, :]
+    if config.combine is Combine.MEAN:
+        chosen = chosen.mean(axis=-2, keepdims=True)
+    elif config.combine is Combine.SUM:
+        chosen = chosen.sum(axis=-2, keepdims=True)
+    elif config.combine is Combine.CONCAT:
+        chosen = chosen.reshape(*chosen.shape[:-2], 1, -1)
+    return np.ascontiguousarray(chosen, dtype=config.output_dtype.value)

@@ -1,0 +1,203 @@
+"""`bertlayers serve`: load the model, then run the app under uvicorn until SIGTERM/SIGINT.
+
+On a signal the server stops accepting, `/ready` turns false, requests in flight finish
+(within `--grace`), and the process exits 0. The model is loaded before the port opens, so
+a bad `--model` is a one-line error and exit 1, not a server answering 503 forever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from ..errors import BertlayersError
+
+API_KEY_ENV = "BERTLAYERS_API_KEY"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bertlayers serve",
+        description=(
+            "Serve embeddings of any layer over HTTP: POST /v1/embed (layers, level and pooling "
+            "per request), the OpenAI-compatible POST /v1/embeddings, GET /v1/info, /health, "
+            "/ready, /metrics. Requests are batched together; binds to 127.0.0.1 unless told."
+        ),
+    )
+    add = parser.add_argument
+    add("--model", default=None, help="hub id or directory (default: the bundled MiniLM)")
+    add("--revision", default=None, help="hub revision")
+    add("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    add("--dtype", default="float32", help="compute dtype: float32, float16, bfloat16")
+    add("--runtime", default=None, help="torch (default), compile, int8 or openvino")
+    add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback)")
+    add("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
+    add(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; /health is open)",
+    )
+    add("--served-model-name", default=None, help="the `model` clients send (default: its name)")
+    add(
+        "--max-wait-ms",
+        type=_non_negative,
+        default=0.0,
+        help="wait for more requests before "
+        "a batch, trading latency for throughput (default 0: start when the worker is free)",
+    )
+    add(
+        "--max-queue-tokens",
+        type=_positive,
+        default=262_144,
+        help="tokens waiting before requests get 429 (default 262144)",
+    )
+    add("--max-texts", type=_positive, default=2048, help="texts per request (default 2048)")
+    add("--max-chars", type=_positive, default=100_000, help="characters per text (default 100000)")
+    add(
+        "--max-body-bytes",
+        type=_positive,
+        default=32 * 2**20,
+        help="request body bytes (default 32 MiB)",
+    )
+    add(
+        "--max-output-bytes",
+        type=_positive,
+        default=256 * 2**20,
+        help="raw vector bytes per request (default 256 MiB)",
+    )
+    add(
+        "--request-timeout",
+        type=_non_negative,
+        default=60.0,
+        help="seconds a request may wait before it is computed (default 60; 0 = no limit)",
+    )
+    add("--batch-tokens", type=_positive, default=None, help="padded tokens per forward batch")
+    add(
+        "--grace",
+        type=_non_negative,
+        default=30.0,
+        help="seconds in-flight requests get to finish after SIGTERM (default 30)",
+    )
+    add(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="allow this browser origin (repeat); CORS is off without it",
+    )
+    add("--log-level", default="info", help="uvicorn's log level (default info)")
+    add(
+        "--openapi",
+        action="store_true",
+        help="print the OpenAPI document (as docs/openapi.json holds it) and exit",
+    )
+    return parser
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the service; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        import uvicorn
+
+        from ..core.engine import Engine
+        from . import ServeSettings, create_app
+
+        engine = Engine(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            revision=args.revision,
+            runtime=args.runtime,
+        )
+        settings = ServeSettings(
+            api_key=args.api_key or None,
+            served_model_name=args.served_model_name,
+            max_wait_ms=args.max_wait_ms,
+            max_queue_tokens=args.max_queue_tokens,
+            max_texts=args.max_texts,
+            max_chars=args.max_chars,
+            max_body_bytes=args.max_body_bytes,
+            max_output_bytes=args.max_output_bytes,
+            request_timeout=args.request_timeout,
+            grace_seconds=args.grace,
+            cors_origins=tuple(args.cors_origin),
+            batch_tokens=args.batch_tokens,
+        )
+        app = create_app(engine, settings)
+        if args.openapi:
+            print(openapi_text(app))
+            return 0
+    except BertlayersError as err:
+        print(f"bertlayers serve: error: {err}", file=sys.stderr)
+        return 1
+    if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        print(
+            f"bertlayers serve: warning: listening on {args.host} without --api-key",
+            file=sys.stderr,
+        )
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=int(args.grace) or None,
+        access_log=True,
+    )
+    server = _Server(config, app)
+    # uvicorn re-raises the signal that stopped it once it has drained; a drained stop is a
+    # clean exit here, so that signal is received by a handler that does nothing.
+    previous = {sig: signal.signal(sig, _drained) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _drained(sig: int, frame: object) -> None:
+    """The signal uvicorn passes on after a graceful stop: already handled."""
+
+
+def openapi_text(app) -> str:
+    """The app's OpenAPI document as committed: sorted keys, two-space indent."""
+    import json
+
+    return json.dumps(app.openapi(), indent=2, sort_keys=True)
+
+
+class _Server:
+    """uvicorn's server, with `/ready` turned false as soon as a signal asks it to stop."""
+
+    def __new__(cls, config, app):
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig, frame) -> None:
+                app.state.service.draining = True
+                super().handle_exit(sig, frame)
+
+        return Server(config)
