@@ -20,8 +20,21 @@ def test_plan_batches_covers_every_text_once_under_the_budget():
         width = lengths[rows].max()
         assert len(rows) <= 64
         assert len(rows) * width <= 4096 or len(rows) == 1
-        if len(rows) > 1:
+        if len(rows) > 1 and len(rows) * width > 0.25 * 4096:  # past min_fill: capped
             assert 1 - lengths[rows].sum() / (len(rows) * width) <= 0.2
+    strict = plan_batches(lengths, 4096, 64, max_padding=0.2, min_fill=0)
+    for rows in strict:
+        if len(rows) > 1:
+            assert 1 - lengths[rows].sum() / (len(rows) * lengths[rows].max()) <= 0.2
+
+
+def test_a_few_texts_of_unlike_lengths_share_a_batch_until_it_is_a_quarter_full():
+    """A service's small rounds: not one tiny batch per length."""
+    lengths = np.array([40, 31, 22, 13, 9, 6])
+    assert len(plan_batches(lengths, 1024, 256, max_padding=0.05, min_fill=0)) == 6
+    assert [len(b) for b in plan_batches(lengths, 1024, 256, max_padding=0.05)] == [6]
+    big = np.array([200, 150, 100, 60])  # 4 x 200 = 800 tokens > 256: the cap applies
+    assert len(plan_batches(big, 1024, 256, max_padding=0.05)) > 1
 
 
 def test_one_text_longer_than_the_budget_gets_a_batch_of_its_own():

@@ -122,3 +122,20 @@ def test_backends_bench_smoke(tmp_path):
     for row in model["backends"].values():
         assert row["seconds"] > 0 and 0 < row["mfu"] < 1.5
         assert row["max_abs_diff_vs_eager"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_serve_bench_smoke(tmp_path):
+    """The serving bench drives a real server with real load and reports every row."""
+    out = tmp_path / "serve.json"
+    result = run_bench("serve.py", "--smoke", "--out", str(out))
+    report = json.loads(out.read_text())
+    rows = report["servers"]["bertlayers"]["rows"]
+    expected = {"last@1", "last@8", "all-base64@1", "all-base64@8", "all-float@8", "all-npy@8"}
+    assert expected | {"open"} == set(rows)
+    for row in rows.values():
+        assert row["failed"] == 0 and row["texts"] > 0 and row["texts_per_s"] > 0
+        assert 0 < row["p50_s"] <= row["p95_s"] <= row["p99_s"]
+    assert report["offline"]["all"]["texts_per_s"] > 0
+    assert "all_layers_at_8_vs_offline" in report["ratios"]
+    assert "| bertlayers | last | 8 |" in result.stdout

@@ -72,14 +72,24 @@ def tokenize(
     return Encoded(input_ids, types, special, full, truncated)
 
 
+MIN_FILL = 0.25  # share of the token budget a batch fills before the padding cap applies
+
+
 def plan_batches(
-    lengths: np.ndarray, batch_tokens: int, max_batch_size: int, max_padding: float = 0.25
+    lengths: np.ndarray,
+    batch_tokens: int,
+    max_batch_size: int,
+    max_padding: float = 0.25,
+    min_fill: float = MIN_FILL,
 ) -> list[np.ndarray]:
     """Group positions into batches: longest first, padded size under `batch_tokens`.
 
     A batch also closes when adding a text would make more than `max_padding` of its padded
-    tokens padding, so one long text never pads a batch of short ones.
+    tokens padding, so one long text never pads a batch of short ones; but not before it
+    holds `min_fill` of the budget: a few texts of unlike lengths (a service's small rounds)
+    run faster padded in one batch than as many tiny ones.
     """
+    floor = min_fill * batch_tokens
     order = np.argsort(-lengths, kind="stable")
     batches: list[np.ndarray] = []
     start = 0
@@ -93,7 +103,8 @@ def plan_batches(
             if size > max_batch_size or size * longest > max(batch_tokens, longest):
                 break
             new_real = real + int(lengths[order[end]])
-            if size > 1 and 1 - new_real / (size * longest) > max_padding:
+            padded = size * longest
+            if size > 1 and padded > floor and 1 - new_real / padded > max_padding:
                 break
             real = new_real
             end += 1
