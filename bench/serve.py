@@ -12,7 +12,8 @@ carries 1 to 16 texts (seeded). For each server:
 - work: last layer, the model's own pipeline (mean, normalized) through the OpenAI endpoint,
   which is what infinity computes; and all 7 layers through /v1/embed (base64), plus JSON
   floats and .npy at 32 clients, to price the encodings.
-Reported: texts/s, tokens/s, p50/p95/p99 latency, failed requests, and the server's RSS.
+Reported: texts/s, tokens/s (the model's tokenizer on the texts answered, special tokens in,
+the same count for every server), p50/p95/p99 latency, failed requests, the server's RSS.
 The library's offline throughput (`Extractor.embed`, same texts) is measured first, in this
 process, before any server starts. Every run is bounded in count and time and stops itself.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import io
 import json
 import os
 import platform
@@ -49,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 INFINITY = Path(os.environ.get("INFINITY_VENV", "/work/bench-venvs/infinity"))
 OUR_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SERVER_ARGS: list[str] = []  # more `bertlayers serve` options (--server-arg)
 
 
 def load_texts(n: int) -> list[str]:
@@ -122,6 +125,7 @@ def start_ours() -> Process:
     port = free_port()
     command = [sys.executable, "-m", "bertlayers", "serve", "--port", str(port)]
     command += ["--log-level", "warning", "--max-queue-tokens", "4000000", "--max-texts", "4096"]
+    command += SERVER_ARGS
     return Process("bertlayers", command, "/ready", port)
 
 
@@ -163,17 +167,20 @@ def make_request(work: str, texts: list[str]) -> tuple[str, dict, dict]:
     raise ValueError(work)
 
 
-def check(work: str, response: httpx.Response, n: int) -> int:
-    """Decode the answer as a client would; its token count."""
+TOKENS: dict[str, int] = {}  # each text's tokens (the model's tokenizer, special tokens in)
+
+
+def check(work: str, response: httpx.Response, n: int) -> None:
+    """Decode the answer as a client would, and check its shape."""
     if work == "all-npy":
         assert response.headers["content-type"] == "application/x-npy"
-        return int(response.headers["x-bertlayers-tokens"])
+        assert np.load(io.BytesIO(response.content)).shape == (n, 7, 384)
+        return
     body = orjson.loads(response.content)
     if work in ("infinity", "last"):
         assert len(body["data"]) == n and len(body["data"][0]["embedding"]) == 384
     else:
         assert body["shape"] == [n, 7, 384]
-    return int(body["usage"]["prompt_tokens"])
 
 
 def summary(latencies: list[float], texts: int, tokens: int, failed: int, elapsed: float, rss):
@@ -190,6 +197,24 @@ def summary(latencies: list[float], texts: int, tokens: int, failed: int, elapse
         "p99_s": round(float(np.percentile(lat, 99)), 4),
         "server_rss_mb": round(rss, 1),
     }
+
+
+async def send(client, work: str, batch: list[str], latencies: list, done: dict) -> None:
+    """One request: its latency, and its texts and tokens once decoded (or a failure)."""
+    path, body, headers = make_request(work, batch)
+    sent = time.perf_counter()
+    try:
+        response = await client.post(path, json=body, headers=headers)
+        ok = response.status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    latencies.append(time.perf_counter() - sent)
+    if not ok:
+        done["failed"] += 1
+        return
+    check(work, response, len(batch))
+    done["tokens"] += sum(TOKENS.get(t, 0) for t in batch)  # the same count for every server
+    done["texts"] += len(batch)
 
 
 async def closed_loop(server: Process, work: str, texts, sizes, clients: int, cap_s: float):
@@ -210,19 +235,7 @@ async def closed_loop(server: Process, work: str, texts, sizes, clients: int, ca
             for batch in queue:
                 if time.perf_counter() - start > cap_s:
                     return
-                path, body, headers = make_request(work, batch)
-                sent = time.perf_counter()
-                try:
-                    response = await client.post(path, json=body, headers=headers)
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append(time.perf_counter() - sent)
-                if not ok:
-                    done["failed"] += 1
-                    continue
-                done["tokens"] += check(work, response, len(batch))
-                done["texts"] += len(batch)
+                await send(client, work, batch, latencies, done)
 
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - start
@@ -238,22 +251,6 @@ async def open_loop(server: Process, work: str, texts, sizes, rate_texts: float,
     done = {"texts": 0, "tokens": 0, "failed": 0}
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as client:
-
-        async def one(batch: list[str]) -> None:
-            path, body, headers = make_request(work, batch)
-            sent = time.perf_counter()
-            try:
-                response = await client.post(path, json=body, headers=headers)
-                ok = response.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - sent)
-            if not ok:
-                done["failed"] += 1
-                return
-            done["tokens"] += check(work, response, len(batch))
-            done["texts"] += len(batch)
-
         start = time.perf_counter()
         tasks, cursor, i = [], 0, 0
         while time.perf_counter() - start < seconds:
@@ -261,7 +258,7 @@ async def open_loop(server: Process, work: str, texts, sizes, rate_texts: float,
             batch = [texts[(cursor + j) % len(texts)] for j in range(size)]
             cursor += size
             i += 1
-            tasks.append(asyncio.create_task(one(batch)))
+            tasks.append(asyncio.create_task(send(client, work, batch, latencies, done)))
             await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
@@ -308,7 +305,11 @@ def main() -> int:
         "its RSS sampled every 5 s",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="pass to bertlayers serve (repeat)"
+    )
     args = parser.parse_args()
+    SERVER_ARGS.extend(args.server_arg)
     if args.smoke:
         args.texts, args.clients, args.cap, args.open_seconds = 120, "1,8", 10.0, 2.0
         args.peer = "none"
@@ -317,6 +318,11 @@ def main() -> int:
     levels = [int(c) for c in args.clients.split(",")]
     texts = load_texts(args.texts)
     sizes = request_sizes(len(texts))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    encoded = tokenizer(texts)["input_ids"]
+    TOKENS.update((text, len(ids)) for text, ids in zip(texts, encoded, strict=True))
     if args.soak:
         return soak(texts, sizes, args.soak, args.out)
     one_at_a_time = sizes[: max(8, len(sizes) // 8)]  # one client is slow: fewer requests
@@ -419,6 +425,7 @@ def soak(texts: list[str], sizes: list[int], seconds: float, out: Path | None) -
         "row": row,
         "rss_mb_samples": samples,
         "rss_growth_after_first_minute": round(growth, 4),
+        "server_args": SERVER_ARGS,
         "peak_rss_mb": max(rss for _, rss in samples),
     }
     print(json.dumps({k: v for k, v in report.items() if k != "rss_mb_samples"}, indent=2))

@@ -221,6 +221,8 @@ SHARED_JOBS = [
     dict(level="token", layers="2,4", combine="mean"),
     dict(level="word", layers="1:3", word_pooling="mean", combine="sum"),
     dict(level="word", layers="1:3", word_pooling="max", combine="mean"),
+    dict(level="word", layers="1:3", word_pooling="max", combine="mean", output_dtype="float16"),
+    dict(level="word", layers="1:3", word_pooling="max", combine="mean"),  # after a float16
     dict(level="sentence", long="split", layers="all", pooling="mean", combine="mean"),
 ]
 

@@ -154,6 +154,7 @@ def test_the_layout_reads_as_the_data_flow():
             "extras",
             "launch",  # the `bertlayers` program: `serve` to the service, the rest to the cli
             "layers",
+            "memory",  # malloc_trim, for front ends that run long
             "options",
             "outputs",
             "probing",  # deprecated alias of analysis.probing (old saved probes name it)

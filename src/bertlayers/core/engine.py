@@ -176,6 +176,12 @@ class Engine:
             )["input_ids"]
         return np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(texts))
 
+    def release_cached_memory(self) -> None:
+        """Hand the device's cached blocks back (after an out-of-memory failure, before a
+        retry); nothing to do on a CPU."""
+        if self.encoder.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     # ------------------------------------------------------------------ settings
 
     def _max_length(self, config: ExtractConfig) -> int:

@@ -35,6 +35,12 @@ class SentencePipeline:
     max_length: int | None = None
     normalize: bool = False
     source: str = "bertlayers defaults (no sentence-transformers config)"
+    unsupported: tuple[str, ...] = ()  # parts of the pipeline not reproduced, if any
+
+    @property
+    def exact(self) -> bool:
+        """Whether these options give what `SentenceTransformer(model).encode` gives."""
+        return not self.unsupported
 
 
 def _read_json(folder: Path, name: str) -> dict | list | None:
@@ -57,23 +63,33 @@ def read_sentence_pipeline(model_dir: str | Path | None) -> SentencePipeline:
     if not isinstance(modules, list):
         return SentencePipeline()
     pooling, normalize = Pooling.MEAN, False
+    unsupported: list[str] = []
     for module in modules:
         kind = str(module.get("type", ""))
         if kind.endswith("Pooling"):
             config = _read_json(folder / str(module.get("path", "")), "config.json") or {}
-            chosen = [mode for flag, mode in _MODES.items() if config.get(flag)]
+            flags = [k for k, v in config.items() if k.startswith("pooling_mode") and v]
+            chosen = [_MODES[f] for f in flags if f in _MODES]
             if chosen:
                 pooling = chosen[0]
+            if len(flags) != 1 or not chosen:
+                unsupported.append(f"pooling {'+'.join(flags) or 'none'}")
         elif kind.endswith("Normalize"):
             normalize = True
+        elif not kind.endswith("Transformer"):
+            unsupported.append(kind.rsplit(".", 1)[-1] or "an unknown module")
     bert_config = _read_json(folder, "sentence_bert_config.json") or {}
-    max_length = bert_config.get("max_seq_length") if isinstance(bert_config, dict) else None
+    bert_config = bert_config if isinstance(bert_config, dict) else {}
+    max_length = bert_config.get("max_seq_length")
+    if bert_config.get("do_lower_case"):
+        unsupported.append("do_lower_case")
     return SentencePipeline(
         pooling=pooling,
         include_special=True,
         max_length=int(max_length) if isinstance(max_length, int) else None,
         normalize=normalize,
         source=f"sentence-transformers config in {folder.name or folder}",
+        unsupported=tuple(unsupported),
     )
 
 
@@ -87,7 +103,11 @@ def sentence_pipeline_of(model_id: str, local_dir: Path | None, revision: str | 
 
         modules_path = Path(hf_hub_download(model_id, "modules.json", revision=revision))
         folder = modules_path.parent
-        for name in ("sentence_bert_config.json", "1_Pooling/config.json"):
+        modules = _read_json(folder, "modules.json") or []
+        names = ["sentence_bert_config.json"] + [
+            f"{m['path']}/config.json" for m in modules if isinstance(m, dict) and m.get("path")
+        ]
+        for name in names:
             with contextlib.suppress(Exception):  # optional files
                 hf_hub_download(model_id, name, revision=revision)
         return read_sentence_pipeline(folder)

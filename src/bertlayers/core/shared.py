@@ -203,10 +203,11 @@ def _windowed(engine: Engine, jobs: list[Job]) -> list:
     records = [r for recs, _ in jobs for r in recs]
     if not records:
         return [[] for _ in jobs]
+    # float32 whatever the jobs asked for: each is cast to its own output dtype after
     if shared:
         config = replace(first, layers=union, combine=Combine.STACK, output_dtype=DType.FLOAT32)
-    else:
-        config = first  # combined, max-pooled: only identical layers and combine share
+    else:  # combined, max-pooled: only identical layers and combine share
+        config = replace(first, output_dtype=DType.FLOAT32)
     try:
         merged = engine._embed_unlocked(records, config)
     except BertlayersError:
@@ -219,10 +220,12 @@ def _windowed(engine: Engine, jobs: list[Job]) -> list:
     for (recs, job_config), selection in zip(jobs, selections, strict=True):
         mine = merged[start : start + len(recs)]
         start += len(recs)
-        if shared:
-            positions = [union.index(i) for i in selection.indices]
-            for vectors in mine:
+        for vectors in mine:
+            if shared:
+                positions = [union.index(i) for i in selection.indices]
                 vectors.vectors = _combine(vectors.vectors, positions, job_config)
+            else:
+                vectors.vectors = vectors.vectors.astype(job_config.output_dtype.value)
         outcomes.append(mine)
     return outcomes
 

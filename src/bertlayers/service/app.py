@@ -34,7 +34,7 @@ from ..core.engine import Engine, RecordVectors
 from ..errors import BertlayersError, OptionError
 from ..io.readers import Record, records_from_texts, records_from_words
 from ..layers import resolve_layers
-from ..options import Level
+from ..options import Level, LongMode
 from .batcher import Batcher, Dropped, Expired, Part, QueueFull, Unavailable
 from .batcher import Request as Pending
 from .encoding import NPY, NPZ, npy_bytes, npz_bytes, to_base64, wants
@@ -124,12 +124,11 @@ class Guard:
         size = 0
         while True:
             message = await receive()
-            if message["type"] == "http.disconnect":
-                break
+            if message["type"] == "http.disconnect":  # gone mid-body: nothing to answer
+                return None
             body = message.get("body", b"")
             size += len(body)
             if size > limit:
-                self.metrics.rejected.labels("body_bytes").inc()
                 await self._too_large(scope, send, limit)
                 return None
             chunks.append(body)
@@ -193,6 +192,7 @@ class Service:
             max_queue_tokens=settings.max_queue_tokens,
             round_tokens=settings.round_tokens,
             max_wait_ms=settings.max_wait_ms,
+            trim_heap=settings.trim_heap,
         )
         self.pipeline = engine.sentence_pipeline()
         self.name = settings.served_model_name or engine.info.name.removesuffix(" (bundled)")
@@ -265,6 +265,8 @@ class Service:
                 counts = await run_in_threadpool(self.engine.token_counts, records)
         except BertlayersError as err:
             raise ServiceError(422, str(err), param="texts") from None
+        if config.long is not LongMode.SPLIT:  # what runs is at most max_length per text
+            counts = np.minimum(counts, self.engine.settings(config)["max_length"])
         self.check_output(config, counts)
         wait = self.settings.request_timeout if timeout is None else timeout
         pending = Pending(deadline=time.monotonic() + wait if wait else None)
@@ -306,6 +308,11 @@ class Service:
                     pending.cancelled = True
                     self.metrics.rejected.labels("disconnected").inc()
                     raise ServiceError(499, "the client went away", code="disconnected")
+                late = pending.deadline is not None and time.monotonic() > pending.deadline
+                if late and not any(p.future.running() or p.future.done() for p in parts):
+                    for part in parts:  # none taken by the worker yet: none will be
+                        part.future.cancel()
+                    raise Expired
             results = waiter.result()
         except Expired:
             self.metrics.rejected.labels("deadline").inc()
@@ -323,6 +330,7 @@ class Service:
         except BertlayersError as err:
             raise ServiceError(422, str(err), param="texts") from None
         finally:
+            pending.cancelled = True  # parts of it still queued are not computed
             if not waiter.done():
                 waiter.cancel()
                 with contextlib.suppress(BaseException):
@@ -331,7 +339,7 @@ class Service:
 
     def _retry_after(self) -> int:
         _, tokens = self.batcher.queued()
-        rate = self.metrics.tokens_per_second._value.get() or 1000.0
+        rate = self.batcher.rate or 1000.0
         return max(1, math.ceil(tokens / rate))
 
 
@@ -576,6 +584,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                 "max_length": service.pipeline.max_length,
                 "normalize": service.pipeline.normalize,
                 "source": service.pipeline.source,
+                "exact": service.pipeline.exact,
+                "unsupported": list(service.pipeline.unsupported),
             },
             limits=settings.limits(),
             version=__version__,
@@ -597,11 +607,10 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.get(
-        "/ready", response_model=Ready, responses={503: {"model": Ready}}, dependencies=guarded
-    )
+    @app.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
     async def ready() -> Response:
-        """True after a warm-up forward pass; false while loading or shutting down."""
+        """True after a warm-up forward pass; false while loading or shutting down (no key
+        needed, for probes)."""
         if service.draining:
             return JSONResponse({"ready": False, "status": "draining"}, status_code=503)
         if not service.batcher.warm.is_set():

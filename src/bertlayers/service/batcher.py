@@ -24,6 +24,7 @@ from ..core.config import ExtractConfig
 from ..core.engine import Engine
 from ..errors import BertlayersError
 from ..io.readers import Record
+from ..memory import trim_heap
 from .metrics import Metrics
 
 
@@ -52,7 +53,7 @@ class Request:
     cancelled: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class Part:
     records: list[Record]
     config: ExtractConfig
@@ -72,6 +73,7 @@ class Batcher:
         max_queue_tokens: int,
         round_tokens: int,
         max_wait_ms: float = 0.0,
+        trim_heap: bool = False,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
@@ -84,6 +86,8 @@ class Batcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.warm = threading.Event()
+        self.rate = 0.0  # tokens/s of the last embed call
+        self.trim_heap = trim_heap  # acts on the whole process: the front end's choice
 
     # ------------------------------------------------------------------ requests
 
@@ -148,7 +152,10 @@ class Batcher:
         self.warm.set()
 
     def _take(self) -> list[Part] | None:
-        """The next parts to embed, up to `round_tokens` (one at least); None to stop."""
+        """The next parts to embed, up to `round_tokens` (one at least); None to stop.
+
+        The first part of each waiting request comes first, in arrival order, so a request
+        queued behind a large one is not held until all of the large one's parts are done."""
         with self._cond:
             while not self._queue:
                 if self._stopping:
@@ -164,12 +171,17 @@ class Batcher:
                     self._cond.wait(left)
             taken: list[Part] = []
             tokens = 0
-            while self._queue and (
-                not taken or tokens + self._queue[0].tokens <= self.round_tokens
-            ):
-                part = self._queue.popleft()
-                taken.append(part)
-                tokens += part.tokens
+            requests: set[int] = set()
+            for first_pass in (True, False):
+                for part in self._queue:
+                    if taken and tokens + part.tokens > self.round_tokens:
+                        break
+                    if id(part) in requests or (first_pass and id(part.request) in requests):
+                        continue
+                    requests.update((id(part.request), id(part)))
+                    taken.append(part)
+                    tokens += part.tokens
+            self._queue = deque(p for p in self._queue if id(p) not in requests)
             self._queued_tokens -= tokens
             self._gauges()
             return taken
@@ -179,43 +191,47 @@ class Batcher:
             self._warm_up()
         except Exception:  # a model that cannot run one text: every request gets 503
             self.warm.set()
+        trimmed = time.monotonic()
         while (parts := self._take()) is not None:
-            live = self._drop_dead(parts)
-            if live:
-                self._embed(live)
+            try:
+                live = self._drop_dead(parts)
+                if live:
+                    self._embed(live)
+            except Exception:  # never lose the worker: the round's requests get 503
+                for part in parts:
+                    _settle(part.future, error=Unavailable("the computation failed"))
+            if self.trim_heap and not self._queue and time.monotonic() - trimmed > 1.0:
+                trim_heap()  # idle: give the heap the round left behind back to the OS
+                trimmed = time.monotonic()
 
     def _drop_dead(self, parts: list[Part]) -> list[Part]:
+        """Parts still wanted, marked running (their futures can no longer be cancelled)."""
         now = time.monotonic()
         live = []
         for part in parts:
-            if part.request.cancelled:
-                part.future.set_exception(Dropped())
+            if part.request.cancelled or not part.future.set_running_or_notify_cancel():
+                _settle(part.future, error=Dropped())
             elif part.request.deadline is not None and now > part.request.deadline:
-                part.future.set_exception(Expired())
+                _settle(part.future, error=Expired())
             else:
                 self.metrics.queue_seconds.observe(now - part.queued_at)
                 live.append(part)
         return live
 
-    def _embed(self, parts: list[Part], retry: bool = True) -> None:
+    def _embed(self, parts: list[Part]) -> None:
+        """One embed call for the parts; on a failure that is not the input's, each part is
+        retried once in halves (less memory at once), and what fails again gets 503."""
         start = time.perf_counter()
         try:
             outcomes = self.engine.embed_many([(p.records, p.config) for p in parts])
         except BertlayersError as err:  # not tied to one part: every part gets it
             for part in parts:
-                part.future.set_exception(err)
+                _settle(part.future, error=err)
             return
         except Exception:
-            if not retry:
-                for part in parts:
-                    part.future.set_exception(Unavailable("the computation failed"))
-                return
-            if len(parts) == 1:
-                self._embed(parts, retry=False)
-                return
-            half = len(parts) // 2
-            self._embed(parts[:half], retry=False)
-            self._embed(parts[half:], retry=False)
+            self.engine.release_cached_memory()
+            for part in parts:
+                _settle(part.future, **self._retry_in_halves(part))
             return
         elapsed = time.perf_counter() - start
         tokens = sum(p.tokens for p in parts)
@@ -223,9 +239,37 @@ class Batcher:
         self.metrics.batch_texts.observe(sum(len(p.records) for p in parts))
         self.metrics.batch_tokens.observe(tokens)
         self.metrics.tokens.inc(tokens)
-        self.metrics.tokens_per_second.set(tokens / max(elapsed, 1e-9))
+        self.rate = tokens / max(elapsed, 1e-9)
+        self.metrics.tokens_per_second.set(self.rate)
         for part, outcome in zip(parts, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                part.future.set_exception(outcome)
+                _settle(part.future, error=outcome)
             else:
-                part.future.set_result(outcome)
+                _settle(part.future, result=outcome)
+
+    def _retry_in_halves(self, part: Part) -> dict:
+        half = max(1, len(part.records) // 2)
+        pieces = (
+            [part.records[:half], part.records[half:]] if len(part.records) > 1 else [part.records]
+        )
+        results: list = []
+        for piece in pieces:
+            try:
+                [outcome] = self.engine.embed_many([(piece, part.config)])
+            except Exception:
+                self.engine.release_cached_memory()
+                return {"error": Unavailable("the computation failed twice")}
+            if isinstance(outcome, BaseException):
+                return {"error": outcome}
+            results.extend(outcome)
+        return {"result": results}
+
+
+def _settle(future: Future, result: object = None, error: BaseException | None = None) -> None:
+    """Give a part its outcome, unless it already has one (a client that went away)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

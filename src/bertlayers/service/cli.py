@@ -8,6 +8,7 @@ a bad `--model` is a one-line error and exit 1, not a server answering 503 forev
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds a request may wait before it is computed (default 60; 0 = no limit)",
     )
+    add(
+        "--max-connections",
+        type=_positive,
+        default=512,
+        help="connections served at once; past it, new ones get 503 (default 512; memory is "
+        "at most about this times --max-body-bytes)",
+    )
     add("--batch-tokens", type=_positive, default=None, help="padded tokens per forward batch")
     add(
         "--grace",
@@ -85,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="allow this browser origin (repeat); CORS is off without it",
+    )
+    add(
+        "--no-trim-heap",
+        dest="trim_heap",
+        action="store_false",
+        help="do not give freed heap memory back to the OS when idle (glibc malloc_trim)",
     )
     add("--log-level", default="info", help="uvicorn's log level (default info)")
     add(
@@ -145,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             grace_seconds=args.grace,
             cors_origins=tuple(args.cors_origin),
             batch_tokens=args.batch_tokens,
+            trim_heap=args.trim_heap,
         )
         app = create_app(engine, settings)
         if args.openapi:
@@ -153,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     except BertlayersError as err:
         print(f"bertlayers serve: error: {err}", file=sys.stderr)
         return 1
+    pipeline = app.state.service.pipeline
+    if not pipeline.exact:
+        print(
+            "bertlayers serve: warning: /v1/embeddings does not reproduce this model's "
+            f"sentence-transformers pipeline exactly ({', '.join(pipeline.unsupported)})",
+            file=sys.stderr,
+        )
     if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         print(
             f"bertlayers serve: warning: listening on {args.host} without --api-key",
@@ -163,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        timeout_graceful_shutdown=int(args.grace) or None,
+        timeout_graceful_shutdown=math.ceil(args.grace),
+        limit_concurrency=args.max_connections,
         access_log=True,
     )
     server = _Server(config, app)

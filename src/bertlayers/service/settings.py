@@ -28,6 +28,7 @@ class ServeSettings:
     grace_seconds: float = 30.0  # in-flight requests finish within this after SIGTERM
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     batch_tokens: int | None = None  # padded tokens per forward batch; None: the library's
+    trim_heap: bool = True  # give freed heap back to the OS when idle (bench/serve.py --soak)
 
     def limits(self) -> dict:
         """The limits clients may need to know, as `/v1/info` states them."""

@@ -22,6 +22,7 @@ from ..chunks import SentenceChunk
 from ..errors import InputError, OptionError, OutputError
 from ..extras import require
 from ..io.readers import Record
+from ..memory import trim_heap
 from ..options import StrEnum
 from ..outputs import Kind, Target, check_outputs
 from ..results import RaggedEmbeddings, SentenceEmbeddings, make_result
@@ -312,7 +313,7 @@ class StoreSink:
             self.staging.commit(digest)
             self._pending = 0
             if self.trim_heap:
-                _trim_heap()
+                trim_heap()
             self._digests = {k: v for k, v in self._digests.items() if k >= done}
 
     def close(self, provenance: dict) -> None:
@@ -358,17 +359,6 @@ class StoreSink:
         self.staging.close_files()
         if not self.records:
             self.staging.remove()
-
-
-def _trim_heap() -> None:
-    """Give freed heap pages back to the OS after each chunk (glibc), so that fragmentation
-    left by one chunk's buffers does not add up over a long run."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _record_text(record: Record) -> str:
