@@ -20,6 +20,7 @@ process, before any server starts. Every run is bounded in count and time and st
     python bench/serve.py --out bench/results/serve.json        # ~10 minutes
     python bench/serve.py --smoke                               # seconds, CI
     python bench/serve.py --soak 600 --out bench/results/soak.json  # 10 min at ~70% capacity
+    python bench/serve.py --single 800 --out bench/results/serve-single.json  # 1-text requests
 Infinity needs its own venv: bench/setup_infinity.sh (skipped, and said so, if absent).
 """
 
@@ -306,6 +307,11 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
+        "--single", type=int, default=None, metavar="N",
+        help="only one-text requests: N texts at 1 and at 32 clients (what batching across "
+        "requests buys when requests carry one text each)",
+    )  # fmt: skip
+    parser.add_argument(
         "--server-arg", action="append", default=[], help="pass to bertlayers serve (repeat)"
     )
     args = parser.parse_args()
@@ -325,6 +331,8 @@ def main() -> int:
     TOKENS.update((text, len(ids)) for text, ids in zip(texts, encoded, strict=True))
     if args.soak:
         return soak(texts, sizes, args.soak, args.out)
+    if args.single:
+        return single(texts[: args.single], args.cap, args.out)
     one_at_a_time = sizes[: max(8, len(sizes) // 8)]  # one client is slow: fewer requests
     report: dict = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -433,6 +441,27 @@ def soak(texts: list[str], sizes: list[int], seconds: float, out: Path | None) -
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
     return 0 if row["failed"] == 0 else 1
+
+
+def single(texts: list[str], cap: float, out: Path | None) -> int:
+    """Requests of one text each, last layer, at 1 and 32 clients."""
+    server = start_ours()
+    rows = {}
+    try:
+        for clients in (1, 32):
+            rows[f"last@{clients}"] = asyncio.run(
+                closed_loop(server, "last", texts, [1] * len(texts), clients, cap)
+            )
+            print(f"one-text requests x{clients}: {rows[f'last@{clients}']}", file=sys.stderr)
+    finally:
+        server.stop()
+    gain = rows["last@32"]["texts_per_s"] / rows["last@1"]["texts_per_s"]
+    report = {"texts": len(texts), "rows": rows, "batching_32_vs_1": round(gain, 2)}
+    print(json.dumps(report, indent=2))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
 
 
 def ratios(report: dict, at: int) -> dict:

@@ -98,55 +98,58 @@ def embed_many(engine: Engine, jobs: Sequence[Job]) -> list:
 
 
 def _pooled(engine: Engine, jobs: list[Job]) -> list:
-    """Tokenize each job, then run all their records in shared batches."""
-    from .engine import RecordVectors, _naming_chunk, _too_long
+    """Tokenize the jobs together, then run all their records in shared batches, pooling
+    once per batch for every set of jobs that pool alike (a service's requests mostly do)."""
+    from .engine import RecordVectors
 
     outcomes: list = [None] * len(jobs)
-    encoded: list[tuple[int, Encoded]] = []
-    for j, (records, config) in enumerate(jobs):
-        records = list(records)
-        if not records:
-            outcomes[j] = []
-            continue
-        max_length = engine._max_length(config)
-        try:
-            with _naming_chunk(records), engine._tokenizing:
-                enc = tokenize(
-                    engine.encoder.tokenizer, records, max_length, engine.encoder.uses_token_types
-                )
-            if config.long is LongMode.ERROR and enc.truncated.any():
-                i = int(np.flatnonzero(enc.truncated)[0])
-                raise InputError(_too_long(records[i].id, enc.full_lengths[i], max_length))
-        except BertlayersError as err:
-            outcomes[j] = err
-            continue
-        encoded.append((j, enc))
+    encoded = _tokenize_jobs(engine, jobs, outcomes)
     if not encoded:
         return outcomes
-
     merged = _merge([enc for _, enc in encoded])
-    owner = np.repeat(np.arange(len(encoded)), [len(enc.input_ids) for _, enc in encoded])
-    position = np.concatenate([np.arange(len(enc.input_ids)) for _, enc in encoded])
     configs = [jobs[j][1] for j, _ in encoded]
     selections = [resolve_layers(c.layers, engine.info.num_layers) for c in configs]
+    # jobs that pool alike share a group: one pooling call per batch for all of them
+    keys = [
+        (s.indices, c.combine, c.pooling, c.include_special, c.output_dtype)
+        for c, s in zip(configs, selections, strict=True)
+    ]
+    group_of = {key: g for g, key in enumerate(dict.fromkeys(keys))}
+    sizes = [len(enc.input_ids) for _, enc in encoded]
+    group = np.repeat([group_of[k] for k in keys], sizes)
+    where = np.empty(len(group), dtype=np.int64)  # each row's place in its group's output
+    starts: list[int] = []  # each job's first row in its group's output
+    filled = [0] * len(group_of)
+    row = 0
+    for key, size in zip(keys, sizes, strict=True):
+        g = group_of[key]
+        starts.append(filled[g])
+        where[row : row + size] = np.arange(filled[g], filled[g] + size)
+        filled[g] += size
+        row += size
+    leader = {group_of[k]: o for o, k in reversed(list(enumerate(keys)))}  # a job per group
     outputs = [
-        np.empty((len(enc.input_ids), *engine.output_shape(c, s)), dtype=c.output_dtype.value)
-        for (_, enc), c, s in zip(encoded, configs, selections, strict=True)
+        np.empty(
+            (filled[g], *engine.output_shape(configs[o], selections[o])),
+            dtype=configs[o].output_dtype.value,
+        )
+        for g, o in sorted(leader.items())
     ]
     first = configs[0]  # batching settings change speed only: the first job's are used
     for rows in plan_batches(
         merged.lengths, engine.batch_tokens(first), first.max_batch_size, first.max_padding
     ):
         batch = collate(merged, rows, engine.encoder.pad_id)
-        owners = owner[rows]
-        needed = sorted({i for o in np.unique(owners) for i in selections[o].indices})
+        groups = group[rows]
+        present = np.unique(groups).tolist()
+        needed = sorted({i for g in present for i in selections[leader[g]].indices})
         states = engine.encoder.hidden_state_list(batch, needed)
         by_layer = dict(zip(needed, states, strict=True))
         attention = engine.encoder.to_device(batch["attention_mask"])
         special = engine.encoder.to_device(batch["special_tokens_mask"])
-        for o in np.unique(owners).tolist():
-            config, selection = configs[o], selections[o]
-            mine = np.flatnonzero(owners == o)
+        for g in present:
+            config, selection = configs[leader[g]], selections[leader[g]]
+            mine = np.flatnonzero(groups == g)
             take = None if len(mine) == len(rows) else torch.from_numpy(mine).to(attention.device)
 
             def part(t: torch.Tensor, take=take) -> torch.Tensor:
@@ -160,21 +163,77 @@ def _pooled(engine: Engine, jobs: list[Job]) -> list:
                 hidden = combine_layers(torch.stack(layer_states).float(), config.combine)
                 pooled = pool(hidden, mask, config.pooling)
             pooled = pooled.transpose(0, 1).to(config.output_dtype.torch)  # (b, K', H')
-            outputs[o][position[rows[mine]]] = pooled.cpu().numpy()
+            outputs[g][where[rows[mine]]] = pooled.cpu().numpy()
         del states, by_layer
     for o, (j, enc) in enumerate(encoded):
-        records = list(jobs[j][0])
+        vectors = outputs[group_of[keys[o]]][starts[o] : starts[o] + sizes[o]]
         outcomes[j] = [
             RecordVectors(
                 id=record.id,
-                vectors=outputs[o][i],
+                vectors=vectors[i],
                 n_tokens=int(enc.full_lengths[i]),
                 truncated=bool(enc.truncated[i]),
                 windows=1,
             )
-            for i, record in enumerate(records)
+            for i, record in enumerate(jobs[j][0])
         ]
     return outcomes
+
+
+def _tokenize_jobs(engine: Engine, jobs: list[Job], outcomes: list) -> list[tuple[int, Encoded]]:
+    """Each job's tokens, from one tokenizer call for all when that succeeds (else job by
+    job, so that only a bad job fails); a job too long for `long="error"` gets its error."""
+    from .engine import _naming_chunk, _too_long
+
+    live = []
+    for j, (records, _) in enumerate(jobs):
+        if len(records):
+            live.append(j)
+        else:
+            outcomes[j] = []
+    if not live:
+        return []
+    max_length = engine._max_length(jobs[live[0]][1])  # the same for every job here
+
+    def run(records: list[Record]) -> Encoded:
+        with _naming_chunk(records), engine._tokenizing:
+            return tokenize(
+                engine.encoder.tokenizer, records, max_length, engine.encoder.uses_token_types
+            )
+
+    per_job: list[tuple[int, Encoded]] = []
+    try:
+        whole = run([r for j in live for r in jobs[j][0]])
+        bounds = np.cumsum([0] + [len(jobs[j][0]) for j in live])
+        per_job = [
+            (j, _slice(whole, a, b)) for j, a, b in zip(live, bounds[:-1], bounds[1:], strict=True)
+        ]
+    except BertlayersError:
+        for j in live:
+            try:
+                per_job.append((j, run(list(jobs[j][0]))))
+            except BertlayersError as err:
+                outcomes[j] = err
+    encoded = []
+    for j, enc in per_job:
+        records, config = jobs[j]
+        if config.long is LongMode.ERROR and enc.truncated.any():
+            i = int(np.flatnonzero(enc.truncated)[0])
+            outcomes[j] = InputError(_too_long(records[i].id, enc.full_lengths[i], max_length))
+            continue
+        encoded.append((j, enc))
+    return encoded
+
+
+def _slice(enc: Encoded, start: int, stop: int) -> Encoded:
+    """Rows `start:stop` of an `Encoded`."""
+    return Encoded(
+        input_ids=enc.input_ids[start:stop],
+        token_type_ids=None if enc.token_type_ids is None else enc.token_type_ids[start:stop],
+        special_mask=enc.special_mask[start:stop],
+        full_lengths=enc.full_lengths[start:stop],
+        truncated=enc.truncated[start:stop],
+    )
 
 
 def _merge(parts: list[Encoded]) -> Encoded:

@@ -14,6 +14,7 @@ import signal
 import sys
 
 from ..errors import BertlayersError
+from .settings import ServeSettings
 
 API_KEY_ENV = "BERTLAYERS_API_KEY"
 
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=262_144,
         help="tokens waiting before requests get 429 (default 262144)",
+    )
+    add(
+        "--round-tokens",
+        type=_positive,
+        default=ServeSettings.round_tokens,
+        help="tokens the worker takes from the queue per embed call (default %(default)s): "
+        "larger rounds pack fuller batches, smaller ones even out latency",
     )
     add("--max-texts", type=_positive, default=2048, help="texts per request (default 2048)")
     add("--max-chars", type=_positive, default=100_000, help="characters per text (default 100000)")
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from ..core.engine import Engine
-        from . import ServeSettings, create_app
+        from . import create_app
 
         engine = Engine(
             args.model,
@@ -151,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             served_model_name=args.served_model_name,
             max_wait_ms=args.max_wait_ms,
             max_queue_tokens=args.max_queue_tokens,
+            round_tokens=args.round_tokens,
             max_texts=args.max_texts,
             max_chars=args.max_chars,
             max_body_bytes=args.max_body_bytes,

@@ -19,7 +19,7 @@ class ServeSettings:
     served_model_name: str | None = None  # the `model` clients send; default: the model's name
     max_wait_ms: float = 0.0  # wait this long for more requests before a batch; 0 = never
     max_queue_tokens: int = 262_144
-    round_tokens: int = 16_384  # tokens the worker takes from the queue per embed call
+    round_tokens: int = 4096  # tokens the worker takes per embed call (bench/serve.py: even p99)
     max_texts: int = 2048  # texts per request
     max_chars: int = 100_000  # characters per text
     max_body_bytes: int = 32 * 2**20
