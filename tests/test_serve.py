@@ -527,3 +527,18 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(heavy):
     finally:
         s.stop()
     assert "Shutting down" in s.output()
+
+
+def test_bad_serve_options_and_a_bad_model_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    from bertlayers.service.cli import main
+
+    for argv, word in ((["--port", "99999"], "0..65535"), (["--bogus"], "--bogus")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and word in err and "serve --help" in err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["--model", str(tmp_path / "no-such-model")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bertlayers serve: error:") and err.count("\n") == 1

@@ -19,8 +19,16 @@ from .settings import ServeSettings
 API_KEY_ENV = "BERTLAYERS_API_KEY"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit 2, as the rest of the command line has them."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bertlayers serve",
         description=(
             "Serve embeddings of any layer over HTTP: POST /v1/embed (layers, level and pooling "
