@@ -542,3 +542,15 @@ def test_bad_serve_options_and_a_bad_model_are_one_line_errors(tmp_path, capsys,
     assert main(["--model", str(tmp_path / "no-such-model")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("bertlayers serve: error:") and err.count("\n") == 1
+
+
+def test_client_fails_fast_where_no_server_listens():
+    from bertlayers import Client
+    from bertlayers.client import ServerError
+
+    port = _free_port()  # nothing listens on it
+    started = time.perf_counter()
+    with Client(f"http://127.0.0.1:{port}") as client, pytest.raises(ServerError) as err:
+        client.info()
+    assert "cannot reach" in str(err.value) and str(port) in str(err.value)
+    assert time.perf_counter() - started < 5  # two quick retries, not eight with back-off

@@ -63,6 +63,7 @@ class Client:
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.retries = retries
+        self._reached = False  # until a server answers once, a refused connection fails fast
         self._info: dict | None = None
 
     def __enter__(self) -> Client:
@@ -77,7 +78,11 @@ class Client:
     # ------------------------------------------------------------------ transport
 
     def _send(self, method: str, path: str, **kwargs: object):
-        """One call, retried on 429/503 and on a refused connection; errors as `ServerError`."""
+        """One call, retried on 429/503 and on a lost connection; errors as `ServerError`.
+
+        A server that has never answered gets two quick retries (a wrong URL fails in about a
+        second); once it has answered, a lost connection (a restart) gets the full `retries`.
+        """
         import httpx
 
         delay = 0.25
@@ -85,9 +90,10 @@ class Client:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as err:
-                if attempt == self.retries:
+                if attempt == self.retries or (not self._reached and attempt == 2):
                     raise ServerError(f"cannot reach {self.url}: {err}") from None
             else:
+                self._reached = True
                 if response.status_code < 400:
                     return response
                 if response.status_code not in RETRIED or attempt == self.retries:
