@@ -161,6 +161,7 @@ def test_the_layout_reads_as_the_data_flow():
             "provenance",
             "readers",  # deprecated alias of io.readers
             "results",
+            "search",  # bertlayers.Index: FAISS over one layer of a store (model loaded lazily)
             "sinks",
         ]
     )
@@ -173,10 +174,11 @@ def test_no_torch_for_the_analysis_the_stores_or_the_help():
         "from bertlayers import load, SentenceEmbeddings, resolve_layers\n"
         "import bertlayers.stores, bertlayers.analysis.geometry, bertlayers.analysis.metrics\n"
         "import bertlayers.analysis.probing, bertlayers.analysis.plots\n"
-        "import bertlayers.analysis.report\n"
+        "import bertlayers.analysis.report, bertlayers.analysis.matching, bertlayers.search\n"
         "from bertlayers.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "try:\n    main(['extract', '--help'])\nexcept SystemExit:\n    pass\n"
+        "try:\n    main(['search', '--help'])\nexcept SystemExit:\n    pass\n"
         "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
     )
     out = subprocess.run(

@@ -12,7 +12,8 @@ Layer 0 is the embedding output, 1..L the encoder layers, negatives count from t
 The package is the data flow: `io` (files -> records), `core` (tokenize, batch, forward,
 select layers, pool: the `Engine`), `backends` (what runs the forward pass), `stores`
 (streamed, resumable files), `analysis` (probes, geometry, plots, report: arrays and stores
-only, no model code), the front ends `cli` (the command line) and `service` (`bertlayers
+only, no model code), `search` (`Index`: FAISS search over one layer of a store), the
+front ends `cli` (the command line) and `service` (`bertlayers
 serve`), and `client` (`Client`, a server from Python). Names are exported lazily, so that
 `import bertlayers` (and the analysis, the stores, `bertlayers --help`) does not load torch.
 """
@@ -31,6 +32,7 @@ _EXPORTS = {
     "Engine": "core.engine",
     "ExtractConfig": "core.config",
     "Extractor": "core.extract",
+    "Index": "search",
     "LayerSelection": "layers",
     "resolve_layers": "layers",
     "Combine": "options",
@@ -54,6 +56,7 @@ __all__ = [
     "Engine",
     "ExtractConfig",
     "Extractor",
+    "Index",
     "LayerSelection",
     "Level",
     "LongMode",

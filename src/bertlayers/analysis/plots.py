@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import OptionError
 from ..outputs import write_atomically, write_text_atomically
 from .geometry import GeometryReport
+from .matching import MatchReport
 from .probing import ProbeData, ProbeReport
 
 _PALETTE = [
@@ -94,9 +95,70 @@ def plot_probe(report: ProbeReport, directory: str | Path, title: str | None = N
     return _save(figure, Path(directory), "probe")
 
 
+def plot_matching(report: MatchReport, directory: str | Path) -> list[Path]:
+    """Each metric by layer, one line per pooling and post-processing with its 95% bootstrap
+    band, the combined layers to the right and the baselines as horizontal lines."""
+    metrics = report.metrics()
+    n_columns = min(3, len(metrics))
+    n_rows = math.ceil(len(metrics) / n_columns)
+    figure = _figure(4.4 * n_columns, 3.8 * n_rows)
+    series: dict[tuple[str | None, str | None], list] = {}
+    for s in report.scores:
+        if s.kind != "baseline":
+            series.setdefault((s.pooling, s.post), []).append(s)
+    baselines = [s for s in report.scores if s.kind == "baseline"]
+    for column, metric in enumerate(metrics):
+        axes = figure.add_subplot(n_rows, n_columns, column + 1)
+        right = 0
+        for i, ((pooling, post), rows) in enumerate(series.items()):
+            color = _PALETTE[i % len(_PALETTE)]
+            label = pooling if post in (None, "none") else f"{pooling} +{post}"
+            layers = [s for s in rows if s.kind == "layer"]
+            x = [s.layer for s in layers]
+            axes.plot(x, [s.values[metric] for s in layers], marker="o", color=color, label=label)
+            axes.fill_between(
+                x,
+                [s.ci[metric][0] for s in layers],
+                [s.ci[metric][1] for s in layers],
+                color=color,
+                alpha=0.15,
+            )
+            combined = [s for s in rows if s.kind == "combined"]
+            right = (max(x) if x else 0) + 1
+            for offset, s in enumerate(combined):
+                value, (low, high) = s.values[metric], s.ci[metric]
+                axes.errorbar(
+                    [right + offset + 0.08 * i],
+                    [value],
+                    yerr=[[value - low], [high - value]],
+                    marker="s",
+                    capsize=3,
+                    linestyle="none",
+                    color=color,
+                )
+        first = next(iter(series.values()), [])
+        x = [s.layer for s in first if s.kind == "layer"]
+        combined = [s for s in first if s.kind == "combined"]
+        for style, s in zip(("--", ":", "-."), baselines, strict=False):
+            axes.axhline(s.values[metric], linestyle=style, color="#555555", label=s.name)
+        axes.set_xticks(
+            x + [right + i for i in range(len(combined))],
+            [str(v) for v in x] + [_short(s.name) for s in combined],
+            fontsize=8,
+            rotation=35,
+        )
+        axes.set_xlabel("layer (0 = embedding output)", fontsize=9)
+        axes.set_ylabel(metric)
+        axes.grid(alpha=0.3)
+        if column == 0:
+            axes.legend(fontsize=7, loc="best")
+    figure.suptitle(f"{report.task['kind']}: by layer, 95% bootstrap intervals")
+    return _save(figure, Path(directory), "probe")
+
+
 def _short(name: str) -> str:
     return {"mean of all": "mean", "scalar mix": "mix"}.get(
-        name, name.replace("concat last ", "cat-")
+        name, name.replace("concat last ", "cat-").replace("mean of ", "avg ")
     )
 
 

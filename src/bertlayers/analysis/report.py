@@ -62,7 +62,50 @@ def _table(header: list[str], rows: list[list[str]], best: int | None = None) ->
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def _number(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _matching_section(probe: dict, directory: Path) -> list[str]:
+    """Similarity or retrieval: each row's metrics with their 95% bootstrap intervals."""
+    task, scores = probe["task"], probe["scores"]
+    metrics = list(scores[0]["values"])
+    rows, best = [], None
+    for i, s in enumerate(scores):
+        if s["label"] == probe["best"]:
+            best = i
+        cells = [
+            f"{_number(s['values'][m])} [{_number(s['ci'][m][0], 3)}, {_number(s['ci'][m][1], 3)}]"
+            for m in metrics
+        ]
+        rows.append([s["label"], *cells])
+    if task["kind"] == "similarity":
+        what = (
+            f"{task['pairs']} scored pairs of {task['texts']} distinct texts; cosine similarity "
+            f"against the gold score{' (binary: AUC too)' if task.get('binary_gold') else ''}"
+        )
+    else:
+        what = (
+            f"{task['queries']} queries over {task['documents']} documents; exact cosine "
+            f"search (queries: --long {task.get('query_long')}, documents: --long "
+            f"{task.get('doc_long')})"
+        )
+    parts = [
+        f"<h2>{task['kind'].capitalize()} by layer</h2>",
+        f'<p class="note">{html.escape(what)}. 95% percentile bootstrap intervals over '
+        f"{task['bootstrap']} resamples (seed {task['seed']}). Best by {probe['metric']}: "
+        f"<b>{html.escape(probe['best'])}</b>.</p>",
+        _table(["probe", *metrics], rows, best),
+    ]
+    if (directory / "probe.svg").exists():
+        caption = f"{task['kind'].capitalize()} by layer"
+        parts += [f"<h3>{caption}</h3>", _image(directory / "probe.svg", caption)]
+    return parts
+
+
 def _probe_section(probe: dict, directory: Path) -> list[str]:
+    if probe["task"].get("kind") in ("similarity", "retrieval"):
+        return _matching_section(probe, directory)
     task, metric = probe["task"], probe["metric"]
     metrics = list(probe["scores"][0]["mean"])
     rows, best = [], None

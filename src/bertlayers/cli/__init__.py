@@ -1,7 +1,8 @@
 """The `bertlayers` command line: parses arguments into one config and calls the core.
 
 One module per command group (`extract.py`: extract, info, inspect, convert; `probe.py`:
-probe, predict, analyze, report), the options they share in `options.py`. Errors are printed
+probe, predict, analyze, report, with `matching.py` for its similarity and retrieval tasks;
+`search.py`: index, search), the options they share in `options.py`. Errors are printed
 as one line on stderr with a non-zero exit code; stdout carries only the output a command is
 asked for (e.g. `info`), never progress or warnings.
 """
@@ -15,7 +16,7 @@ import warnings
 
 from .. import __version__
 from ..errors import BertlayersError
-from . import extract, probe
+from . import extract, probe, search
 from .options import ALLOCATOR, Formatter, Interrupted, Parser, UsageError
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     extract.add_commands(commands)
     probe.add_commands(commands)
+    search.add_commands(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import InputError, OptionError
 from ..io.readers import InputFormat, Record, guess_format, read_records
 from ..outputs import Kind, Target, check_outputs
+from .matching import MATCHING_EXAMPLES, add_matching_options, matching_inputs, run_matching
 from .options import (
     Formatter,
     add_input_options,
@@ -28,7 +29,8 @@ from .options import (
     positive_int,
 )
 
-PROBE_EXAMPLES = """\
+PROBE_EXAMPLES = (
+    """\
 examples:
   # sentiment: which layer? 5-fold CV, table on stdout, JSON/CSV/plots in runs/sentiment
   bertlayers probe sentiment.tsv --label-column label -o runs/sentiment
@@ -44,7 +46,15 @@ examples:
 The table gives each layer (0 = embedding output), the mean of all layers, the last four
 concatenated, a learned scalar mix, and majority-class and bag-of-words baselines: the mean
 and standard deviation over folds of accuracy and macro-F1 (entity-level F1 too for BIO tags).
+
 """
+    + MATCHING_EXAMPLES
+    + """
+Matching tables give each layer, the mean of all layers, the mean of layer 1 and the last,
+and the last four concatenated, per pooling and --post, with 95% bootstrap intervals, beside
+TF-IDF and word-overlap (similarity) or BM25 (retrieval) baselines.
+"""
+)
 
 
 def _add_data_options(parser: argparse.ArgumentParser, labelled: bool = True) -> None:
@@ -68,7 +78,10 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     parser.add_argument("--layers", default="all", help="layers to probe: all | 0,6,-1 | -4:")
     parser.add_argument(
-        "--pooling", default=None, help="texts: cls|mean|max|first|last (default: mean)"
+        "--pooling",
+        default=None,
+        help="texts: cls|mean|max|first|last (unset: mean); similarity and retrieval take "
+        "several, comma-separated (mean,cls), each its own rows",
     )
     parser.add_argument(
         "--word-pooling", default=None, help="words: first|last|mean|max (default: first)"
@@ -91,11 +104,23 @@ def add_commands(commands) -> None:
         "probe",
         help="score a linear probe on every layer: which layer is best for my labels?",
         description="Per-layer linear probes (scikit-learn) with k-fold cross-validation or a "
-        "test set, on text labels (csv/tsv/jsonl) or word tags (conll).",
+        "test set, on text labels (csv/tsv/jsonl) or word tags (conll); or, with --task "
+        "similarity|retrieval, per-layer cosine similarity against gold scores and cosine "
+        "search of queries over a corpus.",
         formatter_class=Formatter,
         epilog=PROBE_EXAMPLES,
     )
-    probe.add_argument("data", help="labelled .csv/.tsv/.jsonl (one text per row) or .conll")
+    probe.add_argument(
+        "data",
+        help="labelled .csv/.tsv/.jsonl (one text per row) or .conll; scored pairs "
+        "(similarity); queries (retrieval)",
+    )
+    probe.add_argument(
+        "--task",
+        default="classify",
+        choices=("classify", "similarity", "retrieval"),
+        help="classify: labels or tags; similarity: scored pairs; retrieval: queries over a corpus",
+    )
     probe.add_argument(
         "--store",
         default=None,
@@ -132,6 +157,7 @@ def add_commands(commands) -> None:
     )
     _add_data_options(probe)
     _add_extraction_options(probe)
+    add_matching_options(probe)
     _add_overwrite_option(probe)
     probe.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     probe.set_defaults(handler=run_probe)
@@ -233,13 +259,16 @@ def _labels_of(records: list[Record], words: bool) -> tuple[list[str], object, s
     return [r.label for r in records], np.arange(len(records)), "sentence"
 
 
-def _extract_config(args: argparse.Namespace, words: bool):
+def _extract_config(args: argparse.Namespace, words: bool, **overrides: str | None):
+    """The probe's extraction config; `overrides` (pooling, long) replace the options given."""
+    chosen = {"pooling": args.pooling, "long": args.long}
+    chosen.update({k: v for k, v in overrides.items() if v is not None})
     return extract_config(
         layers=args.layers,
         level="word" if words else "sentence",
-        pooling=args.pooling,
+        pooling=chosen["pooling"],
         word_pooling=args.word_pooling,
-        long=args.long,
+        long=chosen["long"],
         max_length=args.max_length,
         batch_tokens=args.batch_tokens,
     )
@@ -261,8 +290,8 @@ class _Vectors:
             self._extractor = make_extractor(self.args)
         return self._extractor
 
-    def _check_store(self, provenance: dict, store: str) -> None:
-        """An existing store must hold what the options given ask for."""
+    def _check_store(self, provenance: dict, store: str, **overrides: str | None) -> None:
+        """An existing store must hold what the options given (or `overrides`) ask for."""
         args = self.args
         model = provenance.get("model", {})
         if args.model is not None and args.model not in (model.get("id"), model.get("name")):
@@ -271,7 +300,7 @@ class _Vectors:
                 "remove it or give another --store"
             )
         for option in ("pooling", "word_pooling", "long"):
-            wanted = getattr(args, option)
+            wanted = overrides.get(option) or getattr(args, option)
             if wanted is not None and option in provenance and provenance[option] != wanted:
                 flag = "--" + option.replace("_", "-")
                 raise OptionError(
@@ -279,14 +308,23 @@ class _Vectors:
                     "remove it or give another --store"
                 )
 
-    def get(self, records: list[Record], words: bool, store: str | None, name: str):
+    def get(
+        self,
+        records: list[Record],
+        words: bool,
+        store: str | None,
+        name: str,
+        **overrides: str | None,
+    ):
+        """Vectors of `records` and where they came from; `overrides` (pooling, long) replace
+        the command's options for this one extraction."""
         from ..stores import load
 
         if store and Path(store).exists():
             result = load(store)
-            self._check_store(result.provenance, store)
+            self._check_store(result.provenance, store, **overrides)
             return result, store
-        config = _extract_config(self.args, words)
+        config = _extract_config(self.args, words, **overrides)
         progress = not self.args.quiet
         if store:
             from ..stores import StoreSink
@@ -406,8 +444,32 @@ def _check_probe_outputs(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------ handlers
 
 
+def _matching_targets(args: argparse.Namespace):
+    """What `check_outputs` needs for a matching run: its outputs, inputs and --overwrite."""
+    from ..stores import store_files, store_targets
+
+    for flag in ("test", "test_store", "save_model", "tensorboard"):
+        if getattr(args, flag):
+            raise OptionError(f"--{flag.replace('_', '-')} is for --task classify")
+    targets = _results(args.output_dir, "probe", "probe") if args.output_dir else []
+    inputs = [*_probe_inputs(args), *(Path(p) for p in matching_inputs(args))]
+    for store in (args.store, args.corpus_store):
+        if store and not Path(store).exists():  # extracted into: an output
+            targets += [Target(t.path, t.kind, make_parents=True) for t in store_targets(store)]
+        elif store:
+            inputs += store_files(store)
+    return targets, inputs, args.overwrite
+
+
 def run_probe(args: argparse.Namespace) -> int:
     _require_analysis("probe")  # before the imports that need it
+    if args.task != "classify":
+        return run_matching(args, _Vectors, _matching_targets(args))
+    for flag in ("pair_column", "corpus", "qrels", "doc_column", "corpus_store", "fit_on"):
+        if getattr(args, flag):
+            raise OptionError(
+                f"--{flag.replace('_', '-')} is for --task similarity or --task retrieval"
+            )
     from ..analysis.plots import export_tensorboard, plot_probe, plot_projection
     from ..analysis.probing import (
         Classifier,

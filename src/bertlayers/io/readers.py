@@ -11,7 +11,7 @@ import io
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
@@ -30,6 +30,7 @@ class Record:
     words: tuple[str, ...] | None = None
     label: str | None = None  # a sentence label (--label-column), for probes
     tags: tuple[str, ...] | None = None  # one tag per word (CoNLL), for probes
+    line: int | None = field(default=None, compare=False)  # where it starts (csv/tsv/jsonl)
 
 
 class InputFormat(StrEnum):
@@ -288,7 +289,8 @@ def _read_delimited(
             raise InputError(f"{name}: {where}: missing value for column '{pair_column}'")
         record_id = row.get(id_column) if id_column else None
         label = _label(row.get(label_column), label_column, name, where)
-        yield Record(record_id if record_id is not None else str(start), text, pair, label=label)
+        record_id = record_id if record_id is not None else str(start)
+        yield Record(record_id, text, pair, label=label, line=start)
 
 
 def _label(value: object, column: str | None, name: str, where: str) -> str | None:
@@ -385,7 +387,7 @@ def _read_jsonl(
         _check_columns(list(row), [text_column, pair_column, id_column], f"{name}: {where}")
         text = _column(row, text_column, name, where)
         pair = _column(row, pair_column, name, where)
-        yield Record(record_id, text, pair, label=label)
+        yield Record(record_id, text, pair, label=label, line=number)
 
 
 def read_records(
@@ -444,3 +446,86 @@ def read_records(
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One line of a qrels file: a document's graded relevance to a query (> 0 = relevant)."""
+
+    query_id: str
+    doc_id: str
+    relevance: float
+    line: int
+
+
+def read_qrels(path: str) -> list[Judgement]:
+    """Relevance judgements: TREC (`qid 0 docid rel` or `qid docid rel`, whitespace) or BEIR's
+    TSV with a header (`query-id<TAB>corpus-id<TAB>score`). Errors name the line."""
+    stream, name = _open(path)
+    judgements: list[Judgement] = []
+    try:
+        lines = _decoded_lines(stream, name, keep_newline=False)
+        columns: tuple[int, int, int] | None = None
+        for number, line in lines:
+            fields = line.split("\t") if "\t" in line else line.split()
+            if not fields or not line.strip():
+                continue
+            if columns is None and not judgements and not _is_number(fields[-1]):
+                columns = _qrels_header(fields, name, number)
+                if columns is not None:
+                    continue
+            if columns is None:
+                if len(fields) not in (3, 4):
+                    raise InputError(
+                        f"{name}: line {number}: expected 'query doc relevance' or TREC's "
+                        f"'query 0 doc relevance', saw {len(fields)} fields"
+                    )
+                picked = (fields[0], fields[-2], fields[-1])
+            else:
+                if len(fields) <= max(columns):
+                    raise InputError(
+                        f"{name}: line {number}: expected {max(columns) + 1} fields, saw "
+                        f"{len(fields)}"
+                    )
+                picked = tuple(fields[c] for c in columns)
+            query_id, doc_id, relevance = (f.strip() for f in picked)
+            if not _is_number(relevance):
+                raise InputError(f"{name}: line {number}: relevance '{relevance}' is not a number")
+            judgements.append(Judgement(query_id, doc_id, float(relevance), number))
+    finally:
+        stream.close()
+    if not judgements:
+        raise InputError(f"{name} holds no relevance judgements")
+    return judgements
+
+
+_QRELS_COLUMNS = (
+    ("query-id", "query_id", "qid"),
+    ("corpus-id", "corpus_id", "doc-id", "doc_id", "docid"),
+    ("score", "relevance", "rel", "label"),
+)
+
+
+def _qrels_header(fields: list[str], name: str, number: int) -> tuple[int, int, int] | None:
+    """The (query, document, relevance) columns of a qrels header; None when `fields` is not
+    a header (no known column name: a data line, checked as such)."""
+    header = [f.strip().lower() for f in fields]
+    found = [
+        next((header.index(n) for n in names if n in header), None) for names in _QRELS_COLUMNS
+    ]
+    if all(c is None for c in found):
+        return None
+    if any(c is None for c in found):
+        raise InputError(
+            f"{name}: line {number}: a qrels header needs query-id, corpus-id and score "
+            f"columns, saw: {', '.join(fields)}"
+        )
+    return found[0], found[1], found[2]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,383 @@
+"""`bertlayers probe --task similarity | retrieval`: which layer matches best.
+
+Reads scored pairs, or queries with a corpus and relevance judgements, gets the vectors (from
+stores, or by extracting them with the core), and hands arrays to `analysis.matching`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from ..errors import InputError, OptionError
+from ..io.readers import Record, read_records
+from ..options import LongMode, Pooling
+from ..outputs import check_outputs
+from .options import positive_int
+
+MATCHING_EXAMPLES = """\
+matching (cosine of one vector per text; every layer, combined layers, baselines):
+  # similarity: pairs with a gold score; Spearman/Pearson (and AUC for a 0/1 gold) per layer
+  bertlayers probe sts.tsv --task similarity --text-column sentence1 \\
+      --pair-column sentence2 --score-column score --post none,whiten -o runs/sts
+  # retrieval: each BBC article from its title (one file: query and document columns)
+  bertlayers probe news-bbc.jsonl --task retrieval --id-column id --text-column title \\
+      --doc-column text --doc-long split -o runs/bbc-retrieval
+  # retrieval with a separate corpus and TREC/BEIR qrels
+  bertlayers probe queries.jsonl --task retrieval --corpus docs.jsonl --qrels qrels.tsv \\
+      --id-column _id --query-pooling cls --doc-pooling mean
+"""
+
+
+def add_matching_options(probe: argparse.ArgumentParser) -> None:
+    """The options of the similarity and retrieval tasks, in their own group of `probe`."""
+    group = probe.add_argument_group("similarity and retrieval (--task similarity|retrieval)")
+    group.add_argument(
+        "--pair-column", default=None, help="similarity: the column with each pair's second text"
+    )
+    group.add_argument(
+        "--score-column", default="score", help="similarity: the column with the gold score"
+    )
+    group.add_argument(
+        "--corpus", default=None, help="retrieval: the documents (txt/csv/tsv/jsonl)"
+    )
+    group.add_argument(
+        "--qrels",
+        default=None,
+        help="retrieval: relevance judgements, TREC ('qid 0 docid rel') or BEIR TSV",
+    )
+    group.add_argument(
+        "--doc-column",
+        default=None,
+        help="retrieval without --corpus: the column of DATA holding each query's document",
+    )
+    group.add_argument(
+        "--doc-text-column", default="text", help="retrieval: the text column of --corpus"
+    )
+    group.add_argument(
+        "--doc-id-column",
+        default=None,
+        help="retrieval: the id column of --corpus (unset: the --id-column)",
+    )
+    group.add_argument(
+        "--corpus-store",
+        default=None,
+        help="retrieval: the documents' vectors, as --store (read, or extracted into)",
+    )
+    group.add_argument("--query-pooling", default=None, help="retrieval: pooling of queries")
+    group.add_argument("--doc-pooling", default=None, help="retrieval: pooling of documents")
+    group.add_argument(
+        "--doc-long", default=None, help="retrieval: --long for documents (e.g. split)"
+    )
+    group.add_argument(
+        "--post",
+        default="none",
+        help="post-processing, each its own row (comma-separated): none, center, whiten, "
+        "whiten-K (whitening kept to the top K directions, Su et al.'s whitening-K), abtt "
+        "(all-but-the-top: centre, remove the top d/100 directions)",
+    )
+    group.add_argument(
+        "--fit-on",
+        default=None,
+        help="fit --post on these texts (a file) instead of the data's own texts",
+    )
+    group.add_argument(
+        "--bootstrap",
+        type=positive_int,
+        default=1000,
+        help="resamples for the 95%% confidence intervals",
+    )
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _poolings(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(label, query pooling, document pooling) per pooling asked for (`--pooling mean,cls`)."""
+    asked = [Pooling.parse(p, "pooling").value for p in (args.pooling or "mean").split(",")]
+    query = Pooling.parse(args.query_pooling, "pooling").value if args.query_pooling else None
+    doc = Pooling.parse(args.doc_pooling, "pooling").value if args.doc_pooling else None
+    combos: list[tuple[str, str, str]] = []
+    for pooling in dict.fromkeys(asked):
+        q, d = query or pooling, doc or pooling
+        label = q if q == d else f"{q}/{d}"
+        if label not in [c[0] for c in combos]:
+            combos.append((label, q, d))
+    return combos
+
+
+def _scored_pairs(path: str, args: argparse.Namespace):
+    """Distinct texts (in order of first appearance), each pair's two indices, gold scores."""
+    import numpy as np
+
+    if not args.pair_column:
+        raise OptionError(
+            "--task similarity needs --pair-column: the column with each pair's second text"
+        )
+    records = read_records(
+        path,
+        input_format=args.input_format,
+        text_column=args.text_column,
+        pair_column=args.pair_column,
+        id_column=args.id_column,
+        label_column=args.score_column,
+        quoting=args.quoting,
+    )
+    index: dict[str, int] = {}
+    left, right, gold = [], [], []
+    for record in records:
+        try:
+            score = float(record.label)
+        except ValueError:
+            score = math.nan
+        if not math.isfinite(score):
+            raise InputError(
+                f"{path}: line {record.line}: score '{record.label}' in column "
+                f"'{args.score_column}' is not a finite number"
+            )
+        left.append(index.setdefault(record.text, len(index)))
+        right.append(index.setdefault(record.pair, len(index)))
+        gold.append(score)
+    return list(index), np.asarray(left), np.asarray(right), np.asarray(gold)
+
+
+def _text_records(texts: list[str]) -> list[Record]:
+    return [Record(str(i + 1), text) for i, text in enumerate(texts)]
+
+
+def _retrieval_data(path: str, args: argparse.Namespace):
+    """Query records, document records, and each evaluated query's relevant documents."""
+    if args.corpus and args.doc_column:
+        raise OptionError("give --corpus (with --qrels) or --doc-column, not both")
+    if not args.corpus and not args.doc_column:
+        raise OptionError(
+            "--task retrieval needs the documents: --corpus DOCS --qrels QRELS, or "
+            "--doc-column naming each query's document in DATA"
+        )
+    if args.corpus and not args.qrels:
+        raise OptionError("--corpus needs --qrels: which documents are relevant to which query")
+    read = {"input_format": args.input_format, "quoting": args.quoting}
+    if args.doc_column:
+        rows = list(
+            read_records(
+                path,
+                text_column=args.text_column,
+                pair_column=args.doc_column,
+                id_column=args.id_column,
+                **read,
+            )
+        )
+        queries = [Record(r.id, r.text) for r in rows]
+        documents = [Record(r.id, r.pair) for r in rows]
+        return queries, documents, [{i: 1.0} for i in range(len(rows))], None
+    queries = list(
+        read_records(path, text_column=args.text_column, id_column=args.id_column, **read)
+    )
+    documents = list(
+        read_records(
+            args.corpus,
+            text_column=args.doc_text_column,
+            id_column=args.doc_id_column or args.id_column,
+            quoting=args.quoting,
+        )
+    )
+    from ..io.readers import read_qrels
+
+    relevant, evaluated = _judged(queries, documents, read_qrels(args.qrels), args)
+    return [queries[i] for i in evaluated], documents, relevant, len(queries)
+
+
+def _judged(queries, documents, judgements, args):
+    """Each judged query's relevant documents (by index); unknown ids are errors."""
+    query_at = _positions(queries, args.data, "query")
+    doc_at = _positions(documents, args.corpus, "document")
+    relevant: dict[int, dict[int, float]] = {}
+    for j in judgements:
+        if j.query_id not in query_at:
+            raise InputError(f"{args.qrels}: line {j.line}: no query '{j.query_id}' in {args.data}")
+        if j.doc_id not in doc_at:
+            raise InputError(
+                f"{args.qrels}: line {j.line}: no document '{j.doc_id}' in {args.corpus}"
+            )
+        if j.relevance > 0:
+            relevant.setdefault(query_at[j.query_id], {})[doc_at[j.doc_id]] = j.relevance
+    evaluated = sorted(relevant)
+    if not evaluated:
+        raise InputError(f"{args.qrels} marks no document relevant (relevance > 0) to any query")
+    return [relevant[i] for i in evaluated], evaluated
+
+
+def _positions(records: list[Record], name: str, what: str) -> dict[str, int]:
+    at: dict[str, int] = {}
+    for i, record in enumerate(records):
+        if record.id in at:
+            raise InputError(
+                f"{name}: {what} id '{record.id}' appears twice: qrels need unique ids "
+                "(name the id column with --id-column / --doc-id-column)"
+            )
+        at[record.id] = i
+    return at
+
+
+def _stacked(result, name: str):
+    """`(N, K, H)` sentence vectors, one per layer: what matching reads."""
+    import numpy as np
+
+    from ..results import SentenceEmbeddings
+
+    if not isinstance(result, SentenceEmbeddings):
+        raise InputError(
+            f"{name} is a {result.level}-level store; matching needs sentence-level vectors"
+        )
+    combine = result.provenance.get("combine", "stack")
+    if combine != "stack":
+        raise InputError(f"{name} holds layers combined by {combine}: matching needs each layer")
+    return np.asarray(result.embeddings, dtype=np.float32)
+
+
+def _same_model(first, second, names: tuple[str, str]) -> None:
+    """Vectors compared by cosine must come from one model and the same layers."""
+    a, b = first.provenance.get("model", {}), second.provenance.get("model", {})
+    if a.get("fingerprint") != b.get("fingerprint"):
+        raise InputError(
+            f"{names[0]} ({a.get('name')}) and {names[1]} ({b.get('name')}) come from "
+            "different models: their vectors cannot be compared"
+        )
+    if list(first.layers) != list(second.layers):
+        raise InputError(
+            f"{names[0]} holds layers {list(first.layers)} but {names[1]} holds "
+            f"{list(second.layers)}: extract both with the same --layers"
+        )
+
+
+# ------------------------------------------------------------------ the handler
+
+
+def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
+    """Score similarity or retrieval per layer. `vectors_of` is the probe's `_Vectors` (store or
+    extraction), `targets` what the run writes (checked before any work)."""
+    from ..analysis.matching import (
+        matching_views,
+        parse_posts,
+        retrieval_report,
+        similarity_report,
+    )
+    from ..analysis.plots import plot_matching
+    from ..analysis.report import write_results
+    from ..provenance import summary
+
+    posts = parse_posts(args.post)
+    combos = _poolings(args)
+    if args.doc_long:
+        LongMode.parse(args.doc_long, "long")
+    for flag, value in (("--store", args.store), ("--corpus-store", args.corpus_store)):
+        if value and len(combos) > 1:
+            raise OptionError(f"{flag} holds one pooling: give one --pooling with it")
+    if args.task == "similarity" and (args.corpus or args.qrels or args.doc_column):
+        raise OptionError("--corpus, --qrels and --doc-column are for --task retrieval")
+    check_outputs(*targets)
+
+    vectors = vectors_of(args)
+    fit_records = None
+    if args.fit_on:
+        fit_records = list(read_records(args.fit_on, text_column=args.text_column))
+    provenance: dict = {}
+    if args.task == "similarity":
+        texts, left, right, gold = _scored_pairs(args.data, args)
+        records = _text_records(texts)
+        stacks, fits, layers = {}, {}, None
+        for label, pooling, _ in combos:
+            result, where = vectors.get(records, False, args.store, "the vectors", pooling=pooling)
+            stacks[label], layers, provenance = (
+                _stacked(result, where),
+                result.layers,
+                result.provenance,
+            )
+            if fit_records is not None:
+                fit, fit_where = vectors.get(fit_records, False, None, "--fit-on", pooling=pooling)
+                _same_model(result, fit, (where, fit_where))
+                fits[label] = _stacked(fit, fit_where)
+        bar, done = _progress(args, len(combos) * len(matching_views(layers)) * len(posts))
+        try:
+            report = similarity_report(
+                stacks, list(layers), left, right, gold, texts, posts, fits or None,
+                args.bootstrap, args.seed, done, {"data": args.data}, provenance,
+            )  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.close()
+    else:
+        queries, documents, relevant, n_queries = _retrieval_data(args.data, args)
+        if not documents:
+            raise InputError(f"{args.corpus}: the corpus is empty")
+        if n_queries is not None and len(queries) < n_queries:
+            print(
+                f"bertlayers: {len(queries)} of {n_queries} queries have a relevant document in "
+                f"{args.qrels}; the others are not scored",
+                file=sys.stderr,
+            )
+        q_stacks, d_stacks, fits, layers = {}, {}, {}, None
+        doc_long = args.doc_long or args.long
+        for label, q_pooling, d_pooling in combos:
+            q, q_where = vectors.get(
+                queries, False, args.store, "the query vectors", pooling=q_pooling
+            )
+            d, d_where = vectors.get(
+                documents, False, args.corpus_store, "the corpus vectors",
+                pooling=d_pooling, long=doc_long,
+            )  # fmt: skip
+            _same_model(q, d, (q_where, d_where))
+            q_stacks[label], d_stacks[label] = _stacked(q, q_where), _stacked(d, d_where)
+            layers, provenance = q.layers, d.provenance
+            if fit_records is not None:
+                fit, fit_where = vectors.get(
+                    fit_records, False, None, "--fit-on", pooling=d_pooling, long=doc_long
+                )
+                _same_model(d, fit, (d_where, fit_where))
+                fits[label] = _stacked(fit, fit_where)
+        bar, done = _progress(args, len(combos) * len(matching_views(layers)) * len(posts))
+        task = {
+            "data": args.data,
+            "corpus": args.corpus or f"{args.data} (column {args.doc_column})",
+            "query_long": args.long or "truncate",
+            "doc_long": doc_long or "truncate",
+        }
+        try:
+            report = retrieval_report(
+                q_stacks, d_stacks, list(layers), relevant, [r.text for r in queries],
+                [r.text for r in documents], posts, fits or None, args.bootstrap, args.seed,
+                done, task, provenance,
+            )  # fmt: skip
+        finally:
+            if bar is not None:
+                bar.close()
+    report.provenance = summary(report.provenance)
+    if args.output_dir:  # the files first: a closed stdout (`| head`) then loses nothing
+        out = Path(args.output_dir)
+        write_results(out, "probe", report.to_dict(), report.to_csv())
+        plot_matching(report, out)
+        if not args.quiet:
+            print(f"bertlayers: wrote probe.json, probe.csv and plots to {out}", file=sys.stderr)
+    print(report.table())
+    return 0
+
+
+def _progress(args: argparse.Namespace, total: int):
+    if args.quiet:
+        return None, None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="scoring", unit="row", file=sys.stderr, dynamic_ncols=True)
+
+    def done(name: str) -> None:
+        bar.set_postfix_str(name, refresh=False)
+        bar.update(1)
+
+    return bar, done
+
+
+def matching_inputs(args: argparse.Namespace) -> list[str]:
+    """The files a matching run reads (never to be overwritten)."""
+    return [p for p in (args.corpus, args.qrels, args.fit_on) if p]
