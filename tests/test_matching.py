@@ -96,6 +96,8 @@ def test_exact_search_and_retrieval_metrics_equal_brute_force(bundled, articles)
     order = np.argsort(-sims, axis=1, kind="stable")[:, :20]
     assert np.array_equal(top, order)
     assert np.allclose(scores, np.take_along_axis(sims, order, axis=1), atol=1e-6)
+    copies = np.repeat(np.eye(5, 8), 20, axis=0)  # 5 vectors x 20 copies: ties at the k-th
+    assert search_exact(copies[60:61], copies, k=7)[0].tolist() == [list(range(60, 67))]
     # graded judgements: the article itself 2, another of its topic 1
     relevant = []
     for i, a in enumerate(articles):
@@ -155,7 +157,7 @@ def test_views_are_each_layer_and_the_literature_combinations():
 def test_probe_similarity_scores_every_layer_as_scipy_does(data_dir):
     result = run_cli(
         "probe", "pairs.tsv", "--task", "similarity", "--pair-column", "pair",
-        "--id-column", "id", "--store", "pairs.npy", "--post", "none,whiten",
+        "--id-column", "id", "--store", "pairs.npy", "--post", "none,whiten-16,whiten",
         "--bootstrap", "300", "-o", "sim", "--quiet", cwd=data_dir,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -164,14 +166,17 @@ def test_probe_similarity_scores_every_layer_as_scipy_does(data_dir):
     assert report["metric"] == "auc"
     labels = [s["label"] for s in report["scores"]]
     for layer in range(7):
-        assert f"layer {layer} mean" in labels and f"layer {layer} mean +whiten" in labels
-    assert {"tf-idf cosine", "word overlap", "mean of 1,6 mean +whiten"} <= set(labels)
+        assert f"layer {layer} mean" in labels and f"layer {layer} mean +whiten-16" in labels
+    assert {"tf-idf cosine", "word overlap", "mean of 1,6 mean +whiten-16"} <= set(labels)
     # recomputed from the stored vectors of the distinct texts, in order of first appearance
     rows = [line.split("\t") for line in (data_dir / "pairs.tsv").read_text().splitlines()[1:]]
     distinct = list(dict.fromkeys(t for row in rows for t in row[1:3]))
     at = {t: i for i, t in enumerate(distinct)}
     store = load(data_dir / "pairs.npy")
     assert len(store.ids) == len(distinct)
+    # so few distinct titles cannot define a whitening of 384 dimensions: n/a, said on stderr
+    assert _row(report, "layer 3 mean +whiten")["values"]["auc"] is None
+    assert f"whiten fitted on {len(distinct)} texts of 384 dimensions is undefined" in result.stderr
     gold = np.array([float(r[3]) for r in rows])
     left, right = [at[r[1]] for r in rows], [at[r[2]] for r in rows]
     for layer in (2, 6):
@@ -180,12 +185,13 @@ def test_probe_similarity_scores_every_layer_as_scipy_does(data_dir):
         row = _row(report, f"layer {layer} mean")
         assert row["values"]["spearman"] == pytest.approx(spearmanr(sims, gold).statistic)
         assert row["values"]["auc"] == pytest.approx(roc_auc_score(gold, sims))
-        # whitening as Su et al.'s code: mu, and W = U / sqrt(S) of the covariance's SVD
+        # whitening-16 as Su et al.'s code: mu, and W = U[:, :16] / sqrt(S[:16]) of the SVD
+        # of the covariance
         centred = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
         u, s, _ = np.linalg.svd(centred.T @ centred / len(x))
-        w = centred @ (u / np.sqrt(np.maximum(s, s.max() * 1e-6)))
+        w = centred @ (u[:, :16] / np.sqrt(s[:16]))
         white = np.einsum("nd,nd->n", unit_rows(w[left]), unit_rows(w[right]))
-        assert _row(report, f"layer {layer} mean +whiten")["values"]["auc"] == pytest.approx(
+        assert _row(report, f"layer {layer} mean +whiten-16")["values"]["auc"] == pytest.approx(
             roc_auc_score(gold, white), abs=1e-6
         )
     assert result.stdout.splitlines()[0].split()[:4] == ["probe", "spearman", "pearson", "auc"]
@@ -193,8 +199,15 @@ def test_probe_similarity_scores_every_layer_as_scipy_does(data_dir):
     assert (data_dir / "sim" / "probe.svg").exists() and (data_dir / "sim" / "probe.csv").exists()
     page = run_cli("report", "sim", cwd=data_dir)
     assert page.returncode == 0, page.stderr
+    # the kept store holds those texts only: other pairs with it are refused, not misread
+    other = data_dir / "other-pairs.tsv"
+    other.write_text("id\ttext\tpair\tscore\n1\tOil prices fall\tMarkets rally\t1\n"
+                     "2\tA\tB\t0\n3\tC\tD\t1\n")  # fmt: skip
+    stale = run_cli("probe", "other-pairs.tsv", "--task", "similarity", "--pair-column", "pair",
+                    "--store", "pairs.npy", "--quiet", cwd=data_dir)  # fmt: skip
+    assert_one_line_error(stale, "pairs.npy has")
     html = (data_dir / "sim" / "report.html").read_text()
-    assert "Similarity by layer" in html and "layer 6 mean +whiten" in html
+    assert "Similarity by layer" in html and "layer 6 mean +whiten-16" in html
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +302,15 @@ def test_probe_retrieval_with_a_corpus_and_qrels(data_dir, articles):
 )
 def test_similarity_bad_input_is_one_line(tmp_path, content, message):
     (tmp_path / "bad.tsv").write_text(content)
+    (tmp_path / "plain.txt").write_text("a\nb\n")
+    for args, refusal in (
+        (("plain.txt", "--pair-column", "pair"), "reads columns"),
+        (("bad.tsv", "--pair-column", "pair", "--doc-pooling", "cls"), "is for --task retrieval"),
+        (("bad.tsv", "--pair-column", "pair", "--post", "whiten-"), "unknown post-processing"),
+    ):
+        assert_one_line_error(
+            run_cli("probe", *args, "--task", "similarity", cwd=tmp_path), refusal
+        )
     result = run_cli(
         "probe", "bad.tsv", "--task", "similarity", "--pair-column", "pair", "--id-column",
         "id", "--quiet", cwd=tmp_path,
@@ -301,7 +323,9 @@ def test_retrieval_bad_input_is_one_line(data_dir, tiny_model_dirs):
     cases = [
         ("q9\tbusiness/001\t1\n", "line 1: no query 'q9'"),
         ("q0 0 nowhere/1 1\n", "line 1: no document 'nowhere/1'"),
-        ("q0\tbusiness/001\tsome\n", "relevance 'some' is not a number"),
+        ("q0\tbusiness/001\tsome\n", "relevance 'some' is not a finite number"),
+        ("q0 0 business/001 inf\n", "relevance 'inf' is not a finite number"),
+        ("q0 0 business/001 1\nq0 0 business/001 2\n", "were judged already at line 1"),
     ]
     (data_dir / "q.tsv").write_text("qid\ttext\nq0\toil prices\n")
     (data_dir / "c.jsonl").write_text(json.dumps({"_id": "business/001", "text": "oil"}) + "\n")

@@ -112,3 +112,13 @@ def summary(provenance: dict) -> dict:
     if "replaced_words" in provenance:
         short["num_replaced_words"] = len(provenance["replaced_words"])
     return short
+
+
+def same_model(a: dict, b: dict) -> bool:
+    """Whether two provenance `model` records name one model: by the weights' fingerprint
+    where both have one, else by id, layers and hidden size."""
+    known = {None, "unknown"}
+    if a.get("fingerprint") not in known and b.get("fingerprint") not in known:
+        return a["fingerprint"] == b["fingerprint"]
+    keys = ("id", "num_layers", "hidden_size")
+    return all(a.get(k) == b.get(k) for k in keys)

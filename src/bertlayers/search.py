@@ -27,7 +27,7 @@ from . import __version__
 from .errors import InputError, OptionError
 from .extras import require
 from .options import StrEnum
-from .provenance import summary
+from .provenance import same_model, summary
 from .results import SentenceEmbeddings
 
 INDEX_FORMAT = "bertlayers-index/1"
@@ -43,7 +43,7 @@ class IndexKind(StrEnum):
 
 
 # how queries are embedded: as the store's texts were
-_SETTINGS = ("pooling", "include_special", "long", "max_length", "combine")
+_SETTINGS = ("pooling", "include_special", "long", "max_length", "combine", "stride")
 # what query vectors must share with the store to be comparable (long and max_length change only
 # texts over the limit, so queries made with another --long are accepted)
 _MUST_MATCH = ("pooling", "include_special", "combine")
@@ -97,6 +97,14 @@ def _layer_name(result: SentenceEmbeddings, layer: int | str) -> str:
     from .layers import resolve_layers
 
     return f"layer {resolve_layers(layer, result.provenance['model']['num_layers']).indices[0]}"
+
+
+def _is_index(folder: Path) -> bool:
+    """A directory `save` wrote: its index.json names our format."""
+    try:
+        return json.loads((folder / "index.json").read_text()).get("format") == INDEX_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class Index:
@@ -179,14 +187,15 @@ class Index:
 
         As ANN-benchmarks counts it: a hit is a returned vector whose exact cosine reaches the
         true 10th neighbour's (less 1e-5), so ties (duplicate texts) and float rounding at the
-        boundary do not count as misses."""
+        boundary do not count as misses. Stored vectors as queries find themselves first, so
+        this is optimistic for HNSW and IVF next to unseen queries."""
         from .analysis.matching import search_exact
 
         rng = np.random.default_rng(seed)
         n = len(vectors)
         picked = rng.choice(n, size=min(RECALL_QUERIES, n), replace=False)
         k = min(10, n)
-        _, exact_scores = search_exact(vectors[picked], vectors, k=k)
+        _, exact_scores = search_exact(vectors[picked], vectors, k=k, block=64)
         _, found = self.faiss_index.search(vectors[picked], k)
         threshold = exact_scores[:, -1:] - 1e-5
         found_scores = np.einsum("qd,qkd->qk", vectors[picked], vectors[np.maximum(found, 0)])
@@ -225,13 +234,16 @@ class Index:
             for file in staging.iterdir():
                 with open(file, "rb") as handle:
                     os.fsync(handle.fileno())
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
             if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
                 target.rename(old)
+            try:
                 staging.rename(target)
-                shutil.rmtree(old)
-            else:
-                staging.rename(target)
+            except BaseException:
+                if old.exists() and not target.exists():
+                    old.rename(target)  # the index that was there stays
+                raise
+            shutil.rmtree(old, ignore_errors=True)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -254,13 +266,18 @@ class Index:
         if meta.get("format") != INDEX_FORMAT:
             raise InputError(f"{path}: unknown index format {meta.get('format')!r}")
         ids, texts = [], []
-        with open(folder / "items.jsonl", encoding="utf-8") as items:
-            for line in items:
-                item = json.loads(line)
-                ids.append(item["id"])
-                texts.append(item.get("text"))
-        index = faiss.read_index(str(folder / "index.faiss"))
-        if index.ntotal != len(ids) or len(ids) != meta["count"]:
+        try:
+            with open(folder / "items.jsonl", encoding="utf-8") as items:
+                for line in items:
+                    item = json.loads(line)
+                    ids.append(str(item["id"]))
+                    texts.append(item.get("text"))
+            index = faiss.read_index(str(folder / "index.faiss"))
+            count = int(meta["count"])
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            raise InputError(f"{path} is damaged ({type(err).__name__}: {reason})") from None
+        if index.ntotal != len(ids) or len(ids) != count:
             raise InputError(f"{path} is damaged: {index.ntotal} vectors for {len(ids)} ids")
         has_texts = any(t is not None for t in texts)
         return cls(index, ids, texts if has_texts else None, meta)
@@ -270,11 +287,10 @@ class Index:
     def check_query(self, query: SentenceEmbeddings) -> None:
         """Refuse query vectors made by another model or with other settings than the store's."""
         stored, given = self.meta["store"], query.provenance
-        fingerprint = stored.get("model", {}).get("fingerprint")
-        if given.get("model", {}).get("fingerprint") != fingerprint:
+        if not same_model(given.get("model", {}), stored.get("model", {})):
             raise InputError(
                 f"the queries were embedded with {given.get('model', {}).get('name')}, the index "
-                f"with {stored.get('model', {}).get('name')} (fingerprints differ): embed them "
+                f"with {stored.get('model', {}).get('name')} (the models differ): embed them "
                 "with the index's model"
             )
         for setting in _MUST_MATCH:
@@ -315,7 +331,9 @@ class Index:
         extractor = extractor if extractor is not None else self.extractor
         stored = self.meta["store"]
         fingerprint = stored.get("model", {}).get("fingerprint")
-        if fingerprint and extractor.encoder.fingerprint != fingerprint:
+        loaded = extractor.encoder.fingerprint
+        if fingerprint not in (None, "unknown") and loaded not in (None, "unknown") and (
+            loaded != fingerprint):  # fmt: skip
             raise InputError(
                 f"the model loaded ({extractor.info.name}) is not the one the index's store was "
                 f"extracted with ({stored['model'].get('name')}): its weights differ"
@@ -355,6 +373,10 @@ class Index:
         if spec != "mean" and embedded.provenance.get("combine", "stack") == "stack":
             spec = self._layer_index()
         vectors = _unit(_vectors_of(embedded, spec, "the queries"))
+        if vectors.shape[1] != self.meta["dim"]:
+            raise InputError(
+                f"the queries have {vectors.shape[1]} dimensions; the index {self.meta['dim']}"
+            )
         scores, rows = self.faiss_index.search(vectors, min(k, len(self.ids)))
         hits = []
         for row_scores, row_ids in zip(scores, rows, strict=True):

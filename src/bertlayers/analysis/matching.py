@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -26,6 +27,10 @@ from ..errors import InputError, OptionError
 from ..options import StrEnum
 
 TOP_K = 100  # ranks kept per query: recall@100 is the deepest metric
+
+
+class TooFewTexts(InputError):
+    """A post-processing that the texts it is fitted on cannot define (whitening, N <= D)."""
 
 
 class Post(StrEnum):
@@ -54,9 +59,9 @@ def parse_posts(spec: str) -> list[PostSpec]:
     """`none,whiten,whiten-64` -> their specs (order kept, duplicates dropped)."""
     posts: list[PostSpec] = []
     for part in spec.split(","):
-        name, _, dims = part.strip().partition("-")
+        name, dash, dims = part.strip().partition("-")
         post = Post.parse(name, "post-processing")
-        if dims and (post is not Post.WHITEN or not dims.isdigit() or int(dims) < 1):
+        if dash and (post is not Post.WHITEN or not dims.isdigit() or int(dims) < 1):
             raise OptionError(
                 f"unknown post-processing '{part.strip()}': use none, center, whiten, "
                 "whiten-K (the top K directions) or abtt"
@@ -132,14 +137,22 @@ def fit_post(
         return lambda rows: (np.asarray(rows, np.float64) - mean).astype(np.float32)
     centred = x - mean
     if post is Post.WHITEN:
-        # W = U diag(1/sqrt(s)) from the SVD of the covariance, as Su et al.'s code; a floor on
-        # s keeps directions the fit data does not span (fewer texts than dimensions) finite
+        # W = U diag(1/sqrt(s)) from the SVD of the covariance, as Su et al.'s code. N points
+        # whitened in N-1 or more dimensions form a regular simplex (every cosine -1/(N-1)),
+        # so full whitening needs more texts than dimensions, and whitening-K fewer directions
+        # than texts; directions the fit data does not span (s ~ 0) are dropped, not inflated.
+        wanted = whiten_dims or x.shape[1]
+        if wanted >= len(x) - 1:
+            name = f"whiten-{whiten_dims}" if whiten_dims else "whiten"
+            raise TooFewTexts(
+                f"{name} fitted on {len(x)} texts of {x.shape[1]} dimensions is undefined (it "
+                f"needs more texts than the {wanted} directions it keeps): use whiten-K with K "
+                f"< {len(x) - 1}, or --fit-on more texts"
+            )
         covariance = centred.T @ centred / len(x)
         u, s, _ = np.linalg.svd(covariance)
-        floor = max(float(s.max()) * 1e-6, 1e-12)
-        whiten = u / np.sqrt(np.maximum(s, floor))
-        if whiten_dims is not None:
-            whiten = whiten[:, :whiten_dims]
+        kept = min(wanted, int((s > max(float(s.max()) * 1e-6, 1e-12)).sum()))
+        whiten = u[:, :kept] / np.sqrt(s[:kept])
         return lambda rows: ((np.asarray(rows, np.float64) - mean) @ whiten).astype(np.float32)
     n_top = max(1, round(x.shape[1] / 100))  # Mu & Viswanath's D = d/100
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
@@ -238,14 +251,14 @@ class MatchReport:
 
 
 def _ordered(value: float) -> float:
-    """NaN (a constant similarity: e.g. layer 0's [CLS], the same vector for every text) ranks
-    last."""
+    """NaN (undefined: a constant similarity, such as layer 0's [CLS], the same vector for
+    every text; or a post-processing its texts cannot fit) ranks last."""
     return -np.inf if np.isnan(value) else value
 
 
 def _cell(value: float, interval: list[float]) -> str:
     if np.isnan(value):
-        return f"{'n/a (constant)':>24}"
+        return f"{'n/a':>24}"
     return f"{value:>9.4f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
@@ -364,12 +377,14 @@ def search_exact(
     scores = np.zeros((len(q), k), dtype=np.float32)
     for start in range(0, len(q), block):
         sims = q[start : start + block] @ d.T  # (b, N)
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(d) else None
-        candidates = part if part is not None else np.broadcast_to(np.arange(len(d)), sims.shape)
-        picked = np.take_along_axis(sims, candidates, axis=1)
-        order = np.lexsort((candidates, -picked), axis=1)  # score down, then index up
-        top[start : start + block] = np.take_along_axis(candidates, order, axis=1)
-        scores[start : start + block] = np.take_along_axis(picked, order, axis=1)
+        # every document scoring at least the k-th best is a candidate (ties included), then
+        # candidates are ordered by score down and index up, and cut to k
+        kth = np.partition(sims, len(d) - k, axis=1)[:, len(d) - k]
+        for row in range(len(sims)):
+            candidates = np.flatnonzero(sims[row] >= kth[row])
+            order = np.lexsort((candidates, -sims[row, candidates]))[:k]
+            top[start + row] = candidates[order]
+            scores[start + row] = sims[row, candidates[order]]
     return top, scores
 
 
@@ -386,7 +401,7 @@ def per_query_metrics(
     discounts = 1 / np.log2(np.arange(2, 12))
     for i, wanted in enumerate(relevant):
         ranked = top[i]
-        gains = np.array([wanted.get(int(doc), 0.0) for doc in ranked[:TOP_K]])
+        gains = np.array([wanted.get(int(doc), 0.0) if doc >= 0 else 0.0 for doc in ranked[:TOP_K]])
         hits = gains > 0
         first = np.flatnonzero(hits[:10])
         found["mrr@10"][i] = 1 / (first[0] + 1) if len(first) else 0.0
@@ -410,7 +425,8 @@ def mean_metrics(
 
 
 def bm25_top(queries: Sequence[str], documents: Sequence[str], k: int = TOP_K) -> np.ndarray:
-    """BM25 (bm25s, Lucene's variant, English stop words) top-`k` document indices per query."""
+    """BM25 (bm25s, Lucene's variant, English stop words) top-`k` document indices per query;
+    -1 where fewer than `k` documents share a term with the query."""
     import bm25s
 
     k = min(k, len(documents))
@@ -419,8 +435,10 @@ def bm25_top(queries: Sequence[str], documents: Sequence[str], k: int = TOP_K) -
         bm25s.tokenize(list(documents), stopwords="en", show_progress=False), show_progress=False
     )
     tokens = bm25s.tokenize(list(queries), stopwords="en", show_progress=False)
-    top, _ = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
-    return np.asarray(top, dtype=np.int64)
+    top, scores = retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+    top = np.asarray(top, dtype=np.int64)
+    top[np.asarray(scores) <= 0] = -1  # no shared term: not retrieved (bm25s orders these at will)
+    return top
 
 
 # ------------------------------------------------------------------ whole reports
@@ -434,6 +452,11 @@ def _fitted(post: PostSpec, view: View, own: np.ndarray, fit_on: np.ndarray | No
     return fit_post(post.post, view_vectors(fit_on if fit_on is not None else own, view), post.dims)
 
 
+def _undefined(metrics: Sequence[str]) -> tuple[dict, dict]:
+    nan = float("nan")
+    return {m: nan for m in metrics}, {m: [nan, nan] for m in metrics}
+
+
 def _score_views(
     layers: list[int],
     posts: Sequence[PostSpec],
@@ -441,15 +464,22 @@ def _score_views(
     fit_on: dict[str, np.ndarray] | None,
     score: Callable[[str, View, Callable], tuple[dict, dict]],
     done: Progress | None,
+    metric_names: Sequence[str],
 ) -> list[MatchScore]:
     """One row per pooling, view and post-processing: the post fitted (on `own[pooling]`, the
     data's own texts, or `fit_on[pooling]`), then `score(pooling, view, fitted)`."""
     scores: list[MatchScore] = []
+    metrics = list(metric_names)
     for pooling, stacked in own.items():
         for view in matching_views(layers):
             for post in posts:
-                fitted = _fitted(post, view, stacked, fit_on[pooling] if fit_on else None)
-                values, ci = score(pooling, view, fitted)
+                try:
+                    fitted = _fitted(post, view, stacked, fit_on[pooling] if fit_on else None)
+                except TooFewTexts as err:  # this row is undefined; the others still stand
+                    warnings.warn(f"{view.name}, {pooling}: {err}; its row is n/a", stacklevel=2)
+                    values, ci = _undefined(metrics)
+                else:
+                    values, ci = score(pooling, view, fitted)
                 row = MatchScore(view.name, view.kind, view.layer, pooling, post.label, values, ci)
                 scores.append(row)
                 if done:
@@ -487,14 +517,16 @@ def similarity_report(
         unique = fitted(view_vectors(vectors[pooling], view))
         return similarity_metrics(pair_cosines(unique[left], unique[right]), gold, samples)
 
-    scores = _score_views(layers, posts, vectors, fit_on, score, done)
+    metric_names = ["spearman", "pearson", *(["auc"] if is_binary(gold) else [])]
+    scores = _score_views(layers, posts, vectors, fit_on, score, done, metric_names)
     a = [texts[i] for i in left]
     b = [texts[i] for i in right]
-    for name, sims in (
-        ("tf-idf cosine", tfidf_cosines(a, b)),
-        ("word overlap", word_overlap(a, b)),
-    ):
-        values, ci = similarity_metrics(sims, gold, samples)
+    for name, baseline in (("tf-idf cosine", tfidf_cosines), ("word overlap", word_overlap)):
+        try:
+            values, ci = similarity_metrics(baseline(a, b), gold, samples)
+        except ValueError as err:  # e.g. no word at all for TF-IDF's vocabulary
+            warnings.warn(f"the {name} baseline is undefined here ({err})", stacklevel=2)
+            values, ci = _undefined(metric_names)
         scores.append(MatchScore(name, "baseline", None, None, None, values, ci))
     metric = "auc" if is_binary(gold) else "spearman"
     base = {
@@ -535,6 +567,9 @@ def retrieval_report(
         raise InputError("the corpus is empty: there is nothing to retrieve")
     if len(relevant) == 0:
         raise InputError("no query has a relevant document: there is nothing to score")
+    for i, wanted in enumerate(relevant):
+        if not wanted or min(wanted.values()) <= 0:
+            raise InputError(f"query {i} has no relevant document (relevance > 0) to score")
     samples = bootstrap_samples(len(relevant), rounds, seed)
     own = {p: np.concatenate([queries[p], documents[p]]) for p in queries}
 
@@ -543,10 +578,14 @@ def retrieval_report(
         top, _ = search_exact(q, fitted(view_vectors(documents[pooling], view)))
         return mean_metrics(per_query_metrics(top, relevant), samples)
 
-    scores = _score_views(layers, posts, own, fit_on, score, done)
-    values, ci = mean_metrics(
-        per_query_metrics(bm25_top(query_texts, doc_texts), relevant), samples
-    )
+    scores = _score_views(layers, posts, own, fit_on, score, done, RETRIEVAL_METRICS)
+    try:
+        bm25 = bm25_top(query_texts, doc_texts)
+    except ValueError as err:  # e.g. documents of stop words only: no term to index
+        warnings.warn(f"the BM25 baseline is undefined here ({err})", stacklevel=2)
+        values, ci = _undefined(RETRIEVAL_METRICS)
+    else:
+        values, ci = mean_metrics(per_query_metrics(bm25, relevant), samples)
     scores.append(MatchScore("bm25", "baseline", None, None, None, values, ci))
     base = {
         "kind": "retrieval",

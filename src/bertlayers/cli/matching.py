@@ -94,18 +94,30 @@ def add_matching_options(probe: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------ reading
 
 
-def _poolings(args: argparse.Namespace) -> list[tuple[str, str, str]]:
-    """(label, query pooling, document pooling) per pooling asked for (`--pooling mean,cls`)."""
-    asked = [Pooling.parse(p, "pooling").value for p in (args.pooling or "mean").split(",")]
+def _poolings(args: argparse.Namespace) -> list[tuple[str | None, str | None]]:
+    """(query pooling, document pooling) per pooling asked for (`--pooling mean,cls`); None
+    where none was asked for (an existing store's, or the default)."""
+    asked = [Pooling.parse(p, "pooling").value for p in args.pooling.split(",")] if (
+        args.pooling) else [None]  # fmt: skip
     query = Pooling.parse(args.query_pooling, "pooling").value if args.query_pooling else None
     doc = Pooling.parse(args.doc_pooling, "pooling").value if args.doc_pooling else None
-    combos: list[tuple[str, str, str]] = []
-    for pooling in dict.fromkeys(asked):
-        q, d = query or pooling, doc or pooling
-        label = q if q == d else f"{q}/{d}"
-        if label not in [c[0] for c in combos]:
-            combos.append((label, q, d))
-    return combos
+    return list(dict.fromkeys((query or p, doc or p) for p in asked))
+
+
+def _label(query_pooling: str, doc_pooling: str) -> str:
+    return query_pooling if query_pooling == doc_pooling else f"{query_pooling}/{doc_pooling}"
+
+
+def _text_input(path: str, args: argparse.Namespace, what: str) -> None:
+    """Matching reads named columns: plain text and CoNLL have none."""
+    from ..io.readers import InputFormat, guess_format
+
+    fmt = InputFormat.parse(args.input_format, "input format") if args.input_format else (
+        guess_format(path))  # fmt: skip
+    if fmt in (InputFormat.TXT, InputFormat.CONLL):
+        raise InputError(
+            f"{path}: {what} reads columns: give a .csv/.tsv/.jsonl file (or --input-format)"
+        )
 
 
 def _scored_pairs(path: str, args: argparse.Namespace):
@@ -116,6 +128,7 @@ def _scored_pairs(path: str, args: argparse.Namespace):
         raise OptionError(
             "--task similarity needs --pair-column: the column with each pair's second text"
         )
+    _text_input(path, args, "--task similarity")
     records = read_records(
         path,
         input_format=args.input_format,
@@ -128,9 +141,11 @@ def _scored_pairs(path: str, args: argparse.Namespace):
     index: dict[str, int] = {}
     left, right, gold = [], [], []
     for record in records:
+        if record.pair is None:
+            raise InputError(f"{path}: line {record.line}: no text in column '{args.pair_column}'")
         try:
             score = float(record.label)
-        except ValueError:
+        except (TypeError, ValueError):
             score = math.nan
         if not math.isfinite(score):
             raise InputError(
@@ -144,7 +159,11 @@ def _scored_pairs(path: str, args: argparse.Namespace):
 
 
 def _text_records(texts: list[str]) -> list[Record]:
-    return [Record(str(i + 1), text) for i, text in enumerate(texts)]
+    """One record per distinct text, its id a digest of the text: a store kept with --store
+    then matches only the texts it was made from."""
+    import hashlib
+
+    return [Record(hashlib.sha1(t.encode("utf-8")).hexdigest()[:16], t) for t in texts]
 
 
 def _retrieval_data(path: str, args: argparse.Namespace):
@@ -159,6 +178,7 @@ def _retrieval_data(path: str, args: argparse.Namespace):
     if args.corpus and not args.qrels:
         raise OptionError("--corpus needs --qrels: which documents are relevant to which query")
     read = {"input_format": args.input_format, "quoting": args.quoting}
+    _text_input(path, args, "--task retrieval")
     if args.doc_column:
         rows = list(
             read_records(
@@ -169,12 +189,21 @@ def _retrieval_data(path: str, args: argparse.Namespace):
                 **read,
             )
         )
+        for r in rows:
+            if r.pair is None:
+                raise InputError(f"{path}: line {r.line}: no text in column '{args.doc_column}'")
         queries = [Record(r.id, r.text) for r in rows]
         documents = [Record(r.id, r.pair) for r in rows]
-        return queries, documents, [{i: 1.0} for i in range(len(rows))], None
+        # documents of identical text are one document: each query finds any of them
+        twins: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            twins.setdefault(r.pair, []).append(i)
+        relevant = [dict.fromkeys(twins[r.pair], 1.0) for r in rows]
+        return queries, documents, relevant, None
     queries = list(
         read_records(path, text_column=args.text_column, id_column=args.id_column, **read)
     )
+    _text_input(args.corpus, argparse.Namespace(input_format=None), "--corpus")
     documents = list(
         read_records(
             args.corpus,
@@ -194,7 +223,14 @@ def _judged(queries, documents, judgements, args):
     query_at = _positions(queries, args.data, "query")
     doc_at = _positions(documents, args.corpus, "document")
     relevant: dict[int, dict[int, float]] = {}
+    seen: dict[tuple[str, str], int] = {}
     for j in judgements:
+        if (j.query_id, j.doc_id) in seen:
+            raise InputError(
+                f"{args.qrels}: line {j.line}: query '{j.query_id}' and document '{j.doc_id}' "
+                f"were judged already at line {seen[j.query_id, j.doc_id]}"
+            )
+        seen[j.query_id, j.doc_id] = j.line
         if j.query_id not in query_at:
             raise InputError(f"{args.qrels}: line {j.line}: no query '{j.query_id}' in {args.data}")
         if j.doc_id not in doc_at:
@@ -221,6 +257,15 @@ def _positions(records: list[Record], name: str, what: str) -> dict[str, int]:
     return at
 
 
+def _vectors_of(vectors, records, store, name, data_name, **overrides):
+    """The probe's vectors for `records`; a store given must hold exactly these texts."""
+    from ..analysis.probing import _check_ids
+
+    result, where = vectors.get(records, False, store, name, **overrides)
+    _check_ids(list(result.ids), records, where, data_name)
+    return result, where
+
+
 def _stacked(result, name: str):
     """`(N, K, H)` sentence vectors, one per layer: what matching reads."""
     import numpy as np
@@ -240,7 +285,9 @@ def _stacked(result, name: str):
 def _same_model(first, second, names: tuple[str, str]) -> None:
     """Vectors compared by cosine must come from one model and the same layers."""
     a, b = first.provenance.get("model", {}), second.provenance.get("model", {})
-    if a.get("fingerprint") != b.get("fingerprint"):
+    from ..provenance import same_model
+
+    if not same_model(a, b):
         raise InputError(
             f"{names[0]} ({a.get('name')}) and {names[1]} ({b.get('name')}) come from "
             "different models: their vectors cannot be compared"
@@ -275,8 +322,17 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
     for flag, value in (("--store", args.store), ("--corpus-store", args.corpus_store)):
         if value and len(combos) > 1:
             raise OptionError(f"{flag} holds one pooling: give one --pooling with it")
-    if args.task == "similarity" and (args.corpus or args.qrels or args.doc_column):
-        raise OptionError("--corpus, --qrels and --doc-column are for --task retrieval")
+    if args.store and args.corpus_store and Path(args.store).resolve() == Path(
+        args.corpus_store).resolve():  # fmt: skip
+        raise OptionError("--store (queries) and --corpus-store (documents) must differ")
+    if args.task == "similarity":
+        retrieval_only = ("corpus", "qrels", "doc_column", "corpus_store", "query_pooling",
+                          "doc_pooling", "doc_long", "doc_id_column")  # fmt: skip
+        for flag in retrieval_only:
+            if getattr(args, flag):
+                raise OptionError(f"--{flag.replace('_', '-')} is for --task retrieval")
+        if args.doc_text_column != "text":
+            raise OptionError("--doc-text-column is for --task retrieval")
     check_outputs(*targets)
 
     vectors = vectors_of(args)
@@ -288,15 +344,17 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
         texts, left, right, gold = _scored_pairs(args.data, args)
         records = _text_records(texts)
         stacks, fits, layers = {}, {}, None
-        for label, pooling, _ in combos:
-            result, where = vectors.get(records, False, args.store, "the vectors", pooling=pooling)
+        for pooling, _ in combos:
+            result, where = _vectors_of(vectors, records, args.store, "the vectors", args.data,
+                                        pooling=pooling)  # fmt: skip
+            label = result.provenance.get("pooling", pooling)
             stacks[label], layers, provenance = (
                 _stacked(result, where),
                 result.layers,
                 result.provenance,
             )
             if fit_records is not None:
-                fit, fit_where = vectors.get(fit_records, False, None, "--fit-on", pooling=pooling)
+                fit, fit_where = vectors.get(fit_records, False, None, "--fit-on", pooling=label)
                 _same_model(result, fit, (where, fit_where))
                 fits[label] = _stacked(fit, fit_where)
         bar, done = _progress(args, len(combos) * len(matching_views(layers)) * len(posts))
@@ -320,21 +378,21 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
             )
         q_stacks, d_stacks, fits, layers = {}, {}, {}, None
         doc_long = args.doc_long or args.long
-        for label, q_pooling, d_pooling in combos:
-            q, q_where = vectors.get(
-                queries, False, args.store, "the query vectors", pooling=q_pooling
-            )
-            d, d_where = vectors.get(
-                documents, False, args.corpus_store, "the corpus vectors",
-                pooling=d_pooling, long=doc_long,
-            )  # fmt: skip
+        corpus_name = args.corpus or args.data
+        for q_pooling, d_pooling in combos:
+            q, q_where = _vectors_of(vectors, queries, args.store, "the query vectors",
+                                     args.data, pooling=q_pooling)  # fmt: skip
+            d, d_where = _vectors_of(vectors, documents, args.corpus_store, "the corpus vectors",
+                                     corpus_name, pooling=d_pooling, long=doc_long)  # fmt: skip
             _same_model(q, d, (q_where, d_where))
+            label = _label(q.provenance.get("pooling"), d.provenance.get("pooling"))
             q_stacks[label], d_stacks[label] = _stacked(q, q_where), _stacked(d, d_where)
             layers, provenance = q.layers, d.provenance
             if fit_records is not None:
                 fit, fit_where = vectors.get(
-                    fit_records, False, None, "--fit-on", pooling=d_pooling, long=doc_long
-                )
+                    fit_records, False, None, "--fit-on",
+                    pooling=d.provenance.get("pooling"), long=doc_long,
+                )  # fmt: skip
                 _same_model(d, fit, (d_where, fit_where))
                 fits[label] = _stacked(fit, fit_where)
         bar, done = _progress(args, len(combos) * len(matching_views(layers)) * len(posts))

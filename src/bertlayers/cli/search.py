@@ -53,8 +53,8 @@ def add_commands(commands) -> None:
         "search",
         help="the nearest stored texts of a query, from an index built by 'bertlayers index'",
         description="Embed each query with the index's model and settings and print its k "
-        "nearest stored texts: a header, then query, rank, id, score and text, tab-separated "
-        "(or JSON lines with --json).",
+        "nearest stored texts: a header, then query (its number, in the order given), rank, id, "
+        "score and text, tab-separated (or JSON lines with --json).",
         formatter_class=Formatter,
         epilog=INDEX_EXAMPLES,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -489,8 +490,10 @@ def read_qrels(path: str) -> list[Judgement]:
                     )
                 picked = tuple(fields[c] for c in columns)
             query_id, doc_id, relevance = (f.strip() for f in picked)
-            if not _is_number(relevance):
-                raise InputError(f"{name}: line {number}: relevance '{relevance}' is not a number")
+            if not _is_number(relevance) or not math.isfinite(float(relevance)):
+                raise InputError(
+                    f"{name}: line {number}: relevance '{relevance}' is not a finite number"
+                )
             judgements.append(Judgement(query_id, doc_id, float(relevance), number))
     finally:
         stream.close()
