@@ -29,6 +29,7 @@ bench: setup
 	$(BIN)/python bench/speed.py --fortunes 600 --news 15 --rounds 1 --out bench/results/speed.json
 	$(BIN)/python bench/speed.py --models minilm --fortunes 600 --news 15 --rounds 3 --out bench/results/speed-minilm.json
 	$(BIN)/python bench/breakdown.py --texts 600 --out bench/results/breakdown.txt
+	$(BIN)/python bench/cli.py --long 150 --out bench/results/cli.json
 	$(BIN)/python bench/memory.py --texts 1000 --out bench/results/memory.json
 	# ONNX Runtime is measured, not used: installed for the bench only
 	$(BIN)/python -m pip install --quiet onnxruntime onnx

@@ -139,3 +139,19 @@ def test_serve_bench_smoke(tmp_path):
     assert report["offline"]["all"]["texts_per_s"] > 0
     assert "all_layers_at_8_vs_offline" in report["ratios"]
     assert "| bertlayers | last | 8 |" in result.stdout
+
+
+@pytest.mark.slow
+def test_cli_bench_smoke(tmp_path):
+    """Whole processes: the CLI, the library in-process and the tutorial loop, each timed
+    from outside with its start-up measured apart; the CLI's vectors equal the loop's."""
+    out = tmp_path / "cli.json"
+    result = run_bench("cli.py", "--smoke", "--out", str(out))
+    short = json.loads(out.read_text())["corpora"]["short"]
+    assert set(short["contenders"]) == {"cli", "library", "tutorial"}
+    for row in short["contenders"].values():
+        assert row["wall_s"] > 0 and row["startup_s"] > 0  # each a whole process, timed
+        assert row["peak_rss_mib"] > 100  # a real model was loaded
+    assert short["contenders"]["library"]["net_from"] == "in-process timer"
+    assert short["cli_vs_tutorial_max_abs_diff"] <= 1e-4
+    assert "cli / library" in short["ratios"] and "| cli |" in result.stdout
