@@ -98,6 +98,11 @@ def test_exact_search_and_retrieval_metrics_equal_brute_force(bundled, articles)
     assert np.allclose(scores, np.take_along_axis(sims, order, axis=1), atol=1e-6)
     copies = np.repeat(np.eye(5, 8), 20, axis=0)  # 5 vectors x 20 copies: ties at the k-th
     assert search_exact(copies[60:61], copies, k=7)[0].tolist() == [list(range(60, 67))]
+    # two identical relevant documents are one: finding either is recall 1, not 1/2
+    twins = per_query_metrics(np.array([[60, 61, 0]]), [{60: 1.0, 61: 1.0}], groups=[0] * 100)
+    assert twins["recall@1"][0] == 1.0 and twins["mrr@10"][0] == 1.0
+    apart = per_query_metrics(np.array([[60, 61, 0]]), [{60: 1.0, 61: 1.0}])
+    assert apart["recall@1"][0] == 0.5
     # graded judgements: the article itself 2, another of its topic 1
     relevant = []
     for i, a in enumerate(articles):

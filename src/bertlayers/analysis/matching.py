@@ -392,10 +392,16 @@ RETRIEVAL_METRICS = ("mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100")
 
 
 def per_query_metrics(
-    top: np.ndarray, relevant: Sequence[dict[int, float]]
+    top: np.ndarray,
+    relevant: Sequence[dict[int, float]],
+    groups: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Each query's MRR@10, nDCG@10 (gain = the graded relevance, as trec_eval) and recall@k,
-    from its ranked document indices `top` `(Q, k)` and its relevant documents."""
+    from its ranked document indices `top` `(Q, k)` and its relevant documents.
+
+    `groups[d]` names the document that d is a copy of (identical texts): recall counts each
+    group once, so a query with two identical relevant documents has recall@1 of 1 when it
+    finds either."""
     n = len(relevant)
     found = {name: np.zeros(n) for name in RETRIEVAL_METRICS}
     discounts = 1 / np.log2(np.arange(2, 12))
@@ -409,9 +415,11 @@ def per_query_metrics(
         idcg = (ideal * discounts[: len(ideal)]).sum()
         dcg = (gains[:10] * discounts[: len(gains[:10])]).sum()
         found["ndcg@10"][i] = dcg / idcg if idcg > 0 else 0.0
-        n_relevant = sum(1 for g in wanted.values() if g > 0)
+        group = (lambda d: d) if groups is None else (lambda d: groups[d])
+        wanted_groups = {group(d) for d, g in wanted.items() if g > 0}
         for k in (1, 10, 100):
-            found[f"recall@{k}"][i] = hits[:k].sum() / n_relevant
+            hit_groups = {group(int(d)) for d, h in zip(ranked[:k], hits[:k], strict=False) if h}
+            found[f"recall@{k}"][i] = len(hit_groups) / len(wanted_groups)
     return found
 
 
@@ -556,6 +564,7 @@ def retrieval_report(
     done: Progress | None = None,
     task: dict | None = None,
     provenance: dict | None = None,
+    groups: Sequence[int] | None = None,
 ) -> MatchReport:
     """Score exact cosine retrieval for every view, pooling and post-processing.
 
@@ -576,7 +585,7 @@ def retrieval_report(
     def score(pooling: str, view: View, fitted) -> tuple[dict, dict]:
         q = fitted(view_vectors(queries[pooling], view))
         top, _ = search_exact(q, fitted(view_vectors(documents[pooling], view)))
-        return mean_metrics(per_query_metrics(top, relevant), samples)
+        return mean_metrics(per_query_metrics(top, relevant, groups), samples)
 
     scores = _score_views(layers, posts, own, fit_on, score, done, RETRIEVAL_METRICS)
     try:
@@ -585,7 +594,7 @@ def retrieval_report(
         warnings.warn(f"the BM25 baseline is undefined here ({err})", stacklevel=2)
         values, ci = _undefined(RETRIEVAL_METRICS)
     else:
-        values, ci = mean_metrics(per_query_metrics(bm25, relevant), samples)
+        values, ci = mean_metrics(per_query_metrics(bm25, relevant, groups), samples)
     scores.append(MatchScore("bm25", "baseline", None, None, None, values, ci))
     base = {
         "kind": "retrieval",

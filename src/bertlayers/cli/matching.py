@@ -167,7 +167,8 @@ def _text_records(texts: list[str]) -> list[Record]:
 
 
 def _retrieval_data(path: str, args: argparse.Namespace):
-    """Query records, document records, and each evaluated query's relevant documents."""
+    """Query records, document records, each evaluated query's relevant documents, the number
+    of queries read (None: one file), and which documents are copies of which (or None)."""
     if args.corpus and args.doc_column:
         raise OptionError("give --corpus (with --qrels) or --doc-column, not both")
     if not args.corpus and not args.doc_column:
@@ -199,7 +200,8 @@ def _retrieval_data(path: str, args: argparse.Namespace):
         for i, r in enumerate(rows):
             twins.setdefault(r.pair, []).append(i)
         relevant = [dict.fromkeys(twins[r.pair], 1.0) for r in rows]
-        return queries, documents, relevant, None
+        groups = [twins[r.pair][0] for r in rows]
+        return queries, documents, relevant, None, groups
     queries = list(
         read_records(path, text_column=args.text_column, id_column=args.id_column, **read)
     )
@@ -215,7 +217,7 @@ def _retrieval_data(path: str, args: argparse.Namespace):
     from ..io.readers import read_qrels
 
     relevant, evaluated = _judged(queries, documents, read_qrels(args.qrels), args)
-    return [queries[i] for i in evaluated], documents, relevant, len(queries)
+    return [queries[i] for i in evaluated], documents, relevant, len(queries), None
 
 
 def _judged(queries, documents, judgements, args):
@@ -367,7 +369,7 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
             if bar is not None:
                 bar.close()
     else:
-        queries, documents, relevant, n_queries = _retrieval_data(args.data, args)
+        queries, documents, relevant, n_queries, groups = _retrieval_data(args.data, args)
         if not documents:
             raise InputError(f"{args.corpus}: the corpus is empty")
         if n_queries is not None and len(queries) < n_queries:
@@ -406,7 +408,7 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
             report = retrieval_report(
                 q_stacks, d_stacks, list(layers), relevant, [r.text for r in queries],
                 [r.text for r in documents], posts, fits or None, args.bootstrap, args.seed,
-                done, task, provenance,
+                done, task, provenance, groups,
             )  # fmt: skip
         finally:
             if bar is not None:
