@@ -285,13 +285,13 @@ def add_quality(result: dict, corpus_name: str, corpus: dict, tmp: Path) -> None
     from bertlayers.core.encoder import bundled_model_path
 
     table = result["contenders"]
+    texts = read_texts(corpus["path"])
+    whole, cut = real_tokens(texts, split=True), real_tokens(texts, split=False)
     cli = np.load(tmp / f"{corpus_name}-cli.npy") if "cli" in table else None
     if cli is not None and "tutorial" in table:
         tutorial = np.load(tmp / f"{corpus_name}-tutorial.npy")
-        texts = read_texts(corpus["path"])
-        lengths = real_tokens(texts, split=False)
-        fits = np.asarray(real_tokens(texts, split=True)) <= MAX_LENGTH  # not cut by the loop
-        fits &= lengths > 2  # the loop's mean over no token is not defined
+        fits = whole <= MAX_LENGTH  # not cut by the loop
+        fits &= cut > 2  # the loop's mean over no token is not defined
         result["cli_vs_tutorial_max_abs_diff"] = float(np.abs(cli[fits] - tutorial[fits]).max())
     if cli is not None and "cli-bf16" in table:
         bf16 = np.load(tmp / f"{corpus_name}-cli-bf16.npy").astype(np.float32)
@@ -308,12 +308,10 @@ def add_quality(result: dict, corpus_name: str, corpus: dict, tmp: Path) -> None
             ratios[f"{cli_name} / {lib}"] = round(net[cli_name] / net[lib], 3)
     result["ratios"] = ratios
     config = AutoConfig.from_pretrained(bundled_model_path())
-    texts = read_texts(corpus["path"])
-    split = "--long" in corpus["options"]
-    flops = model_flops(config, real_tokens(texts, split=split))
-    truncated = model_flops(config, real_tokens(texts, split=False))
+    computed = whole if "--long" in corpus["options"] else cut  # windows cover every token
+    flops, truncated = model_flops(config, computed), model_flops(config, cut)
     ceiling = matmul_ceiling(config)
-    result["real_tokens"] = int(real_tokens(texts, split=split).sum())
+    result["real_tokens"] = int(computed.sum())
     result["fp32_matmul_ceiling_gflops"] = round(ceiling / 1e9, 1)
     for name, row in table.items():  # the whole model over the tokens each one computes:
         done = truncated if name in ("st-encode", "tutorial") else flops  # they cut at 512

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .analysis.matching import search_exact, unit_rows
 from .errors import InputError, OptionError
 from .extras import require
 from .options import StrEnum
@@ -56,12 +57,6 @@ class Hit:
     id: str
     score: float
     text: str | None = None
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1)
 
 
 def _layer_spec(layer: int | str) -> int | str:
@@ -146,7 +141,7 @@ class Index:
         name = str(store) if not isinstance(store, SentenceEmbeddings) else "the store"
         result = load(store) if not isinstance(store, SentenceEmbeddings) else store
         spec = _layer_spec(layer)
-        vectors = _unit(_vectors_of(result, spec, name))
+        vectors = unit_rows(_vectors_of(result, spec, name))
         n, dim = vectors.shape
         if n == 0:
             raise InputError(f"{name} holds no vectors: there is nothing to index")
@@ -189,8 +184,6 @@ class Index:
         true 10th neighbour's (less 1e-5), so ties (duplicate texts) and float rounding at the
         boundary do not count as misses. Stored vectors as queries find themselves first, so
         this is optimistic for HNSW and IVF next to unseen queries."""
-        from .analysis.matching import search_exact
-
         rng = np.random.default_rng(seed)
         n = len(vectors)
         picked = rng.choice(n, size=min(RECALL_QUERIES, n), replace=False)
@@ -372,7 +365,7 @@ class Index:
         spec = self.meta["layer"]
         if spec != "mean" and embedded.provenance.get("combine", "stack") == "stack":
             spec = self._layer_index()
-        vectors = _unit(_vectors_of(embedded, spec, "the queries"))
+        vectors = unit_rows(_vectors_of(embedded, spec, "the queries"))
         if vectors.shape[1] != self.meta["dim"]:
             raise InputError(
                 f"the queries have {vectors.shape[1]} dimensions; the index {self.meta['dim']}"
