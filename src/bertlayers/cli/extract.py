@@ -8,10 +8,10 @@ import os
 import sys
 
 from ..errors import BertlayersError, OptionError, OutputError
-from ..io.readers import InputFormat, Quoting, guess_format, read_records
+from ..io.readers import InputFormat, Quoting, ReaderOptions, guess_format
 from ..options import Combine, Device, DType, Level, Pooling, WordPooling
 from ..outputs import check_outputs
-from ..stores import store_format
+from ..stores import StoreFormat, store_format
 from .options import (
     ALLOCATOR,
     Formatter,
@@ -23,6 +23,7 @@ from .options import (
     make_extractor,
     non_negative_int,
     positive_int,
+    runtime_of,
 )
 
 EXTRACT_EXAMPLES = """\
@@ -172,6 +173,31 @@ def add_commands(commands) -> None:
         default=os.environ.get("BERTLAYERS_API_KEY"),
         help="the server's key (default: $BERTLAYERS_API_KEY)",
     )
+    ray = extract.add_argument_group(
+        "Ray (the `ray` extra): a cluster embeds the input into a directory of Parquet shards"
+    )
+    ray.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process; ray: an actor pool on a Ray cluster (INPUT may be a "
+        "directory, a quoted glob or a URL; -o is a directory)",
+    )
+    ray.add_argument(
+        "--address",
+        default=None,
+        help="the cluster: auto (the one `ray start` runs here), HOST:PORT, or none to start "
+        "a local one for this run",
+    )
+    ray.add_argument("--actors", type=positive_int, default=1, help="actors, each one model")
+    ray.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs each actor holds")
+    ray.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs each actor holds")
+    ray.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=10_000,
+        help="texts per shard: one output file each, and the unit --resume restarts from",
+    )
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     extract.set_defaults(handler=run_extract)
 
@@ -224,9 +250,9 @@ def _count_records(args: argparse.Namespace) -> int | None:
     return sum(1 for _ in _records(args))
 
 
-def _records(args: argparse.Namespace):
-    return read_records(
-        args.input,
+def _reader(args: argparse.Namespace) -> ReaderOptions:
+    """How the input is read: the same for the local run and each Ray actor."""
+    return ReaderOptions(
         input_format=args.input_format,
         text_column=args.text_column,
         pair_column=args.pair_column,
@@ -237,7 +263,13 @@ def _records(args: argparse.Namespace):
     )
 
 
+def _records(args: argparse.Namespace):
+    return _reader(args).records(args.input)
+
+
 def _check_extract_args(args: argparse.Namespace) -> None:
+    if args.engine == "ray" and args.format is None and "." not in os.path.basename(args.output):
+        args.format = "parquet"  # a directory of shards is all the Ray runner writes
     fmt = (
         InputFormat.parse(args.input_format, "input format")
         if args.input_format
@@ -266,6 +298,28 @@ def _check_extract_args(args: argparse.Namespace) -> None:
         raise OptionError("--resume continues a run and --overwrite starts again: choose one")
     if args.resume and args.input == "-":
         raise OptionError("--resume needs an input file: stdin cannot be read again")
+    if args.engine == "ray":
+        _check_ray_args(args)
+
+
+def _check_ray_args(args: argparse.Namespace) -> None:
+    if args.server:
+        raise OptionError("--server and --engine ray are two engines: choose one")
+    if args.input == "-":
+        raise OptionError("--engine ray reads files (each actor its shards), not stdin")
+    if store_format(args.output, args.format) is not StoreFormat.PARQUET or args.output.endswith(
+        ".parquet"
+    ):
+        raise OptionError(
+            "--engine ray writes a directory of Parquet shards: give -o a directory "
+            "(no suffix), not a single file"
+        )
+    if (
+        InputFormat.parse(args.input_format, "input format") is InputFormat.CONLL
+        if (args.input_format)
+        else guess_format(args.input) is InputFormat.CONLL
+    ):
+        raise OptionError("CoNLL input runs with --engine local only")
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -273,23 +327,11 @@ def run_extract(args: argparse.Namespace) -> int:
     from ..stores import StoreSink, store_targets
 
     _check_extract_args(args)
+    if args.engine == "ray":
+        return _run_ray(args)
     if not args.resume:  # fail before the model loads; a resumed run's store is checked below
         check_outputs(store_targets(args.output, args.format), [args.input], args.overwrite)
-    config = extract_config(
-        layers=args.layers,
-        level=args.level,
-        pooling=args.pooling,
-        word_pooling=args.word_pooling,
-        long=args.long,
-        stride=args.stride,
-        combine=args.combine,
-        include_special=args.include_special,
-        max_length=args.max_length,
-        output_dtype=args.output_dtype,
-        batch_tokens=args.batch_tokens,
-        max_batch_size=args.max_batch_size,
-        chunk_size=args.chunk_size,
-    )
+    config = _config(args)
     total = _count_records(args)
     engine = _remote_engine(args) if args.server else make_extractor(args).engine
     sink = StoreSink(
@@ -328,6 +370,65 @@ def run_extract(args: argparse.Namespace) -> int:
     if not args.quiet:
         shape = "x".join(str(n) for n in provenance["shape"])
         print(f"bertlayers: wrote {args.output} ({shape}, {provenance['format']})", file=sys.stderr)
+    return 0
+
+
+def _config(args: argparse.Namespace):
+    return extract_config(
+        layers=args.layers,
+        level=args.level,
+        pooling=args.pooling,
+        word_pooling=args.word_pooling,
+        long=args.long,
+        stride=args.stride,
+        combine=args.combine,
+        include_special=args.include_special,
+        max_length=args.max_length,
+        output_dtype=args.output_dtype,
+        batch_tokens=args.batch_tokens,
+        max_batch_size=args.max_batch_size,
+        chunk_size=args.chunk_size,
+    )
+
+
+def _run_ray(args: argparse.Namespace) -> int:
+    """`--engine ray`: plan shards here, embed them on the cluster's actors."""
+    from ..extras import require
+
+    require("ray", "ray", "--engine ray")
+    from ..distributed import extract_to_store
+    from ..distributed.cluster import connect
+
+    config = _config(args)
+    reader = _reader(args)
+    engine = {
+        "model": args.model,
+        "device": args.device,
+        "dtype": args.dtype,
+        "revision": args.revision,
+        "runtime": runtime_of(args).value,
+    }
+    with connect(args.address, quiet=args.quiet):
+        provenance = extract_to_store(
+            [args.input],
+            args.output,
+            config,
+            engine,
+            reader,
+            actors=args.actors,
+            gpus_per_actor=args.gpus_per_actor,
+            cpus_per_actor=args.cpus_per_actor,
+            shard_size=args.shard_size,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    if not args.quiet:
+        shape = "x".join(str(n) for n in provenance["shape"])
+        print(
+            f"bertlayers: wrote {args.output} ({shape}, {provenance['shards']} Parquet shards)",
+            file=sys.stderr,
+        )
     return 0
 
 

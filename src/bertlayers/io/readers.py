@@ -7,6 +7,7 @@ line, a blank line between sequences), and `-` for standard input (txt unless a 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -40,6 +41,7 @@ class InputFormat(StrEnum):
     TSV = "tsv"
     JSONL = "jsonl"
     CONLL = "conll"
+    PARQUET = "parquet"
 
 
 _SUFFIXES = {
@@ -51,6 +53,7 @@ _SUFFIXES = {
     ".jsonl": InputFormat.JSONL,
     ".ndjson": InputFormat.JSONL,
     ".conll": InputFormat.CONLL,
+    ".parquet": InputFormat.PARQUET,
 }
 
 
@@ -114,9 +117,49 @@ def _decoded_lines(
         yield number, line
 
 
+def is_url(path: str) -> bool:
+    """Whether an input names a file through a URL (s3://, gs://, hdfs://, file://)."""
+    return "://" in path
+
+
+class _NativeRaw(io.RawIOBase):
+    """A pyarrow input stream as a raw stream, so that it can be buffered and read by lines."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+
+def open_url(path: str):
+    """A URL's filesystem and path in it, through pyarrow (local, S3, GCS, HDFS, ...)."""
+    from pyarrow import fs
+
+    try:
+        return fs.FileSystem.from_uri(path)
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError and others
+        raise InputError(f"cannot open {path}: {err}") from None
+
+
 def _open(path: str) -> tuple[io.BufferedIOBase, str]:
     if path == "-":
         return sys.stdin.buffer, "<stdin>"
+    if is_url(path):
+        filesystem, inner = open_url(path)
+        try:
+            return io.BufferedReader(_NativeRaw(filesystem.open_input_stream(inner))), path
+        except (OSError, FileNotFoundError) as err:
+            raise InputError(f"cannot read {path}: {err}") from None
     file = Path(path)
     if not file.exists():
         raise InputError(f"input file not found: {path}")
@@ -414,6 +457,9 @@ def read_records(
     """
     fmt = InputFormat.parse(input_format, "input format") if input_format else guess_format(path)
     quoting_mode = Quoting.parse(quoting, "quoting")
+    if fmt is InputFormat.PARQUET:
+        yield from _read_parquet(path, text_column, pair_column, id_column, label_column)
+        return
     stream, name = _open(path)
     try:
         delimited = fmt in (InputFormat.CSV, InputFormat.TSV)
@@ -447,6 +493,73 @@ def read_records(
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def _read_parquet(
+    path: str,
+    text_column: str,
+    pair_column: str | None,
+    id_column: str | None,
+    label_column: str | None,
+) -> Iterator[Record]:
+    """Records from a Parquet file, a row group at a time; ids default to row numbers from 1."""
+    from ..extras import require
+
+    require("pyarrow", "parquet", "Parquet input")
+    import pyarrow.parquet as pq
+
+    try:
+        if is_url(path):
+            filesystem, inner = open_url(path)
+            handle = pq.ParquetFile(filesystem.open_input_file(inner))
+        else:
+            if not Path(path).is_file():
+                raise InputError(f"input file not found: {path}")
+            handle = pq.ParquetFile(path)
+    except InputError:
+        raise
+    except Exception as err:
+        raise InputError(f"cannot read {path} as Parquet: {err}") from None
+    wanted = [text_column, pair_column, id_column, label_column]
+    _check_columns(handle.schema_arrow.names, wanted, path)
+    columns = list(dict.fromkeys(c for c in wanted if c))
+    number = 0
+    for batch in handle.iter_batches(columns=columns):
+        values = {c: batch.column(c).to_pylist() for c in columns}
+        for i in range(batch.num_rows):
+            number += 1
+            where = f"row {number}"
+            text = values[text_column][i]
+            if not isinstance(text, str):
+                kind = "missing" if text is None else type(text).__name__
+                raise InputError(f"{path}: {where}: column '{text_column}' is {kind}, not text")
+            pair = values[pair_column][i] if pair_column else None
+            if pair_column and not isinstance(pair, str):
+                raise InputError(f"{path}: {where}: column '{pair_column}' is not text")
+            record_id = values[id_column][i] if id_column else None
+            label = (
+                _label(values[label_column][i], label_column, path, where) if label_column else None
+            )
+            record_id = str(record_id) if record_id is not None else str(number)
+            yield Record(record_id, text, pair, label=label, line=number)
+    if number == 0:
+        raise InputError(f"{path} is empty: no texts to embed")
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """How every input file is read (the `read_records` options)."""
+
+    input_format: str | None = None
+    text_column: str = "text"
+    pair_column: str | None = None
+    id_column: str | None = None
+    words_column: str | None = None
+    word_column: int = 0  # CoNLL (local runs only)
+    quoting: str = "csv"
+
+    def records(self, path: str) -> Iterator[Record]:
+        return read_records(path, **dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--log-level", default="info", help="uvicorn's log level (default info)")
     add(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process under uvicorn; ray: a Ray Serve deployment of --replicas "
+        "replicas behind Ray's HTTP proxy on --host/--port (the `ray` extra)",
+    )
+    add("--replicas", type=_positive, default=1, help="with --engine ray: replicas, one model each")
+    add(
+        "--address",
+        default=None,
+        help="with --engine ray: the cluster (auto, HOST:PORT; default: start a local one)",
+    )
+    add("--cpus-per-replica", type=float, default=1.0, help="with --engine ray (default 1)")
+    add("--gpus-per-replica", type=float, default=0.0, help="with --engine ray (default 0)")
+    add(
         "--openapi",
         action="store_true",
         help="print the OpenAPI document (as docs/openapi.json holds it) and exit",
@@ -178,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             batch_tokens=args.batch_tokens,
             trim_heap=args.trim_heap,
         )
+        if args.engine == "ray" and not args.openapi:
+            del engine  # it loaded: the replicas load their own
+            return _serve_on_ray(args, settings)
         app = create_app(engine, settings)
         if args.openapi:
             print(openapi_text(app))
@@ -215,6 +233,42 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, settings: ServeSettings) -> int:
+    """`--engine ray`: the app as a Ray Serve deployment; the model loaded here first was a
+    check that it loads (a bad --model is one line, before any replica starts)."""
+    from ..extras import require
+
+    require("ray", "ray", "--engine ray")
+    if args.port == 0:
+        raise BertlayersError("--engine ray needs a fixed --port for Ray's HTTP proxy, not 0")
+    from ..distributed.cluster import connect
+    from ..distributed.serve import serve_until_signal, start
+
+    engine_options = {
+        "model": args.model,
+        "device": args.device,
+        "dtype": args.dtype,
+        "revision": args.revision,
+        "runtime": args.runtime,
+    }
+
+    def start_serving() -> tuple[str, int]:
+        url = start(
+            engine_options,
+            settings,
+            host=args.host,
+            port=args.port,
+            replicas=args.replicas,
+            cpus_per_replica=args.cpus_per_replica,
+            gpus_per_replica=args.gpus_per_replica,
+        )
+        return url, args.replicas
+
+    with connect(args.address, quiet=False):
+        serve_until_signal(start_serving)
     return 0
 
 

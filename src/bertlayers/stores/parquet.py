@@ -30,6 +30,10 @@ ROW_GROUP_BYTES = 8 << 20
 
 TEXT_COLUMNS = ("n_tokens", "truncated", "windows")  # per text, repeated on its rows
 EMPTY_TEXTS = b"bertlayers.texts_without_rows"  # schema metadata: texts with no token rows
+# A directory of shards written in parallel (a Ray run) keeps the store's provenance and its
+# texts without rows beside the shards; readers of Parquet datasets skip `_` files.
+PROVENANCE_FILE = "_bertlayers.json"
+EMPTY_TEXTS_FILE = "_texts_without_rows.json"
 
 
 def _schema(data: StoreData, names: list[str], ragged: bool, empty: dict | None):
@@ -121,6 +125,60 @@ def _block_table(data: StoreData, index: dict, schema, start: int, stop: int):
         flat = pa.array(np.ascontiguousarray(block[:, position_k]).reshape(-1))
         columns.append(pa.FixedSizeListArray.from_arrays(flat, hidden))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+class _ChunkData:
+    """StoreData over one embedded chunk (a Ray shard is written chunk by chunk)."""
+
+    def __init__(self, chunk, provenance: dict) -> None:
+        self.chunk = chunk
+        self.provenance = provenance
+        self.dtype = np.dtype(chunk.vectors.dtype)
+        self.row_shape = tuple(chunk.vectors.shape[1:])
+        self.num_rows = len(chunk.vectors)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.chunk.vectors[start:stop])
+
+    def index(self) -> dict:
+        chunk = self.chunk
+        index = {
+            "ids": list(chunk.ids),
+            "n_tokens": np.asarray(chunk.n_tokens, dtype=np.int64),
+            "truncated": np.asarray(chunk.truncated, dtype=bool),
+            "windows": np.asarray(chunk.windows, dtype=np.int64),
+        }
+        if hasattr(chunk, "lengths"):
+            index["offsets"] = np.r_[0, np.cumsum(chunk.lengths)].astype(np.int64)
+            index["items"] = list(chunk.items)
+            index["spans"] = np.asarray(chunk.spans, dtype=np.int64)
+        return index
+
+
+def chunk_table(chunk, settings: dict, first: int):
+    """One embedded chunk as a table of the Parquet store's columns, with no metadata;
+    `first` is the `text_index` of the chunk's first text in the whole input."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data = _ChunkData(chunk, settings)
+    index = data.index()
+    ragged = "offsets" in index
+    names = layer_names(settings, data.row_shape[0])
+    schema = _schema(data, names, ragged, None).remove_metadata()
+    if data.num_rows == 0:
+        return schema.empty_table()
+    table = _block_table(data, index, schema, 0, data.num_rows)
+    shifted = pc.add(table.column("text_index"), pa.scalar(first, pa.int64()))
+    return table.set_column(0, schema.field("text_index"), shifted)
+
+
+def chunk_empty_texts(chunk, first: int) -> dict:
+    """The texts of a token/word-level chunk that have no rows (see `_texts_without_rows`),
+    with their `text_index` in the whole input."""
+    empty = _texts_without_rows(_ChunkData(chunk, {}).index())
+    empty["text_index"] = [first + i for i in empty["text_index"]]
+    return empty
 
 
 def write_parquet(data: StoreData, path: Path, shard_rows: int = SHARD_ROWS) -> list[Path]:
@@ -237,11 +295,24 @@ class ParquetSource:
         return self.block(0, self.shape[0])
 
 
+def _store_metadata(path: Path, dataset) -> dict:
+    """The store's metadata: the schema's, or, for shards written in parallel, the files
+    beside them."""
+    sidecar = Path(path) / PROVENANCE_FILE
+    if not sidecar.is_file():
+        return dataset.schema.metadata or {}
+    metadata = {b"bertlayers": sidecar.read_bytes()}
+    empty = Path(path) / EMPTY_TEXTS_FILE
+    if empty.is_file():
+        metadata[EMPTY_TEXTS] = empty.read_bytes()
+    return metadata
+
+
 def read_parquet(path: Path) -> tuple[ParquetSource, dict, dict]:
     import pyarrow.dataset as ds
 
     dataset = ds.dataset(path, format="parquet")
-    metadata = dataset.schema.metadata
+    metadata = _store_metadata(path, dataset)
     provenance = json.loads(metadata[b"bertlayers"])
     ragged = "item" in dataset.schema.names
     texts = provenance.get("texts")  # older stores: per-text columns in the provenance

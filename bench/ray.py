@@ -1,0 +1,151 @@
+"""The Ray runner against the local engine, as users run them: whole `bertlayers extract`
+processes on the same corpus, start-up measured apart.
+
+Contenders (all float32 on CPU, every layer, mean pooling, Parquet output):
+- `local`: `bertlayers extract CORPUS -o OUT.parquet` (the local engine, torch's 2 threads);
+- `ray-1`, `ray-2`: `--engine ray --actors N --cpus-per-actor 1` (each actor 1 thread, as
+  Ray sets OMP_NUM_THREADS from the actor's CPUs; the shards record the threads they ran on);
+- `ray-1x2`: one actor holding both CPUs (`--cpus-per-actor 2`).
+Without `--address` each Ray run starts a local cluster, as a user on one machine does: that,
+the actors' model loads and the driver's plan are its start-up, measured on a one-line file
+and subtracted to give the net throughput. Rounds alternate the contenders; medians are kept.
+
+    python bench/ray.py --out bench/results/ray.json
+    python bench/ray.py --texts 200 --rounds 1      # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+BIN = Path(sys.executable).parent
+
+CONTENDERS = {
+    "local": [],
+    "ray-1": ["--engine", "ray", "--actors", "1", "--cpus-per-actor", "1"],
+    "ray-2": ["--engine", "ray", "--actors", "2", "--cpus-per-actor", "1"],
+    "ray-1x2": ["--engine", "ray", "--actors", "1", "--cpus-per-actor", "2"],
+}
+
+
+def write_corpus(root: Path, texts: int) -> tuple[Path, Path]:
+    """Fortunes under 300 characters, one per line, and a one-line file for start-up."""
+    lines = (DATA / "corpus-fortunes.txt").read_text(encoding="utf-8").splitlines()
+    chosen = [" ".join(t.split()) for t in lines if t.strip() and len(t) < 300][:texts]
+    corpus, one = root / "corpus.txt", root / "one.txt"
+    corpus.write_text("".join(t + "\n" for t in chosen), encoding="utf-8")
+    one.write_text(chosen[0] + "\n", encoding="utf-8")
+    return corpus, one
+
+
+def timed(command: list[str]) -> float:
+    """Wall seconds of one whole process (which must succeed)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=err)
+        wall = time.perf_counter() - start
+        if process.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"failed: {' '.join(command)}\n{err.read().decode()[-2000:]}")
+    return wall
+
+
+def command(name: str, corpus: Path, out: Path, shard_size: int, address: str | None):
+    options = CONTENDERS[name]
+    target = out.with_suffix(".parquet") if name == "local" else out
+    extra = ["--shard-size", str(shard_size)] if name != "local" else []
+    if address and name != "local":
+        extra += ["--address", address]
+    return [str(BIN / "bertlayers"), "extract", str(corpus), "-o", str(target), "--layers",
+            "all", "--quiet", "--overwrite", *options, *extra]  # fmt: skip
+
+
+def threads_of(out: Path) -> list[int]:
+    """The torch threads each shard of a Ray run was embedded with."""
+    from bertlayers.distributed.runner import shard_summary
+
+    return sorted({shard_summary(p)["threads"] for p in out.glob("part-*.parquet")})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=3000)
+    parser.add_argument("--shard-size", type=int, default=250)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--address", default=None, help="a running cluster (default: local)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    names = args.contenders.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        corpus, one = write_corpus(root, args.texts)
+        walls: dict[str, list[float]] = {n: [] for n in names}
+        starts: dict[str, list[float]] = {n: [] for n in names}
+        threads: dict[str, list[int]] = {}
+        for round_ in range(args.rounds):
+            for name in names:
+                out = root / f"{name}-out"
+                starts[name].append(
+                    timed(command(name, one, root / f"{name}-one", args.shard_size, args.address))
+                )
+                walls[name].append(timed(command(name, corpus, out, args.shard_size, args.address)))
+                if name != "local":
+                    threads[name] = threads_of(out)
+                print(
+                    f"round {round_ + 1} {name}: {walls[name][-1]:.1f} s, start-up "
+                    f"{starts[name][-1]:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    rows = {}
+    for name in names:
+        wall, start = statistics.median(walls[name]), statistics.median(starts[name])
+        net = max(wall - start, 1e-9)
+        rows[name] = {
+            "wall_s": round(wall, 2),
+            "startup_s": round(start, 2),
+            "net_s": round(net, 2),
+            "texts_per_s_net": round(args.texts / net, 1),
+            "texts_per_s_gross": round(args.texts / wall, 1),
+            "walls": [round(w, 2) for w in walls[name]],
+            "startups": [round(s, 2) for s in starts[name]],
+            **({"threads_per_actor": threads[name]} if name in threads else {}),
+        }
+    if "local" in rows:
+        for row in rows.values():
+            row["net_vs_local"] = round(
+                row["texts_per_s_net"] / rows["local"]["texts_per_s_net"], 3
+            )
+    result = {
+        "command": "python bench/ray.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "corpus": f"{args.texts} fortunes under 300 characters, shards of {args.shard_size}",
+        "rounds": args.rounds,
+        "results": rows,
+    }
+    print(f"{'contender':<10}{'net texts/s':>12}{'vs local':>10}{'start-up s':>12}{'wall s':>9}")
+    for name, row in rows.items():
+        print(
+            f"{name:<10}{row['texts_per_s_net']:>12}{row.get('net_vs_local', ''):>10}"
+            f"{row['startup_s']:>12}{row['wall_s']:>9}"
+        )
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The shard plan of a Ray run: input files x record ranges, each with a content digest.
+
+The driver reads every input once before the cluster does any work: that counts the records,
+fails early on a bad one (naming the file and line, as the local CLI does) and fixes the
+shards. A shard is `(file, start, stop)` in records, numbered in input order, so its output
+name (`part-000042.parquet`) and its rows' `text_index` depend on the input only, never on
+Ray's block numbering. The plan and the run's request are kept in `_manifest.json`; a resumed
+run plans again and must find the same shards, digests and request.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from ..io.readers import (
+    InputFormat,
+    ReaderOptions,
+    Record,
+    guess_format,
+    is_url,
+    open_url,
+)
+from ..stores.staging import input_digest
+
+MANIFEST = "_manifest.json"
+PROVENANCE = "_bertlayers.json"  # the store's provenance (Parquet readers skip `_` files)
+READABLE = {".txt", ".text", ".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet"}
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Records `start:stop` of one input file; `first` is the text index of its first record."""
+
+    number: int
+    path: str
+    start: int
+    stop: int
+    first: int
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.number)
+
+
+def shard_name(number: int) -> str:
+    """The deterministic file name of a shard's output (sorts in shard order)."""
+    return f"part-{number:06d}.parquet"
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files named by the inputs: a file, a directory (its readable files, sorted), or a glob;
+    local paths or URLs. An input that names nothing is an error."""
+    files: list[str] = []
+    for item in inputs:
+        found = _url_files(item) if is_url(item) else _local_files(item)
+        if not found:
+            raise InputError(f"no input files found at {item}")
+        files.extend(found)
+    return files
+
+
+def _local_files(item: str) -> list[str]:
+    if any(ch in item for ch in "*?["):
+        return sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+    path = Path(item)
+    if path.is_dir():
+        return sorted(
+            str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in READABLE
+        )
+    if not path.exists():
+        raise InputError(f"input file not found: {item}")
+    return [item]
+
+
+def _url_files(item: str) -> list[str]:
+    from pyarrow import fs
+
+    filesystem, inner = open_url(item)
+    scheme = item.split("://", 1)[0]
+    info = filesystem.get_file_info(inner)
+    if info.type == fs.FileType.File:
+        return [item]
+    if info.type != fs.FileType.Directory:
+        raise InputError(f"input not found: {item}")
+    selector = fs.FileSelector(inner, recursive=True)
+    names = sorted(
+        f.path
+        for f in filesystem.get_file_info(selector)
+        if f.type == fs.FileType.File and Path(f.path).suffix.lower() in READABLE
+    )
+    return [f"{scheme}://{name}" for name in names]
+
+
+def plan_shards(files: list[str], reader: ReaderOptions, shard_size: int) -> list[Shard]:
+    """Read every file once: count its records and digest each run of `shard_size` of them."""
+    shards: list[Shard] = []
+    first = 0
+    for path in files:
+        if reader.input_format is None and guess_format(path) is InputFormat.CONLL:
+            raise InputError(f"{path}: CoNLL input runs locally only (without --engine ray)")
+        digest, start, count = "", 0, 0
+        for record in reader.records(path):
+            digest = record_digest(digest, record)
+            count += 1
+            if count - start == shard_size:
+                shards.append(Shard(len(shards), path, start, count, first + start, digest))
+                digest, start = "", count
+        if count > start:
+            shards.append(Shard(len(shards), path, start, count, first + start, digest))
+        first += count
+    return shards
+
+
+def record_digest(previous: str, record: Record) -> str:
+    """Chain one record into a shard's digest (id, text, pair and words)."""
+    text = record.text if record.pair is None else f"{record.text}\x01{record.pair}"
+    if record.words is not None:
+        text += "\x02" + "\x1f".join(record.words)
+    return input_digest(previous, text, record.id)
+
+
+def write_manifest(directory: Path, request: dict, shards: list[Shard]) -> None:
+    """Write the plan and the request durably (temporary file, fsync, rename)."""
+    body = {"request": request, "shards": [asdict(s) for s in shards]}
+    tmp = directory / (MANIFEST + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump(body, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, directory / MANIFEST)
+
+
+def read_manifest(directory: Path) -> tuple[dict, list[Shard]]:
+    path = directory / MANIFEST
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        return body["request"], [Shard(**s) for s in body["shards"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"cannot resume: {path} is unreadable ({err})") from None
+
+
+def plan_differences(
+    old_request: dict, old: list[Shard], request: dict, new: list[Shard]
+) -> list[str]:
+    """What differs between an interrupted run and this one, in words."""
+    out = [
+        f"{key} was {old_request.get(key)!r}, now {request.get(key)!r}"
+        for key in sorted(set(old_request) | set(request))
+        if old_request.get(key) != request.get(key)
+    ]
+    if out:
+        return out
+    if len(old) != len(new):
+        return [f"the input now plans {len(new)} shards, the interrupted run had {len(old)}"]
+    for a, b in zip(old, new, strict=True):
+        if (a.path, a.start, a.stop) != (b.path, b.start, b.stop):
+            return [
+                f"shard {a.number} was {a.path} records {a.start}:{a.stop}, now "
+                f"{b.path} records {b.start}:{b.stop}"
+            ]
+        if a.digest != b.digest:
+            return [f"the input differs in shard {a.number} ({a.path} records {a.start}:{a.stop})"]
+    return []
