@@ -11,7 +11,8 @@ the actors' model loads and the driver's plan are its start-up, measured on a on
 and subtracted to give the net throughput. Rounds alternate the contenders; medians are kept.
 
     python bench/ray.py --out bench/results/ray.json
-    python bench/ray.py --texts 200 --rounds 1      # a quick look
+    python bench/ray.py --smoke                     # 40 texts, local and ray-2, one round: CI
+Each Ray store is also checked against the local one (max abs diff over every layer).
 """
 
 from __future__ import annotations
@@ -80,15 +81,29 @@ def threads_of(out: Path) -> list[int]:
     return sorted({shard_summary(p)["threads"] for p in out.glob("part-*.parquet")})
 
 
+def max_diff(ray_out: Path, local_out: Path) -> float:
+    """The largest difference between a Ray store's vectors and the local store's."""
+    import numpy as np
+
+    from bertlayers import load
+
+    a, b = load(ray_out), load(local_out)
+    assert a.ids == b.ids, "the Ray store's ids differ from the local store's"
+    return float(np.abs(a.embeddings - b.embeddings).max())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--texts", type=int, default=3000)
-    parser.add_argument("--shard-size", type=int, default=250)
+    parser.add_argument("--texts", type=int, default=6000)
+    parser.add_argument("--shard-size", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--address", default=None, help="a running cluster (default: local)")
+    parser.add_argument("--smoke", action="store_true", help="40 texts, local and ray-2, once")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.smoke:
+        args.texts, args.shard_size, args.rounds, args.contenders = 40, 10, 1, "local,ray-2"
     names = args.contenders.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -96,6 +111,7 @@ def main() -> None:
         walls: dict[str, list[float]] = {n: [] for n in names}
         starts: dict[str, list[float]] = {n: [] for n in names}
         threads: dict[str, list[int]] = {}
+        diffs: dict[str, float] = {}
         for round_ in range(args.rounds):
             for name in names:
                 out = root / f"{name}-out"
@@ -105,6 +121,8 @@ def main() -> None:
                 walls[name].append(timed(command(name, corpus, out, args.shard_size, args.address)))
                 if name != "local":
                     threads[name] = threads_of(out)
+                    if "local" in names:
+                        diffs[name] = max_diff(out, (root / "local-out").with_suffix(".parquet"))
                 print(
                     f"round {round_ + 1} {name}: {walls[name][-1]:.1f} s, start-up "
                     f"{starts[name][-1]:.1f} s",
@@ -124,6 +142,7 @@ def main() -> None:
             "walls": [round(w, 2) for w in walls[name]],
             "startups": [round(s, 2) for s in starts[name]],
             **({"threads_per_actor": threads[name]} if name in threads else {}),
+            **({"max_abs_diff_vs_local": diffs[name]} if name in diffs else {}),
         }
     if "local" in rows:
         for row in rows.values():

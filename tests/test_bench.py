@@ -155,3 +155,18 @@ def test_cli_bench_smoke(tmp_path):
     assert short["contenders"]["library"]["net_from"] == "in-process timer"
     assert short["cli_vs_tutorial_max_abs_diff"] <= 1e-4
     assert "cli / library" in short["ratios"] and "| cli |" in result.stdout
+
+
+@pytest.mark.ray
+def test_ray_bench_smoke(tmp_path):
+    """The Ray runner and the local engine as whole processes on the same texts, start-up
+    apart; the Ray store equals the local one and its actors ran on one thread each."""
+    out = tmp_path / "ray.json"
+    result = run_bench("ray.py", "--smoke", "--out", str(out))
+    rows = json.loads(out.read_text())["results"]
+    assert set(rows) == {"local", "ray-2"}
+    for row in rows.values():
+        assert row["wall_s"] > 0 and row["startup_s"] > 0
+    assert rows["ray-2"]["max_abs_diff_vs_local"] <= 1e-4
+    assert rows["ray-2"]["threads_per_actor"] == [1]
+    assert "net texts/s" in result.stdout

@@ -21,7 +21,7 @@ import ray.data
 from bertlayers import load
 from bertlayers.core.config import ExtractConfig
 from bertlayers.distributed import ReaderOptions, embed_dataset, extract_to_store
-from bertlayers.errors import InputError
+from bertlayers.errors import InputError, OutputError
 from conftest import data_file, read_tsv_texts
 from test_cli import assert_one_line_error, run_cli
 
@@ -342,3 +342,40 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_directories_globs_parquet_and_urls_as_inputs(cluster, tmp_path):
+    """Several files (txt and Parquet) in a directory, a glob and a file:// URL: text_index
+    runs through them in path order and ids are FILE:LINE; `--overwrite` replaces a Ray
+    store, and a `.partial` directory that is not a Ray run's is never touched."""
+    import pyarrow as pa
+
+    texts = read_tsv_texts("sentiment-polarity.tsv", 9)
+    folder = tmp_path / "in"
+    (folder / "b").mkdir(parents=True)
+    (folder / "a.txt").write_text("".join(t + "\n" for t in texts[:4]), encoding="utf-8")
+    pq.write_table(pa.table({"text": texts[4:]}), folder / "b" / "c.parquet")
+    (folder / "notes.md").write_text("not an input\n")
+    config = ExtractConfig(layers=[-1])
+    from bertlayers import Extractor
+
+    expected = Extractor(device="cpu").extract(texts, layers=[-1]).embeddings
+    ids = [f"a.txt:{i}" for i in range(1, 5)] + [f"b/c.parquet:{i}" for i in range(1, 6)]
+    for source in (str(folder), str(folder / "**" / "*.*t*"), f"file://{folder}"):
+        out = tmp_path / "out"
+        extract_to_store(
+            [source], out, config, ENGINE, ReaderOptions(), shard_size=3, overwrite=True
+        )
+        result = load(out)
+        assert result.ids == ids, source
+        assert np.abs(result.embeddings - expected).max() <= 1e-4
+        text_index = pq.read_table(out, columns=["text_index"]).column(0).to_pylist()
+        assert text_index == list(range(9))
+    foreign = tmp_path / "x.partial"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="is not a Ray run's staging directory"):
+        extract_to_store(
+            [str(folder)], tmp_path / "x", config, ENGINE, ReaderOptions(), overwrite=True
+        )
+    assert (foreign / "mine.txt").read_text() == "keep me"

@@ -210,3 +210,29 @@ def test_shared_tsv_equals_the_csv_module_reading():
         expected = [(row["text"], row["label"]) for row in csv.DictReader(file, delimiter="\t")]
     assert len(expected) == 4000
     assert [(r.text, r.label) for r in records] == expected
+
+
+def test_parquet_and_url_inputs(tmp_path):
+    """Parquet files are read by column, ids are row numbers from 1 (or the id column); a
+    file:// URL reads as the path does; bad values name the row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bertlayers.io.readers import read_records
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"body": ["one", "two"], "key": ["k1", "k2"]}), path)
+    got = list(read_records(str(path), text_column="body"))
+    assert [(r.id, r.text) for r in got] == [("1", "one"), ("2", "two")]
+    keyed = list(read_records(f"file://{path}", text_column="body", id_column="key"))
+    assert [r.id for r in keyed] == ["k1", "k2"]
+    with pytest.raises(InputError, match="no column 'text'; columns are: body, key"):
+        list(read_records(str(path)))
+    pq.write_table(pa.table({"text": ["a", None]}), tmp_path / "null.parquet")
+    with pytest.raises(InputError, match=r"null\.parquet: row 2: column 'text' is missing"):
+        list(read_records(str(tmp_path / "null.parquet")))
+    txt = tmp_path / "t.txt"
+    txt.write_text("first\nsecond\n")
+    assert [r.text for r in read_records(f"file://{txt}")] == ["first", "second"]
+    with pytest.raises(InputError, match="cannot read file://"):
+        list(read_records(f"file://{tmp_path}/missing.txt"))

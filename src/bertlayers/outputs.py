@@ -68,20 +68,26 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _parquet_of_ours(path: Path) -> bool:
-    """A Parquet file whose schema metadata holds a bertlayers provenance."""
+    """A Parquet file whose metadata holds a bertlayers provenance (a shard of a Ray run:
+    its summary)."""
     if _head(path, 4) != b"PAR1":
         return False
     try:
         import pyarrow.parquet as pq
 
-        return b"bertlayers" in (pq.read_schema(path).metadata or {})
+        metadata = pq.ParquetFile(path).metadata.metadata or {}
+        return b"bertlayers" in metadata or b"bertlayers.shard" in metadata
     except Exception:  # not readable as Parquet (or no pyarrow): not ours to replace
         return False
 
 
+# what a Ray run keeps beside its shards (see bertlayers.distributed)
+RAY_SIDECARS = {"_bertlayers.json", "_manifest.json", "_texts_without_rows.json"}
+
+
 def _is_parquet_shards(path: Path) -> bool:
     """A directory of Parquet shards written by bertlayers, and nothing else."""
-    entries = list(path.iterdir())
+    entries = [e for e in path.iterdir() if not (e.name in RAY_SIDECARS and e.is_file())]
     return all(e.is_file() and e.name.endswith(".parquet") and _parquet_of_ours(e) for e in entries)
 
 

@@ -61,7 +61,9 @@ def add_commands(commands) -> None:
         epilog=EXTRACT_EXAMPLES,
     )
     extract.add_argument(
-        "input", help="a .txt (one text per line), .csv, .tsv or .jsonl file; - for stdin"
+        "input",
+        help="a .txt (one text per line), .csv, .tsv, .jsonl or .parquet file (or a URL); - for "
+        "stdin; with --engine ray also a directory or a quoted glob",
     )
     extract.add_argument(
         "-o",

@@ -10,9 +10,11 @@ run plans again and must find the same shards, digests and request.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +44,7 @@ class Shard:
     stop: int
     first: int
     digest: str
+    id_prefix: str = ""  # several input files and no id column: ids are FILE:LINE
 
     @property
     def name(self) -> str:
@@ -97,22 +100,37 @@ def _url_files(item: str) -> list[str]:
     return [f"{scheme}://{name}" for name in names]
 
 
+def id_prefixes(files: list[str], reader: ReaderOptions) -> list[str]:
+    """What each file's record ids start with: nothing for one file or an id column, else
+    the file's path below the inputs' common folder and a colon (`part-1.txt:17`), so that
+    line numbers from several files stay apart."""
+    if len(files) < 2 or reader.id_column is not None:
+        return [""] * len(files)
+    common = os.path.commonpath([f.split("://", 1)[-1] for f in files])
+    return [os.path.relpath(f.split("://", 1)[-1], common) + ":" for f in files]
+
+
+def prefixed(records: Iterator[Record], prefix: str) -> Iterator[Record]:
+    for record in records:
+        yield dataclasses.replace(record, id=prefix + record.id) if prefix else record
+
+
 def plan_shards(files: list[str], reader: ReaderOptions, shard_size: int) -> list[Shard]:
     """Read every file once: count its records and digest each run of `shard_size` of them."""
     shards: list[Shard] = []
     first = 0
-    for path in files:
+    for path, prefix in zip(files, id_prefixes(files, reader), strict=True):
         if reader.input_format is None and guess_format(path) is InputFormat.CONLL:
             raise InputError(f"{path}: CoNLL input runs locally only (without --engine ray)")
         digest, start, count = "", 0, 0
-        for record in reader.records(path):
+        for record in prefixed(reader.records(path), prefix):
             digest = record_digest(digest, record)
             count += 1
             if count - start == shard_size:
-                shards.append(Shard(len(shards), path, start, count, first + start, digest))
+                shards.append(Shard(len(shards), path, start, count, first + start, digest, prefix))
                 digest, start = "", count
         if count > start:
-            shards.append(Shard(len(shards), path, start, count, first + start, digest))
+            shards.append(Shard(len(shards), path, start, count, first + start, digest, prefix))
         first += count
     return shards
 
@@ -148,12 +166,21 @@ def read_manifest(directory: Path) -> tuple[dict, list[Shard]]:
 def plan_differences(
     old_request: dict, old: list[Shard], request: dict, new: list[Shard]
 ) -> list[str]:
-    """What differs between an interrupted run and this one, in words."""
-    out = [
-        f"{key} was {old_request.get(key)!r}, now {request.get(key)!r}"
-        for key in sorted(set(old_request) | set(request))
-        if old_request.get(key) != request.get(key)
-    ]
+    """What differs between an interrupted run and this one, in words (`config.layers was
+    'all', now [0]`)."""
+    out = []
+    for key in sorted(set(old_request) | set(request)):
+        was, now = old_request.get(key), request.get(key)
+        if was == now:
+            continue
+        if isinstance(was, dict) and isinstance(now, dict):
+            out += [
+                f"{key}.{k} was {was.get(k)!r}, now {now.get(k)!r}"
+                for k in sorted(set(was) | set(now))
+                if was.get(k) != now.get(k)
+            ]
+        else:
+            out.append(f"{key} was {was!r}, now {now!r}")
     if out:
         return out
     if len(old) != len(new):

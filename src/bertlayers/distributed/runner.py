@@ -204,6 +204,11 @@ def extract_to_store(
     files = expand_inputs(inputs)
     local = [f for f in files if "://" not in f]
     check_outputs([Target(output, Kind.PARQUET)], local, overwrite)
+    if partial.exists() and not (partial / MANIFEST).is_file():
+        raise OutputError(
+            f"{partial} exists and is not a Ray run's staging directory (no {MANIFEST}): "
+            "move it away or choose another output"
+        )
     if partial.exists() and not (resume or overwrite):
         raise OutputError(
             f"an interrupted run left {partial}: use --resume to continue it, "

@@ -26,7 +26,7 @@ from ..io.readers import Record
 from ..layers import resolve_layers
 from ..provenance import PerTextLog, build_provenance
 from ..stores.parquet import chunk_empty_texts, chunk_table
-from .plan import ReaderOptions, Shard, record_digest
+from .plan import ReaderOptions, Shard, prefixed, record_digest
 
 SHARD_METADATA = "bertlayers.shard"  # a shard file's key-value metadata: its summary
 
@@ -77,7 +77,11 @@ class ShardWriter:
         return {"summary": np.asarray([json.dumps(s) for s in summaries], dtype=object)}
 
     def _records(self, shard: Shard) -> list[Record]:
-        records = list(islice(self.reader.records(shard.path), shard.start, shard.stop))
+        records = list(
+            islice(
+                prefixed(self.reader.records(shard.path), shard.id_prefix), shard.start, shard.stop
+            )
+        )
         digest = ""
         for record in records:
             digest = record_digest(digest, record)
