@@ -12,6 +12,8 @@ and subtracted to give the net throughput. Rounds alternate the contenders; medi
 
     python bench/ray.py --out bench/results/ray.json
     python bench/ray.py --smoke                     # 40 texts, local and ray-2, one round: CI
+    python bench/ray.py --rates --out bench/results/ray-rates.json   # the driver's plan and
+                                                    # the tokenizer, in records/s and tokens/s
 Each Ray store is also checked against the local one (max abs diff over every layer).
 """
 
@@ -92,6 +94,46 @@ def max_diff(ray_out: Path, local_out: Path) -> float:
     return float(np.abs(a.embeddings - b.embeddings).max())
 
 
+def rates(texts: int, rounds: int) -> dict:
+    """What bounds a run besides the model: the driver's plan (records/s over BBC articles as
+    JSON lines, 10 copies) and the fast tokenizer (tokens/s, batched, on the fortunes);
+    medians of `rounds` runs."""
+    from transformers import AutoTokenizer
+
+    from bertlayers.core.encoder import bundled_model_path
+    from bertlayers.distributed.plan import plan_shards
+    from bertlayers.io.readers import ReaderOptions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        articles = (DATA / "news-bbc.jsonl").read_text(encoding="utf-8")
+        big = Path(tmp) / "bbc10.jsonl"
+        big.write_text(articles * 10, encoding="utf-8")
+        plan_times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            shards = plan_shards([str(big)], ReaderOptions(id_column="id"), 10_000)
+            plan_times.append(time.perf_counter() - start)
+        plan_s = statistics.median(plan_times)
+        records = sum(s.stop - s.start for s in shards)
+        size = big.stat().st_size
+        corpus, _ = write_corpus(Path(tmp), texts)
+        lines = corpus.read_text(encoding="utf-8").splitlines()
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
+    tokenize_times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        ids = tokenizer(lines)["input_ids"]
+        tokenize_times.append(time.perf_counter() - start)
+    tokenize_s = statistics.median(tokenize_times)
+    tokens = sum(len(x) for x in ids)
+    plan = {"records": records, "mb": round(size / 1e6, 1), "seconds": round(plan_s, 3)}
+    plan.update(records_per_s=round(records / plan_s), mb_per_s=round(size / 1e6 / plan_s, 1))
+    per_text = round(tokens / len(lines), 1)
+    tokenizer_rate = {"texts": len(lines), "tokens": tokens, "tokens_per_text": per_text}
+    tokenizer_rate.update(seconds=round(tokenize_s, 3), tokens_per_s=round(tokens / tokenize_s))
+    return {"plan": plan, "tokenizer": tokenizer_rate}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=6000)
@@ -100,8 +142,18 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--address", default=None, help="a running cluster (default: local)")
     parser.add_argument("--smoke", action="store_true", help="40 texts, local and ray-2, once")
+    parser.add_argument("--rates", action="store_true", help="the plan's and tokenizer's rates")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.rates:
+        result = {
+            "command": "python bench/ray.py " + " ".join(sys.argv[1:]),
+            **rates(args.texts, max(args.rounds, 3)),
+        }
+        print(json.dumps(result, indent=1))
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+        return
     if args.smoke:
         args.texts, args.shard_size, args.rounds, args.contenders = 40, 10, 1, "local,ray-2"
     names = args.contenders.split(",")

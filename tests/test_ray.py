@@ -73,6 +73,13 @@ def local_store(corpus: Path, out: Path, *options: str) -> Path:
     return out
 
 
+def ray_extract(corpus: Path, out: str, *options: str):
+    """`bertlayers extract CORPUS -o OUT --engine ray` in-process, ids from the id column."""
+    return run_cli(
+        "extract", str(corpus), "--id-column", "id", "-o", out, "--engine", "ray", *options
+    )
+
+
 def vectors_of(result) -> np.ndarray:
     return np.asarray(result.vectors if hasattr(result, "offsets") else result.embeddings)
 
@@ -108,15 +115,9 @@ def assert_same_store(ray_dir: Path, local: Path, atol: float = 1e-4) -> None:
 )
 def test_cli_ray_store_equals_the_local_store(cluster, corpus, tmp_path, level, options):
     local = local_store(corpus, tmp_path / "local.parquet", "--level", level, *options)
-    result = run_cli(
-        "extract",
-        str(corpus),
-        "--id-column",
-        "id",
-        "-o",
+    result = ray_extract(
+        corpus,
         str(tmp_path / "ray"),
-        "--engine",
-        "ray",
         "--actors",
         "2",
         "--shard-size",
@@ -167,18 +168,21 @@ def test_sentence_level_matches_the_one_text_reference(
 
 
 def test_embed_dataset_rows_equal_the_local_engine(cluster, corpus, tmp_path):
-    texts = [json.loads(line) for line in corpus.read_text().splitlines()]
-    ds = ray.data.from_items(texts)
+    """With an index column the embedding is lazy: no actor exists until the rows are read."""
+    rows = [json.loads(line) for line in corpus.read_text().splitlines()]
+    ds = ray.data.from_items([{**row, "pos": i} for i, row in enumerate(rows)])
     out = embed_dataset(
         ds,
         text_column="text",
         id_column="id",
+        index_column="pos",
         level="token",
         layers=[0, -1],
         actors=2,
         batch_size=8,
     )
-    assert isinstance(out, ray.data.Dataset)  # lazy: nothing ran yet
+    assert isinstance(out, ray.data.Dataset)
+    assert _actor_pids("EmbedBatches") == []  # nothing ran yet
     table = out.to_arrow_refs()
     rows = ray.get(table)
     import pyarrow as pa
@@ -219,10 +223,10 @@ def test_embed_dataset_numbers_rows_without_an_index(cluster):
     assert np.abs(got - local.embeddings[:, 0]).max() <= 1e-4
 
 
-def _actor_pids() -> list[int]:
+def _actor_pids(kind: str = "ShardWriter") -> list[int]:
     pids = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        if any("ShardWriter" in part for part in proc.info["cmdline"] or []):
+        if any(kind in part for part in proc.info["cmdline"] or []):
             pids.append(proc.info["pid"])
     return pids
 
@@ -277,6 +281,16 @@ def test_bad_records_get_the_local_one_line_errors(cluster, corpus, tmp_path):
             shard_size=40,
         )
     assert not (tmp_path / "b").exists()
+    # a model the actors cannot load: its one-line error, not Ray's retries and traceback
+    missing = tmp_path / "no-model"
+    result = ray_extract(
+        corpus,
+        str(tmp_path / "c"),
+        "--model",
+        str(missing),
+        "--quiet",
+    )
+    assert_one_line_error(result, f"unknown model '{missing}'")
 
 
 def test_ray_option_errors(tmp_path, corpus):
@@ -379,3 +393,37 @@ def test_directories_globs_parquet_and_urls_as_inputs(cluster, tmp_path):
             [str(folder)], tmp_path / "x", config, ENGINE, ReaderOptions(), overwrite=True
         )
     assert (foreign / "mine.txt").read_text() == "keep me"
+
+
+def test_resume_refuses_a_changed_input_and_finishes_an_overwrite(cluster, tmp_path):
+    """An interrupted `--overwrite` run over a store resumes into its place; a half-written
+    shard left by a killed actor does not reach the store; a changed input is refused."""
+    texts = read_tsv_texts("sentiment-polarity.tsv", 8)
+    source = tmp_path / "in.txt"
+    source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    config, out = ExtractConfig(layers=[-1]), tmp_path / "out"
+    extract_to_store([str(source)], out, config, ENGINE, ReaderOptions(), shard_size=3)
+    first = load(out).embeddings
+    # the state an interrupted `--overwrite` run leaves: its manifest, one shard, a temporary
+    extract_to_store([str(source)], tmp_path / "run", config, ENGINE, ReaderOptions(), shard_size=3)
+    partial = tmp_path / "out.partial"
+    (tmp_path / "run").rename(partial)
+    for name in ("_bertlayers.json", "part-000001.parquet", "part-000002.parquet"):
+        (partial / name).unlink()
+    manifest = json.loads((partial / "_manifest.json").read_text())
+    manifest["request"]["overwrite"] = True
+    (partial / "_manifest.json").write_text(json.dumps(manifest))
+    (partial / ".part-000001.parquet.dead.tmp").write_bytes(b"half a shard")
+    source.write_text("".join(t + "\n" for t in [*texts[:7], "changed"]), encoding="utf-8")
+    with pytest.raises(InputError, match=r"cannot resume: the input differs in shard 2 "):
+        extract_to_store(
+            [str(source)], out, config, ENGINE, ReaderOptions(), shard_size=3, resume=True
+        )
+    source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    extract_to_store([str(source)], out, config, ENGINE, ReaderOptions(), shard_size=3, resume=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_bertlayers.json", "_manifest.json",
+        "part-000000.parquet", "part-000001.parquet", "part-000002.parquet",
+    ]  # fmt: skip
+    assert not partial.exists() and not list(tmp_path.glob(".out.*.old"))
+    np.testing.assert_array_equal(load(out).embeddings, first)

@@ -188,8 +188,8 @@ def add_commands(commands) -> None:
     ray.add_argument(
         "--address",
         default=None,
-        help="the cluster: auto (the one `ray start` runs here), HOST:PORT, or none to start "
-        "a local one for this run",
+        help="the cluster: auto (the one `ray start` runs here) or HOST:PORT (default: start "
+        "a local one for this run)",
     )
     ray.add_argument("--actors", type=positive_int, default=1, help="actors, each one model")
     ray.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs each actor holds")
@@ -277,6 +277,10 @@ def _check_extract_args(args: argparse.Namespace) -> None:
         if args.input_format
         else guess_format(args.input)
     )
+    # a Ray run's directory, glob or URL folder: its files are checked one by one
+    many = args.engine == "ray" and not args.input_format and not os.path.isfile(args.input)
+    if many:
+        fmt = InputFormat.JSONL if args.words_column else InputFormat.CSV
     if fmt in (InputFormat.TXT, InputFormat.CONLL) and (args.pair_column or args.id_column):
         raise OptionError(
             "--pair-column and --id-column need a csv, tsv or jsonl input "
@@ -410,21 +414,38 @@ def _run_ray(args: argparse.Namespace) -> int:
         "revision": args.revision,
         "runtime": runtime_of(args).value,
     }
-    with connect(args.address, quiet=args.quiet):
-        provenance = extract_to_store(
-            [args.input],
-            args.output,
-            config,
-            engine,
-            reader,
-            actors=args.actors,
-            gpus_per_actor=args.gpus_per_actor,
-            cpus_per_actor=args.cpus_per_actor,
-            shard_size=args.shard_size,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
+    partial = f"{args.output.rstrip('/')}.partial"
+    try:
+        with connect(args.address, quiet=args.quiet):
+            provenance = extract_to_store(
+                [args.input],
+                args.output,
+                config,
+                engine,
+                reader,
+                actors=args.actors,
+                gpus_per_actor=args.gpus_per_actor,
+                cpus_per_actor=args.cpus_per_actor,
+                shard_size=args.shard_size,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                progress=not args.quiet,
+            )
+    except BertlayersError:
+        raise
+    except Exception as err:  # Ray's own (a lost cluster, an actor out of memory): one line
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        first = lines[0] if lines else type(err).__name__
+        raise BertlayersError(
+            f"the Ray job failed: {type(err).__name__}: {first[:300]} (Ray's logs are in "
+            f"/tmp/ray/session_latest/logs; finished shards are kept in {partial})"
+        ) from None
+    except KeyboardInterrupt:
+        if not os.path.isdir(partial):
+            raise Interrupted("no shard was planned yet: nothing is kept") from None
+        raise Interrupted(
+            f"the finished shards are kept in {partial} (--resume continues from there)"
+        ) from None
     if not args.quiet:
         shape = "x".join(str(n) for n in provenance["shape"])
         print(

@@ -31,6 +31,7 @@ from ..stores.staging import input_digest
 
 MANIFEST = "_manifest.json"
 PROVENANCE = "_bertlayers.json"  # the store's provenance (Parquet readers skip `_` files)
+MAX_SHARDS = 999_999  # shard names have six digits, so that they sort in input order
 READABLE = {".txt", ".text", ".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet"}
 
 
@@ -45,6 +46,7 @@ class Shard:
     first: int
     digest: str
     id_prefix: str = ""  # several input files and no id column: ids are FILE:LINE
+    line: int = 1  # where its first record starts in the file (a Parquet file: its row)
 
     @property
     def name(self) -> str:
@@ -85,7 +87,8 @@ def _url_files(item: str) -> list[str]:
     from pyarrow import fs
 
     filesystem, inner = open_url(item)
-    scheme = item.split("://", 1)[0]
+    # what comes before the filesystem's path: s3://, or hdfs://host:port
+    base = item[: len(item) - len(inner)] if item.endswith(inner) else item.split("://")[0] + "://"
     info = filesystem.get_file_info(inner)
     if info.type == fs.FileType.File:
         return [item]
@@ -97,7 +100,7 @@ def _url_files(item: str) -> list[str]:
         for f in filesystem.get_file_info(selector)
         if f.type == fs.FileType.File and Path(f.path).suffix.lower() in READABLE
     )
-    return [f"{scheme}://{name}" for name in names]
+    return [base + name for name in names]
 
 
 def id_prefixes(files: list[str], reader: ReaderOptions) -> list[str]:
@@ -122,16 +125,27 @@ def plan_shards(files: list[str], reader: ReaderOptions, shard_size: int) -> lis
     for path, prefix in zip(files, id_prefixes(files, reader), strict=True):
         if reader.input_format is None and guess_format(path) is InputFormat.CONLL:
             raise InputError(f"{path}: CoNLL input runs locally only (without --engine ray)")
-        digest, start, count = "", 0, 0
+        digest, start, count, line = "", 0, 0, 1
         for record in prefixed(reader.records(path), prefix):
+            if count == start:
+                line = record.line or 1
             digest = record_digest(digest, record)
             count += 1
             if count - start == shard_size:
-                shards.append(Shard(len(shards), path, start, count, first + start, digest, prefix))
+                shards.append(
+                    Shard(len(shards), path, start, count, first + start, digest, prefix, line)
+                )
                 digest, start = "", count
         if count > start:
-            shards.append(Shard(len(shards), path, start, count, first + start, digest, prefix))
+            shards.append(
+                Shard(len(shards), path, start, count, first + start, digest, prefix, line)
+            )
         first += count
+    if len(shards) > MAX_SHARDS:
+        raise InputError(
+            f"the input makes {len(shards):,} shards, over {MAX_SHARDS:,}: use a larger "
+            "--shard-size"
+        )
     return shards
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import uuid
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -98,8 +99,9 @@ def embed_dataset(
     runtime: str | None = None,
     **options: object,
 ):
-    """Embed a Ray Dataset's texts, lazily: one output row per text (sentence level) or per
-    token/word, with the local Parquet store's columns and types.
+    """Embed a Ray Dataset's texts: one output row per text (sentence level) or per
+    token/word, with the local Parquet store's columns and types. The embedding is lazy (it
+    runs when the result is consumed); numbering the rows, without `index_column`, is not.
 
     `options` are `ExtractConfig`'s (`layers`, `level`, `pooling`, `long`, ...). `text_index`
     is the row's position in `ds`: taken from `index_column` when given, else `ds` is first
@@ -199,16 +201,15 @@ def extract_to_store(
     """
     import ray.data
 
-    output = Path(output)
+    # absolute: actors run in their own working directories, on other machines too
+    output = Path(output).absolute()
     partial = output.with_name(output.name + ".partial")
-    files = expand_inputs(inputs)
+    files = [f if "://" in f else os.path.abspath(f) for f in expand_inputs(inputs)]
     local = [f for f in files if "://" not in f]
-    check_outputs([Target(output, Kind.PARQUET)], local, overwrite)
-    if partial.exists() and not (partial / MANIFEST).is_file():
-        raise OutputError(
-            f"{partial} exists and is not a Ray run's staging directory (no {MANIFEST}): "
-            "move it away or choose another output"
-        )
+    earlier = _earlier_run(partial)
+    # a resumed --overwrite run may replace the store its first run was to replace
+    replace = overwrite or (resume and earlier is not None and earlier[0].get("overwrite"))
+    check_outputs([Target(output, Kind.PARQUET)], local, bool(replace))
     if partial.exists() and not (resume or overwrite):
         raise OutputError(
             f"an interrupted run left {partial}: use --resume to continue it, "
@@ -225,9 +226,11 @@ def extract_to_store(
         "shard_size": shard_size,
     }
     identity = None
-    if partial.exists() and resume and not overwrite:
-        old_request, old_shards = read_manifest(partial)
-        differences = plan_differences(old_request, old_shards, request, shards)
+    if earlier is not None and resume and not overwrite:
+        old_request, old_shards = earlier
+        differences = plan_differences(
+            {k: v for k, v in old_request.items() if k != "overwrite"}, old_shards, request, shards
+        )
         if differences:
             raise InputError("cannot resume: " + "; ".join(differences) + " (use --overwrite)")
         identity = _finished_identity(partial, shards)
@@ -235,9 +238,8 @@ def extract_to_store(
         if partial.exists():
             shutil.rmtree(partial)
         partial.mkdir(parents=True)
-        write_manifest(partial, request, shards)
-    for stale in partial.glob(".part-*.tmp"):
-        stale.unlink(missing_ok=True)
+        write_manifest(partial, {**request, "overwrite": overwrite}, shards)
+    _remove_temporaries(partial)
     todo = [s for s in shards if not (partial / s.name).exists()]
     if progress and len(todo) < len(shards):
         print(
@@ -258,7 +260,7 @@ def extract_to_store(
                     "identity": identity,
                 },
                 batch_size=1,
-                **_pool(actors, gpus_per_actor, cpus_per_actor),
+                **_pool(min(actors, len(todo)), gpus_per_actor, cpus_per_actor),
             )
             for row in results.iter_rows():
                 summary = json.loads(row["summary"])
@@ -281,7 +283,32 @@ def extract_to_store(
         raise
     if bar is not None:
         bar.close()
-    return finish_store(partial, output, shards, overwrite)
+    return finish_store(partial, output, shards, bool(replace))
+
+
+def _earlier_run(partial: Path) -> tuple[dict, list[Shard]] | None:
+    """The request and plan of the interrupted run in `partial`, if there is one; a
+    `.partial` directory that is not a Ray run's is refused (and never removed)."""
+    if not partial.exists():
+        return None
+    if not (partial / MANIFEST).is_file():
+        raise OutputError(
+            f"{partial} exists and is not a Ray run's staging directory (no {MANIFEST}): "
+            "move it away or choose another output"
+        )
+    try:
+        return read_manifest(partial)
+    except InputError:
+        raise OutputError(
+            f"{partial}/{MANIFEST} is not a bertlayers manifest: move {partial} away or "
+            "choose another output"
+        ) from None
+
+
+def _remove_temporaries(directory: Path) -> None:
+    """Shard files left half-written by killed actors (`.part-*.tmp`)."""
+    for stale in directory.glob(".part-*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _bar(enabled: bool, total: int, shards: list[Shard], todo: list[Shard]):
@@ -337,16 +364,18 @@ def finish_store(partial: Path, output: Path, shards: list[Shard], overwrite: bo
     if first_truncated:
         provenance["first_truncated"] = first_truncated
     _write_json(partial / PROVENANCE_FILE, provenance)
+    _remove_temporaries(partial)  # an actor killed mid-shard leaves one
     if provenance.get("level") != "sentence":
         empty: dict = {}
         for s in summaries:
             for key, values in s["empty"].items():
                 empty.setdefault(key, []).extend(values)
         _write_json(partial / EMPTY_TEXTS_FILE, empty)
+    # checked again: the output may have appeared during the run
+    check_outputs([Target(output, Kind.PARQUET)], [], overwrite)
     old = None
     if output.exists():  # --overwrite: the old store goes only once the new one is in place
-        old = output.with_name(output.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
+        old = output.with_name(f".{output.name}.{uuid.uuid4().hex}.old")
         os.replace(output, old)
     os.replace(partial, output)
     if old is not None:

@@ -73,9 +73,9 @@ def running_replicas() -> int:
 
 def serve_until_signal(start_serving, quiet: bool = False) -> None:
     """Run `start_serving()` (which returns the URL and replicas once all run), then wait for
-    SIGINT/SIGTERM and take the deployment and the proxy down. The handlers go in first
-    (after `ray.init`, whose own would end the process), so a signal during start-up also
-    ends in a clean shutdown."""
+    SIGINT/SIGTERM and delete the deployment (a cluster this command started goes with it).
+    The handlers go in first (after `ray.init`, whose own would end the process), so a
+    signal during start-up also ends in a clean shutdown."""
     import sys
 
     from ray import serve
@@ -93,6 +93,6 @@ def serve_until_signal(start_serving, quiet: bool = False) -> None:
         while not stop.wait(0.5):
             pass
     finally:
-        serve.shutdown()
+        serve.delete(APP_NAME)  # this app only: a shared cluster may serve others
         for sig, handler in previous.items():
             signal.signal(sig, handler)

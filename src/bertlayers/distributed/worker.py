@@ -47,23 +47,19 @@ class ShardWriter:
         identity: dict | None,
     ) -> None:
         self.directory = Path(directory)
-        self.engine = _engine(engine_options)
-        self.config = ExtractConfig(**config_options)
         self.reader = ReaderOptions(**reader_options)
-        self.identity = self.engine.identity(self.config)
-        if identity is not None and identity != self.identity:
-            differing = sorted(
-                k
-                for k in identity.keys() | self.identity.keys()
-                if identity.get(k) != self.identity.get(k)
-            )
-            raise InputError(
-                "cannot resume: the finished shards were made with another "
-                + ", ".join(
-                    f"{k} ({identity.get(k)!r}, now {self.identity.get(k)!r})" for k in differing
-                )
-                + " (use --overwrite to start again)"
-            )
+        # A model that does not load, or one unlike the finished shards', fails every shard
+        # with its one-line error: raised here, Ray would retry the actor and then report
+        # its own error instead.
+        self.failure: BertlayersError | None = None
+        try:
+            self.engine = _engine(engine_options)
+            self.config = ExtractConfig(**config_options)
+            self.identity = self.engine.identity(self.config)
+            if identity is not None and identity != self.identity:
+                self.failure = InputError(_identity_differences(identity, self.identity))
+        except BertlayersError as err:
+            self.failure = err
 
     def __call__(self, batch: dict) -> dict:
         """Write each shard of the batch. A bad input comes back as a row naming the error
@@ -71,15 +67,19 @@ class ShardWriter:
         summaries = []
         for spec in batch["shard"]:
             try:
+                if self.failure is not None:
+                    raise self.failure
                 summaries.append(self.write(Shard(**json.loads(spec))))
             except BertlayersError as err:
                 summaries.append({"error": str(err), "kind": type(err).__name__})
         return {"summary": np.asarray([json.dumps(s) for s in summaries], dtype=object)}
 
     def _records(self, shard: Shard) -> list[Record]:
+        # from the shard's first line: the lines before it are skipped unparsed
         records = list(
             islice(
-                prefixed(self.reader.records(shard.path), shard.id_prefix), shard.start, shard.stop
+                prefixed(self.reader.records(shard.path, shard.line), shard.id_prefix),
+                shard.stop - shard.start,
             )
         )
         digest = ""
@@ -88,7 +88,7 @@ class ShardWriter:
         if len(records) != shard.stop - shard.start or digest != shard.digest:
             raise InputError(
                 f"{shard.path}: records {shard.start + 1}-{shard.stop} changed after the run "
-                "was planned (rerun without --resume, or with --overwrite)"
+                "was planned (rerun with --overwrite)"
             )
         return records
 
@@ -146,6 +146,15 @@ class ShardWriter:
                 writer.close()
             tmp.unlink(missing_ok=True)
         return summary
+
+
+def _identity_differences(finished: dict, now: dict) -> str:
+    differing = sorted(k for k in finished.keys() | now.keys() if finished.get(k) != now.get(k))
+    return (
+        "cannot resume: the finished shards were made with another "
+        + ", ".join(f"{k} ({finished.get(k)!r}, now {now.get(k)!r})" for k in differing)
+        + " (use --overwrite to start again)"
+    )
 
 
 class EmbedBatches:

@@ -58,7 +58,12 @@ _SUFFIXES = {
 
 
 def guess_format(path: str) -> InputFormat:
-    """The input format named by the file's suffix (txt for stdin and unknown suffixes)."""
+    """The input format named by the file's suffix (txt for stdin and unknown suffixes); a
+    URL's query (`?region=...`) is not part of it."""
+    if is_url(path):
+        from urllib.parse import urlsplit
+
+        path = urlsplit(path).path
     return _SUFFIXES.get(Path(path).suffix.lower(), InputFormat.TXT)
 
 
@@ -92,13 +97,17 @@ def records_from_texts(
 
 
 def _decoded_lines(
-    stream: io.BufferedIOBase, name: str, keep_newline: bool = False
+    stream: io.BufferedIOBase, name: str, keep_newline: bool = False, start: int = 1
 ) -> Iterator[tuple[int, str]]:
     """(line number, line), failing on invalid UTF-8 with the line number.
 
-    Newlines are kept for csv/tsv (quoted fields may span lines), stripped otherwise.
+    Newlines are kept for csv/tsv (quoted fields may span lines), stripped otherwise. Lines
+    before `start` are skipped undecoded (but the first, a csv/tsv header, when kept), for a
+    reader that resumes at a record whose line it knows.
     """
     for number, raw in enumerate(stream, start=1):
+        if number < start and not (number == 1 and keep_newline):
+            continue
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -173,7 +182,7 @@ def _open(path: str) -> tuple[io.BufferedIOBase, str]:
 
 def _read_txt(lines: Iterator[tuple[int, str]]) -> Iterator[Record]:
     for number, line in lines:
-        yield Record(str(number), line)
+        yield Record(str(number), line, line=number)
 
 
 def _column(row: dict, column: str | None, name: str, where: str) -> str | None:
@@ -445,8 +454,12 @@ def read_records(
     label_column: str | None = None,
     tag_column: int | None = None,
     quoting: str = "csv",
+    start_line: int = 1,
 ) -> Iterator[Record]:
     """Records from a file (or `-` for stdin), lazily; an empty input is an error.
+
+    `start_line` begins at the record that starts on that line (a Parquet file: that row),
+    skipping what comes before without parsing it (a Ray shard reads its own records).
 
     `words_column` (jsonl) names a column holding a list of words; `word_column` is the column
     index of the word in a CoNLL file. `label_column` (csv/tsv/jsonl) reads a label per text and
@@ -458,12 +471,14 @@ def read_records(
     fmt = InputFormat.parse(input_format, "input format") if input_format else guess_format(path)
     quoting_mode = Quoting.parse(quoting, "quoting")
     if fmt is InputFormat.PARQUET:
-        yield from _read_parquet(path, text_column, pair_column, id_column, label_column)
+        yield from _read_parquet(
+            path, text_column, pair_column, id_column, label_column, start_line
+        )
         return
     stream, name = _open(path)
     try:
         delimited = fmt in (InputFormat.CSV, InputFormat.TSV)
-        lines = _decoded_lines(stream, name, keep_newline=delimited)
+        lines = _decoded_lines(stream, name, keep_newline=delimited, start=start_line)
         if fmt is InputFormat.TXT:
             records = _read_txt(lines)
         elif fmt is InputFormat.JSONL:
@@ -488,7 +503,7 @@ def read_records(
         for record in records:
             empty = False
             yield record
-        if empty:
+        if empty and start_line == 1:
             raise InputError(f"{name} is empty: no texts to embed")
     finally:
         if stream is not sys.stdin.buffer:
@@ -501,8 +516,10 @@ def _read_parquet(
     pair_column: str | None,
     id_column: str | None,
     label_column: str | None,
+    start_row: int = 1,
 ) -> Iterator[Record]:
-    """Records from a Parquet file, a row group at a time; ids default to row numbers from 1."""
+    """Records from a Parquet file, a row group at a time; ids default to row numbers from 1.
+    Reading starts in the row group that holds `start_row`."""
     from ..extras import require
 
     require("pyarrow", "parquet", "Parquet input")
@@ -523,11 +540,15 @@ def _read_parquet(
     wanted = [text_column, pair_column, id_column, label_column]
     _check_columns(handle.schema_arrow.names, wanted, path)
     columns = list(dict.fromkeys(c for c in wanted if c))
-    number = 0
-    for batch in handle.iter_batches(columns=columns):
+    groups, number = list(range(handle.num_row_groups)), 0
+    while groups and number + handle.metadata.row_group(groups[0]).num_rows < start_row:
+        number += handle.metadata.row_group(groups.pop(0)).num_rows
+    for batch in handle.iter_batches(columns=columns, row_groups=groups):
         values = {c: batch.column(c).to_pylist() for c in columns}
         for i in range(batch.num_rows):
             number += 1
+            if number < start_row:
+                continue
             where = f"row {number}"
             text = values[text_column][i]
             if not isinstance(text, str):
@@ -542,7 +563,7 @@ def _read_parquet(
             )
             record_id = str(record_id) if record_id is not None else str(number)
             yield Record(record_id, text, pair, label=label, line=number)
-    if number == 0:
+    if number == 0 and start_row == 1:
         raise InputError(f"{path} is empty: no texts to embed")
 
 
@@ -558,8 +579,8 @@ class ReaderOptions:
     word_column: int = 0  # CoNLL (local runs only)
     quoting: str = "csv"
 
-    def records(self, path: str) -> Iterator[Record]:
-        return read_records(path, **dataclasses.asdict(self))
+    def records(self, path: str, start_line: int = 1) -> Iterator[Record]:
+        return read_records(path, **dataclasses.asdict(self), start_line=start_line)
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="local",
         choices=["local", "ray"],
         help="local: this process under uvicorn; ray: a Ray Serve deployment of --replicas "
-        "replicas behind Ray's HTTP proxy on --host/--port (the `ray` extra)",
+        "replicas behind Ray's HTTP proxy on --host/--port (the `ray` extra; uvicorn's "
+        "--max-connections, --log-level and --grace are then the proxy's own)",
     )
     add("--replicas", type=_positive, default=1, help="with --engine ray: replicas, one model each")
     add(
@@ -170,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         from ..core.engine import Engine
         from . import create_app
 
-        engine = Engine(
+        engine = Engine(  # with --engine ray, only a check (on the CPU) that the model loads
             args.model,
-            device=args.device,
+            device=args.device if args.engine == "local" else "cpu",
             dtype=args.dtype,
             revision=args.revision,
             runtime=args.runtime,
@@ -255,6 +256,12 @@ def _serve_on_ray(args: argparse.Namespace, settings: ServeSettings) -> int:
         "runtime": args.runtime,
     }
 
+    if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        print(
+            f"bertlayers serve: warning: listening on {args.host} without --api-key",
+            file=sys.stderr,
+        )
+
     def start_serving() -> tuple[str, int]:
         url = start(
             engine_options,
@@ -267,8 +274,14 @@ def _serve_on_ray(args: argparse.Namespace, settings: ServeSettings) -> int:
         )
         return url, args.replicas
 
-    with connect(args.address, quiet=False):
-        serve_until_signal(start_serving)
+    try:
+        with connect(args.address, quiet=False):
+            serve_until_signal(start_serving)
+    except BertlayersError:
+        raise
+    except Exception as err:  # Ray Serve's (a port in use, replicas that do not start)
+        first = next((line for line in str(err).splitlines() if line.strip()), "")
+        raise BertlayersError(f"Ray Serve failed: {type(err).__name__}: {first[:300]}") from None
     return 0
 
 
