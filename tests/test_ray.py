@@ -21,7 +21,7 @@ import ray.data
 from bertlayers import load
 from bertlayers.core.config import ExtractConfig
 from bertlayers.distributed import ReaderOptions, embed_dataset, extract_to_store
-from bertlayers.errors import InputError, OutputError
+from bertlayers.errors import InputError, OutputError, TruncationWarning
 from conftest import data_file, read_tsv_texts
 from test_cli import assert_one_line_error, run_cli
 
@@ -153,9 +153,13 @@ def test_sentence_level_matches_the_one_text_reference(
     """Ray's batched vectors against each text run alone, unpadded, in float32."""
     config = ExtractConfig(layers="all", pooling="mean")
     reader = ReaderOptions(id_column="id")
-    extract_to_store(
-        [str(corpus)], tmp_path / "ray", config, ENGINE, reader, actors=2, shard_size=10
-    )
+    with pytest.warns(
+        TruncationWarning,
+        match=r"1 of 33 texts were longer than 512 tokens and were truncated \(ids: business/001\)",
+    ):
+        extract_to_store(
+            [str(corpus)], tmp_path / "ray", config, ENGINE, reader, actors=2, shard_size=10
+        )
     result = load(tmp_path / "ray")
     texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
     worst = 0.0

@@ -283,7 +283,25 @@ def extract_to_store(
         raise
     if bar is not None:
         bar.close()
-    return finish_store(partial, output, shards, bool(replace))
+    provenance = finish_store(partial, output, shards, bool(replace))
+    _warn_truncated(output)
+    return provenance
+
+
+def _warn_truncated(output: Path) -> None:
+    """The local run's `TruncationWarning` (and unknown-word warning), over every shard."""
+    from ..core.stream import warn_truncated
+    from ..provenance import PerTextLog
+
+    log = PerTextLog()
+    summaries = [shard_summary(path) for path in sorted(output.glob("part-*.parquet"))]
+    for summary in summaries:
+        log.texts += summary["texts"]
+        log.truncated += summary["truncated"]
+        log.first_truncated += summary["first_truncated"][: log.FIRST - len(log.first_truncated)]
+        log.replaced += [tuple(r) for r in summary["replaced"]]
+    if summaries:
+        warn_truncated(log, summaries[0]["provenance"]["max_length"])
 
 
 def _earlier_run(partial: Path) -> tuple[dict, list[Shard]] | None:
