@@ -117,6 +117,8 @@ SEAMS = {
     ("bertlayers.cli.extract", "bertlayers.distributed.extract_to_store"),
     ("bertlayers.cli.extract", "bertlayers.distributed.cluster"),
     ("bertlayers.cli.extract", "bertlayers.distributed.cluster.connect"),
+    ("bertlayers.cli.extract", "bertlayers.distributed.runner"),
+    ("bertlayers.cli.extract", "bertlayers.distributed.runner.staging_dir"),
     # `bertlayers serve --engine ray`: the command starts the Ray Serve deployment
     ("bertlayers.service.cli", "bertlayers.distributed.cluster"),
     ("bertlayers.service.cli", "bertlayers.distributed.cluster.connect"),

@@ -404,6 +404,7 @@ def _run_ray(args: argparse.Namespace) -> int:
     require("ray", "ray", "--engine ray")
     from ..distributed import extract_to_store
     from ..distributed.cluster import connect
+    from ..distributed.runner import staging_dir
 
     config = _config(args)
     reader = _reader(args)
@@ -414,7 +415,7 @@ def _run_ray(args: argparse.Namespace) -> int:
         "revision": args.revision,
         "runtime": runtime_of(args).value,
     }
-    partial = f"{args.output.rstrip('/')}.partial"
+    partial = staging_dir(args.output)
     try:
         with connect(args.address, quiet=args.quiet):
             provenance = extract_to_store(
@@ -441,7 +442,7 @@ def _run_ray(args: argparse.Namespace) -> int:
             f"/tmp/ray/session_latest/logs; finished shards are kept in {partial})"
         ) from None
     except KeyboardInterrupt:
-        if not os.path.isdir(partial):
+        if not partial.is_dir():
             raise Interrupted("no shard was planned yet: nothing is kept") from None
         raise Interrupted(
             f"the finished shards are kept in {partial} (--resume continues from there)"

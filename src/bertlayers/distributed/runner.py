@@ -65,21 +65,6 @@ def _pool(actors: int, gpus: float, cpus: float) -> dict:
     return {"compute": ray.data.ActorPoolStrategy(size=actors), **remote}
 
 
-def ray_cause(err: BaseException) -> BaseException:
-    """The library error inside what Ray raised (a task error wraps the user's error)."""
-    seen: set[int] = set()
-    stack = [err]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, BertlayersError):
-            return current
-        stack.extend([current.__cause__, current.__context__, getattr(current, "cause", None)])
-    return err
-
-
 def embed_dataset(
     ds,
     text_column: str = "text",
@@ -203,7 +188,7 @@ def extract_to_store(
 
     # absolute: actors run in their own working directories, on other machines too
     output = Path(output).absolute()
-    partial = output.with_name(output.name + ".partial")
+    partial = staging_dir(output)
     files = [f if "://" in f else os.path.abspath(f) for f in expand_inputs(inputs)]
     local = [f for f in files if "://" not in f]
     earlier = _earlier_run(partial)
@@ -218,10 +203,11 @@ def extract_to_store(
     if shard_size < 1:
         raise BertlayersError(f"shard size must be at least 1, got {shard_size}")
     shards = plan_shards(files, reader, shard_size)
+    options = config_options(config)
     request = {
         "inputs": files,
         "reader": asdict(reader),
-        "config": config_options(config),
+        "config": options,
         "engine": engine_options,
         "shard_size": shard_size,
     }
@@ -246,7 +232,7 @@ def extract_to_store(
             f"bertlayers: resuming: {len(shards) - len(todo)} of {len(shards)} shards are done",
             file=sys.stderr,
         )
-    bar = _bar(progress, sum(s.stop - s.start for s in shards), shards, todo)
+    bar = _bar(progress, sum(s.stop - s.start for s in shards), todo)
     try:
         if todo:
             plan = ray.data.from_items([{"shard": json.dumps(asdict(s))} for s in todo])
@@ -255,7 +241,7 @@ def extract_to_store(
                 fn_constructor_kwargs={
                     "directory": str(partial),
                     "engine_options": engine_options,
-                    "config_options": config_options(config),
+                    "config_options": options,
                     "reader_options": asdict(reader),
                     "identity": identity,
                 },
@@ -275,26 +261,22 @@ def extract_to_store(
         if bar is not None:
             bar.leave = False
             bar.close()
-        cause = ray_cause(err)
         done = sum((partial / s.name).exists() for s in shards)
-        kept = f" (the {done} finished shards are kept in {partial}; --resume continues)"
-        if isinstance(cause, BertlayersError):
-            raise type(cause)(f"{cause}{kept if done else ''}") from None
+        if isinstance(err, BertlayersError) and done:
+            kept = f" (the {done} finished shards are kept in {partial}; --resume continues)"
+            raise type(err)(f"{err}{kept}") from None
         raise
     if bar is not None:
         bar.close()
-    provenance = finish_store(partial, output, shards, bool(replace))
-    _warn_truncated(output)
-    return provenance
+    return finish_store(partial, output, shards, bool(replace))
 
 
-def _warn_truncated(output: Path) -> None:
+def _warn_truncated(summaries: list[dict]) -> None:
     """The local run's `TruncationWarning` (and unknown-word warning), over every shard."""
     from ..core.stream import warn_truncated
     from ..provenance import PerTextLog
 
     log = PerTextLog()
-    summaries = [shard_summary(path) for path in sorted(output.glob("part-*.parquet"))]
     for summary in summaries:
         log.texts += summary["texts"]
         log.truncated += summary["truncated"]
@@ -302,6 +284,12 @@ def _warn_truncated(output: Path) -> None:
         log.replaced += [tuple(r) for r in summary["replaced"]]
     if summaries:
         warn_truncated(log, summaries[0]["provenance"]["max_length"])
+
+
+def staging_dir(output: str | Path) -> Path:
+    """Where a Ray run into `output` keeps its shards until every one is there."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
 
 
 def _earlier_run(partial: Path) -> tuple[dict, list[Shard]] | None:
@@ -329,7 +317,7 @@ def _remove_temporaries(directory: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _bar(enabled: bool, total: int, shards: list[Shard], todo: list[Shard]):
+def _bar(enabled: bool, total: int, todo: list[Shard]):
     if not enabled:
         return None
     from tqdm.auto import tqdm
@@ -398,6 +386,7 @@ def finish_store(partial: Path, output: Path, shards: list[Shard], overwrite: bo
     os.replace(partial, output)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    _warn_truncated(summaries)
     return provenance
 
 
@@ -410,4 +399,4 @@ def _write_json(path: Path, body: dict) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["MANIFEST", "embed_dataset", "extract_to_store", "ray_cause"]
+__all__ = ["MANIFEST", "embed_dataset", "extract_to_store"]

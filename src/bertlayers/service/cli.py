@@ -211,11 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             f"sentence-transformers pipeline exactly ({', '.join(pipeline.unsupported)})",
             file=sys.stderr,
         )
-    if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
-        print(
-            f"bertlayers serve: warning: listening on {args.host} without --api-key",
-            file=sys.stderr,
-        )
+    _warn_if_open(args, settings)
     config = uvicorn.Config(
         app,
         host=args.host,
@@ -237,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _warn_if_open(args: argparse.Namespace, settings: ServeSettings) -> None:
+    """A server that listens beyond loopback without a key says so."""
+    if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        print(
+            f"bertlayers serve: warning: listening on {args.host} without --api-key",
+            file=sys.stderr,
+        )
+
+
 def _serve_on_ray(args: argparse.Namespace, settings: ServeSettings) -> int:
     """`--engine ray`: the app as a Ray Serve deployment; the model loaded here first was a
     check that it loads (a bad --model is one line, before any replica starts)."""
@@ -256,11 +261,7 @@ def _serve_on_ray(args: argparse.Namespace, settings: ServeSettings) -> int:
         "runtime": args.runtime,
     }
 
-    if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
-        print(
-            f"bertlayers serve: warning: listening on {args.host} without --api-key",
-            file=sys.stderr,
-        )
+    _warn_if_open(args, settings)
 
     def start_serving() -> tuple[str, int]:
         url = start(
