@@ -10,14 +10,16 @@ import pytest
 import torch
 
 from bertlayers import Engine, ExtractConfig
+from bertlayers.chunks import RecordVectors
 from bertlayers.core.batching import Encoded, collate
-from bertlayers.core.engine import RecordVectors, _token_plan
 from bertlayers.core.pooling import (
     pool,
     pool_stitched,
     pooling_mask,
     word_pooling,
 )
+from bertlayers.core.windowed import content_tokens, windows_of
+from bertlayers.core.windowed import token_layout as _token_plan
 from bertlayers.io.readers import Record, records_from_texts, records_from_words
 from bertlayers.options import Pooling
 
@@ -103,8 +105,9 @@ def test_the_token_plan_places_every_content_token_once(bundled):
     engine = bundled.engine
     config = ExtractConfig(level="token", max_length=16, stride=3)
     text = " ".join(f"word{i}" for i in range(60))
-    content, _ = engine._content([Record("0", text)], config)
-    windows = engine._windows(content, config)
+    plan_ = engine.plan(config)
+    content, _ = content_tokens(engine.encoder, [Record("0", text)], plan_)
+    windows = windows_of(engine.encoder, content, plan_)
     assert windows.windows[0] > 3
     prefix, suffix = engine.encoder.special_template
     for keep_special, extra in ((False, 0), (True, len(prefix) + len(suffix))):

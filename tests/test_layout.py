@@ -1,12 +1,14 @@
 """The package's layout is its data flow, and its import rules hold: checked on the source.
 
-- `core` and `backends` never import `stores`, `analysis` or `cli` (not even lazily);
+- `core` and `backends` never import `stores`, `analysis` or a front end (not even lazily);
 - `analysis` never imports `core`, `backends` or torch, directly or through what it imports;
 - front ends (`cli`, `service`, `distributed`) never import each other, but for the seams
   named in `SEAMS`: `--engine ray` hands a command to the Ray front end, and the Ray Serve
   deployment serves the service's app (`create_app`); the client (`bertlayers.Client`,
   which the CLI uses for `--server`) imports none of them;
-- the modules of a package import each other without a cycle;
+- no import cycle anywhere, lazy imports included, and no module imports another module's
+  `_private` names;
+- the client (`Client`, `RemoteEngine`) in use loads no torch;
 - importing the package, the analysis, the stores, and `bertlayers --help` load no torch;
 - the library changes no process-wide state: logging, environment, RNGs, warnings, allocator.
 """
@@ -78,8 +80,8 @@ def _violations(sources: str, forbidden: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("layer", ["bertlayers.core", "bertlayers.backends"])
-def test_core_and_backends_never_import_stores_analysis_or_cli(layer):
-    forbidden = ("bertlayers.stores", "bertlayers.analysis", "bertlayers.cli")
+def test_core_and_backends_never_import_stores_analysis_or_a_front_end(layer):
+    forbidden = ("bertlayers.stores", "bertlayers.analysis", *FRONT_ENDS)
     assert _violations(layer, forbidden) == []
 
 
@@ -144,8 +146,12 @@ def test_front_ends_never_import_each_other():
     assert used == allowed  # a seam no longer used is taken off the list
 
 
-def test_no_import_cycle_at_module_level():
-    graph = {m: {t for t in top if t in MODULES and t != m} for m, (_, top) in MODULES.items()}
+@pytest.mark.parametrize("where", ["module level", "anywhere"])
+def test_no_import_cycle(where):
+    """No cycle among module-level imports, nor among all imports (lazy ones in functions
+    included): the engine and its routes never reach back to each other."""
+    pick = 1 if where == "module level" else 0
+    graph = {m: {t for t in found[pick] if t in MODULES and t != m} for m, found in MODULES.items()}
 
     def visit(module: str, path: list[str]) -> None:
         if module in path:
@@ -160,6 +166,18 @@ def test_no_import_cycle_at_module_level():
 
     for module in graph:
         visit(module, [])
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                private = [n for n in private if not n.startswith("__")]
+                if private:
+                    found.append(f"{_module_name(path)} imports {private} from {node.module}")
+    assert found == []
 
 
 def test_the_client_imports_no_front_end():
@@ -182,6 +200,7 @@ def test_the_layout_reads_as_the_data_flow():
             "errors",
             "extract",  # deprecated alias of core.extract
             "extras",
+            "info",  # ModelInfo: what is known of a model, without torch (client, provenance)
             "launch",  # the `bertlayers` program: `serve` to the service, the rest to the cli
             "layers",
             "memory",  # malloc_trim, for front ends that run long
@@ -193,6 +212,7 @@ def test_the_layout_reads_as_the_data_flow():
             "results",
             "search",  # bertlayers.Index: FAISS over one layer of a store (model loaded lazily)
             "sinks",
+            "vectors",  # VectorSource: a probe's vectors from a store, or extracted
         ]
     )
 

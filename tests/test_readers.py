@@ -84,7 +84,7 @@ def test_records_from_texts_checks_types_and_pairs():
 
 # strict csv/tsv: RFC 4180 quoting, the line of every error, never a guess
 
-HINT = "(if the file's quotes are plain characters, read it with --quoting none)"
+HINT = "(if the file's quotes are plain characters, read it with quoting='none')"
 STRAY_QUOTE_TSV = (
     'label\ttext\npos\t"Great" movie\nneg\t"unbalanced start\nneg\tbad film\npos\tgood film\n'
 )

@@ -435,6 +435,31 @@ def test_extract_with_server_writes_the_store_the_local_run_writes(server, tmp_p
     assert bad.returncode == 1 and "API key" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_the_client_and_extract_with_server_in_use_load_no_torch(server, tmp_path):
+    """`Client`, `RemoteEngine` and `bertlayers extract --server` hold a few numbers of the
+    model and the server's vectors: a process using them never imports torch."""
+    source = tmp_path / "in.txt"
+    source.write_text("one text\nanother one\n", encoding="utf-8")
+    code = (
+        "import sys\n"
+        "from bertlayers import Client\n"
+        "from bertlayers.client import RemoteEngine\n"
+        "from bertlayers.cli import main\n"
+        f"client = Client({server.url!r}, api_key={KEY!r})\n"
+        "assert client.extract(['a text'], layers='0,-1').embeddings.shape == (1, 2, 384)\n"
+        "assert client.extract_tokens(['a text'], layers=-1).vectors.shape[1:] == (1, 384)\n"
+        "assert RemoteEngine(client).plan(__import__('bertlayers').ExtractConfig()).layers\n"
+        f"code = main(['extract', {str(source)!r}, '-o', {str(tmp_path / 'o.npy')!r}, '-q', "
+        f"'--server', {server.url!r}, '--api-key', {KEY!r}])\n"
+        "print(code, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.stdout.split() == ["0", "False", "False"], out.stdout + out.stderr
+    assert (tmp_path / "o.npy").exists()
+
+
 # ---------------------------------------------------------------- back-pressure, deadlines
 
 

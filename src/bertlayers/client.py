@@ -15,16 +15,19 @@ import io
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import numpy as np
 
 from .chunks import RaggedChunk, SentenceChunk
+from .core.config import ExtractConfig
+from .core.plan import Plan
 from .errors import BertlayersError, InputError, OptionError
 from .extras import require
+from .info import ModelInfo
 from .io.readers import Record, records_from_texts, records_from_words
-from .layers import resolve_layers
+from .layers import LayerSelection
 from .options import Combine, Level
+from .provenance import RunInfo
 from .results import ArraySource, RaggedEmbeddings, SentenceEmbeddings
 
 
@@ -252,7 +255,7 @@ def _wire_options(options: dict) -> dict:
                 value = list(value)
             wire[_WIRE[name]] = value
         elif name == "stride" and value is not None:
-            raise OptionError("stride is the server's to choose: leave it out with --server")
+            raise OptionError("{opt:stride} is the server's to choose: leave it out")
         elif name not in _LOCAL and name != "stride":
             raise OptionError(f"unknown option {name}")
     return wire
@@ -268,55 +271,63 @@ class RemoteEngine:
     def __init__(self, client: Client) -> None:
         self.client = client
         info = client.info()
-        model = info["model_info"]
-        from .core.encoder import ModelInfo
-
-        self.info = ModelInfo(**model)
-        self.encoder = SimpleNamespace(
+        self.info = ModelInfo(**info["model_info"])
+        self.run_info = RunInfo(
             info=self.info,
             fingerprint=info["fingerprint"],
             compute=info["compute_dtype"],
-            quantization=None,
-            compiled=False,
-            backend_record={"server": client.url, "runtime": info["runtime"]},
             device=info["device"],
+            backend={"server": client.url, "runtime": info["runtime"]},
         )
+        self._plans: dict = {}
 
-    def settings(self, config) -> dict:
-        """The server's resolved settings for this config (layers, max length, windows)."""
-        payload = {"level": config.level.value, **_wire_options(_options_of(config))}
-        return self.client._send("POST", "/v1/settings", json=payload).json()["settings"]
+    def plan(self, config: ExtractConfig | Plan) -> Plan:
+        """The config as the server resolves it (layers, max length, windows): asked once."""
+        if isinstance(config, Plan):
+            return config
+        if config not in self._plans:
+            payload = {"level": config.level.value, **_wire_options(_options_of(config))}
+            settings = self.client._send("POST", "/v1/settings", json=payload).json()["settings"]
+            self._plans[config] = Plan(
+                config=config,
+                selection=LayerSelection(tuple(settings["layers"]), self.info.num_layers),
+                hidden_size=self.info.hidden_size,
+                max_length=settings["max_length"],
+                window=settings.get("window"),
+                stride=settings.get("stride"),
+                batch_tokens=0,  # the server batches its own way
+            )
+        return self._plans[config]
 
-    def output_shape(self, config, selection) -> tuple[int, int]:
-        k, h = len(selection.indices), self.info.hidden_size
-        if config.combine is Combine.STACK:
-            return k, h
-        return 1, h * k if config.combine is Combine.CONCAT else h
+    def settings(self, config: ExtractConfig | Plan) -> dict:
+        """The server's resolved settings for this config."""
+        return self.plan(config).settings()
 
-    def identity(self, config) -> dict:
+    def identity(self, config: ExtractConfig | Plan) -> dict:
+        plan = self.plan(config)
         return {
             "model": self.info.model_id,
-            "fingerprint": self.encoder.fingerprint,
-            "compute_dtype": self.encoder.compute,
+            "fingerprint": self.run_info.fingerprint,
+            "compute_dtype": self.run_info.compute,
             "server": self.client.url,
-            **self.settings(config),
-            "chunk_size": config.chunk_size,
+            **plan.settings(),
+            "chunk_size": plan.config.chunk_size,
         }
 
-    def iter_chunks(self, records: Iterable[Record], config, progress=None, reserve=None):
-        """Chunks of `config.chunk_size` records, embedded by the server, in input order."""
-        selection = resolve_layers(config.layers, self.info.num_layers)
-        row_shape = self.output_shape(config, selection)
-        options = _options_of(config)
-        return self._chunks(records, config, options, row_shape, progress, reserve)
-
-    def _chunks(self, records, config, options, row_shape, progress, reserve) -> Iterator:
+    def iter_chunks(
+        self,
+        records: Iterable[Record],
+        config: ExtractConfig | Plan,
+        progress=None,
+        reserve=None,
+    ) -> Iterator[SentenceChunk]:
+        """Chunks of `chunk_size` records, embedded by the server, in input order."""
+        plan = self.plan(config)
+        options = _options_of(plan.config)
+        level = plan.config.level
         iterator = iter(records)
-        while True:
-            chunk = [r for _, r in zip(range(config.chunk_size), iterator, strict=False)]
-            if not chunk:
-                return
-            replies = self.client.embed_records(chunk, config.level, options)
+        while chunk := [r for _, r in zip(range(plan.config.chunk_size), iterator, strict=False)]:
+            replies = self.client.embed_records(chunk, level, options)
             vectors = np.concatenate([r["embeddings"] for r in replies])
             common = dict(
                 ids=[r.id for r in chunk],
@@ -324,11 +335,11 @@ class RemoteEngine:
                 truncated=np.concatenate([r["truncated"] for r in replies]),
                 windows=np.concatenate([r["windows"] for r in replies]),
             )
-            if config.level is Level.SENTENCE:
+            if level is Level.SENTENCE:
                 yield SentenceChunk(vectors=vectors, **common)
             else:
-                if reserve is not None and config.level is Level.TOKEN:
-                    target = reserve(len(vectors), row_shape, vectors.dtype)
+                if reserve is not None and level is Level.TOKEN:
+                    target = reserve(len(vectors), plan.row_shape, vectors.dtype)
                     target.put(0, vectors)
                     vectors = target.vectors
                 yield RaggedChunk(
@@ -343,14 +354,6 @@ class RemoteEngine:
                 progress.update(len(chunk), int(common["n_tokens"].sum()))
 
 
-def _options_of(config) -> dict:
-    return {
-        "layers": config.layers,
-        "pooling": config.pooling,
-        "word_pooling": config.word_pooling,
-        "combine": config.combine,
-        "include_special": config.include_special,
-        "long": config.long,
-        "max_length": config.max_length,
-        "output_dtype": config.output_dtype,
-    }
+def _options_of(config: ExtractConfig) -> dict:
+    """A config's options but its level (a method or an argument of its own)."""
+    return {k: v for k, v in config.to_dict().items() if k != "level"}

@@ -193,7 +193,7 @@ def check_outputs(
         if not os.path.lexists(path):
             continue
         if not overwrite:
-            raise OutputError(f"output exists: {path} (use --overwrite to replace it)")
+            raise OutputError(f"output exists: {path} (use {{opt:overwrite=True}} to replace it)")
         if path.is_dir() and not target.kind.directory:
             raise OutputError(
                 f"{path} is a directory, not {target.kind.value}: it is never replaced"
@@ -202,7 +202,7 @@ def check_outputs(
             what = "a directory" if path.is_dir() else "a file"
             raise OutputError(
                 f"{path} is {what} that is not {target.kind.value} written by bertlayers: "
-                "--overwrite never replaces it (choose another output)"
+                "{opt:overwrite=True} never replaces it (choose another output)"
             )
 
 

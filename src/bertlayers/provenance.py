@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import __version__
 from .chunks import RaggedChunk, SentenceChunk
-
-if TYPE_CHECKING:
-    from .core.encoder import Encoder
+from .info import ModelInfo
 
 LAYER_CONVENTION = (
     "0 = embedding output, 1..L = encoder layers, as Hugging Face hidden_states "
     "(Google's extract_features.py / bert-as-service index = ours - 1)"
 )
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What ran the model, as a provenance records it: a local engine's encoder, or a
+    server's `/v1/info`."""
+
+    info: ModelInfo
+    fingerprint: str
+    compute: str  # the compute dtype, or int8
+    device: str
+    quantization: dict | None = None
+    compiled: bool = False
+    backend: str | dict | None = None  # `openvino 2026.4.1`, a server; None for PyTorch
 
 
 class PerTextLog:
@@ -57,7 +69,7 @@ class PerTextLog:
 
 
 def build_provenance(
-    encoder: Encoder,
+    run: RunInfo,
     settings: dict,
     row_shape: tuple[int, ...],
     log: PerTextLog,
@@ -71,7 +83,7 @@ def build_provenance(
     are columns of the result's or the store's index (older stores kept them here, under
     `texts`, and are still read).
     """
-    info = encoder.info
+    info = run.info
     record = {
         "bertlayers_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -79,7 +91,7 @@ def build_provenance(
         "model": {
             "id": info.model_id,
             "name": info.name,
-            "fingerprint": encoder.fingerprint,
+            "fingerprint": run.fingerprint,
             "type": info.model_type,
             "architecture": info.architecture,
             "num_layers": info.num_layers,
@@ -88,11 +100,11 @@ def build_provenance(
         "tokenizer": info.tokenizer,
         **settings,
         "layer_convention": LAYER_CONVENTION,
-        "compute_dtype": encoder.compute,
-        **({"quantization": encoder.quantization} if encoder.quantization else {}),
-        **({"compiled": True} if encoder.compiled else {}),
-        **({"backend": encoder.backend_record} if encoder.backend_record else {}),
-        "device": str(encoder.device),
+        "compute_dtype": run.compute,
+        **({"quantization": run.quantization} if run.quantization else {}),
+        **({"compiled": True} if run.compiled else {}),
+        **({"backend": run.backend} if run.backend else {}),
+        "device": run.device,
         "shape": [log.rows, *row_shape],
         "num_texts": log.texts,
         "num_truncated": log.truncated,

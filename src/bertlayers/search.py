@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .analysis.matching import search_exact, unit_rows
+from .analysis.matching import search_exact
+from .analysis.postprocess import unit_rows
 from .errors import InputError, OptionError
 from .extras import require
 from .options import StrEnum
@@ -205,9 +206,7 @@ class Index:
         target = Path(path)
         if target.exists():
             if not overwrite:
-                raise OptionError(
-                    f"{target} exists: give --overwrite (overwrite=True) to replace it"
-                )
+                raise OptionError(f"{target} exists: give {{opt:overwrite=True}} to replace it")
             if not (target / "index.json").is_file():
                 raise OptionError(
                     f"{target} exists and is not a bertlayers index: not replacing it"

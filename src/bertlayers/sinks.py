@@ -11,9 +11,6 @@ from typing import Protocol
 import numpy as np
 
 from .chunks import RaggedChunk, SentenceChunk
-from .errors import OutputError
-
-_NPY_HEADER_BYTES = 128  # fixed, so the final shape can be written over the first one
 
 
 class RowTarget(Protocol):
@@ -113,13 +110,3 @@ class MemorySink:
 
     def vectors(self) -> np.ndarray:
         return np.concatenate(self.chunks)
-
-
-def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    """A version 1.0 `.npy` header padded to a fixed size, so it can be rewritten in place."""
-    fields = f"{{'descr': '{np.dtype(dtype).str}', 'fortran_order': False, 'shape': {shape}, }}"
-    body_len = _NPY_HEADER_BYTES - 10
-    body = fields.ljust(body_len - 1) + "\n"
-    if len(body) != body_len:
-        raise OutputError(f"shape {shape} too large for the npy header")
-    return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + body.encode("latin1")

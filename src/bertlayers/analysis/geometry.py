@@ -138,7 +138,7 @@ def analyze(
     """
     if result.provenance.get("combine", "stack") != "stack":
         raise InputError(
-            "the store holds combined layers: analyze needs each layer (--combine stack)"
+            "the store holds combined layers: analyze needs each layer ({opt:combine=stack})"
         )
     rng = np.random.default_rng(seed)
     ragged = isinstance(result, RaggedEmbeddings)

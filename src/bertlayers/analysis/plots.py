@@ -219,7 +219,7 @@ def _project(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:
             import umap
         except ImportError:
             raise OptionError(
-                "--projection umap needs the umap-learn package (pip install umap-learn)"
+                "{opt:projection=umap} needs the umap-learn package (pip install umap-learn)"
             ) from None
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors)
     from sklearn.decomposition import PCA

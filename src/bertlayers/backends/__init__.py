@@ -89,6 +89,10 @@ def check_runtime(runtime: Runtime, requested_device: str | None, device_type: s
             )
     if runtime is Runtime.INT8:
         if device_type != "cpu":
-            raise OptionError("int8 runs on the CPU; on a GPU use --dtype float16 or bfloat16")
+            raise OptionError(
+                "int8 runs on the CPU; on a GPU use {opt:dtype=float16} or {opt:dtype=bfloat16}"
+            )
         if dtype is not DType.FLOAT32:
-            raise OptionError("int8 starts from float32 weights: drop --dtype or set it to float32")
+            raise OptionError(
+                "int8 starts from float32 weights: drop {opt:dtype} or set it to float32"
+            )

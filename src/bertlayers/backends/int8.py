@@ -121,9 +121,11 @@ def quantize_int8(encoder, alpha: float = ALPHA, keep_last: int = KEEP_LAST) -> 
     Returns what was done, for the provenance.
     """
     if encoder.device.type != "cpu":
-        raise OptionError("int8 runs on the CPU; on a GPU use --dtype float16 or bfloat16")
+        raise OptionError(
+            "int8 runs on the CPU; on a GPU use {opt:dtype=float16} or {opt:dtype=bfloat16}"
+        )
     if encoder.dtype.torch is not torch.float32:
-        raise OptionError("int8 starts from float32 weights: drop --dtype or set it to float32")
+        raise OptionError("int8 starts from float32 weights: drop {opt:dtype} or set it to float32")
     import torch.ao.nn.quantized.dynamic as quantized
     from torch.ao.quantization import per_channel_dynamic_qconfig
 

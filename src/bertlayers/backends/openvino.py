@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..errors import ModelError, OptionError
+from ..errors import ModelError, OptionError, first_line
 
 INSTALL_HINT = "pip install 'bertlayers[openvino]'"
 KEEP_COMPILED = 4  # layer selections kept converted; another one converts again (seconds)
@@ -101,7 +101,7 @@ class OpenVINOForward:
                 graph.set_element_type(place, ov.Type.i64)
             return self._core.compile_model(frontend.convert(graph), "CPU", self._config)
         except Exception as err:  # conversion errors come from many layers of OpenVINO
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             model_type = getattr(self._model.config, "model_type", type(self._model).__name__)
             raise ModelError(
                 f"OpenVINO cannot convert this {model_type} model ({first[:200]}); "

@@ -15,9 +15,9 @@ import sys
 import warnings
 
 from .. import __version__
-from ..errors import BertlayersError
-from . import extract, probe, search
-from .options import ALLOCATOR, Formatter, Interrupted, Parser, UsageError
+from ..errors import BertlayersError, Spelled
+from . import analyze, extract, predict, probe, search
+from .options import ALLOCATOR, Formatter, Interrupted, Parser, UsageError, flag_spelling
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,12 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     extract.add_commands(commands)
     probe.add_commands(commands)
+    predict.add_commands(commands)
+    analyze.add_commands(commands)
     search.add_commands(commands)
     return parser
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"bertlayers: warning: {message}", file=sys.stderr)
+    text = message.spelled(flag_spelling) if isinstance(message, Spelled) else message
+    print(f"bertlayers: warning: {text}", file=sys.stderr)
 
 
 def _join_layer_values(argv: list[str]) -> list[str]:
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             return args.handler(args)
     except BertlayersError as err:
-        print(f"bertlayers: error: {err}", file=sys.stderr)
+        print(f"bertlayers: error: {err.spelled(flag_spelling)}", file=sys.stderr)
         return 1
     except Interrupted as err:
         print(f"bertlayers: interrupted: {err}", file=sys.stderr)

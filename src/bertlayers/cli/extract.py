@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from ..errors import BertlayersError, OptionError, OutputError
+from ..errors import BertlayersError, OptionError, OutputError, first_line
 from ..io.readers import InputFormat, Quoting, ReaderOptions, guess_format
 from ..options import Combine, Device, DType, Level, Pooling, WordPooling
 from ..outputs import check_outputs
@@ -21,9 +21,9 @@ from .options import (
     add_runtime_options,
     extract_config,
     make_extractor,
+    model_options,
     non_negative_int,
     positive_int,
-    runtime_of,
 )
 
 EXTRACT_EXAMPLES = """\
@@ -362,7 +362,7 @@ def run_extract(args: argparse.Namespace) -> int:
     except BertlayersError as err:
         if sink.records:
             raise BertlayersError(
-                f"{err} (the {sink.records} texts embedded before it are kept in "
+                f"{err.template} (the {sink.records} texts embedded before it are kept in "
                 f"{sink.partial}; --resume continues from there)"
             ) from None
         raise
@@ -408,13 +408,7 @@ def _run_ray(args: argparse.Namespace) -> int:
 
     config = _config(args)
     reader = _reader(args)
-    engine = {
-        "model": args.model,
-        "device": args.device,
-        "dtype": args.dtype,
-        "revision": args.revision,
-        "runtime": runtime_of(args).value,
-    }
+    engine = model_options(args)
     partial = staging_dir(args.output)
     try:
         with connect(args.address, quiet=args.quiet):
@@ -435,10 +429,9 @@ def _run_ray(args: argparse.Namespace) -> int:
     except BertlayersError:
         raise
     except Exception as err:  # Ray's own (a lost cluster, an actor out of memory): one line
-        lines = [line for line in str(err).splitlines() if line.strip()]
-        first = lines[0] if lines else type(err).__name__
+        first = first_line(err)[:300]
         raise BertlayersError(
-            f"the Ray job failed: {type(err).__name__}: {first[:300]} (Ray's logs are in "
+            f"the Ray job failed: {type(err).__name__}: {first} (Ray's logs are in "
             f"/tmp/ray/session_latest/logs; finished shards are kept in {partial})"
         ) from None
     except KeyboardInterrupt:

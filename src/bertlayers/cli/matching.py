@@ -7,12 +7,12 @@ stores, or by extracting them with the core), and hands arrays to `analysis.matc
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 from ..errors import InputError, OptionError
-from ..io.readers import Record, read_records
+from ..io.matching import read_retrieval, read_scored_pairs, text_records
+from ..io.readers import read_records
 from ..options import LongMode, Pooling
 from ..outputs import check_outputs
 from .options import positive_int
@@ -108,163 +108,12 @@ def _label(query_pooling: str, doc_pooling: str) -> str:
     return query_pooling if query_pooling == doc_pooling else f"{query_pooling}/{doc_pooling}"
 
 
-def _text_input(path: str, args: argparse.Namespace, what: str) -> None:
-    """Matching reads named columns: plain text and CoNLL have none."""
-    from ..io.readers import InputFormat, guess_format
-
-    fmt = InputFormat.parse(args.input_format, "input format") if args.input_format else (
-        guess_format(path))  # fmt: skip
-    if fmt in (InputFormat.TXT, InputFormat.CONLL):
-        raise InputError(
-            f"{path}: {what} reads columns: give a .csv/.tsv/.jsonl file (or --input-format)"
-        )
-
-
-def _scored_pairs(path: str, args: argparse.Namespace):
-    """Distinct texts (in order of first appearance), each pair's two indices, gold scores."""
-    import numpy as np
-
-    if not args.pair_column:
-        raise OptionError(
-            "--task similarity needs --pair-column: the column with each pair's second text"
-        )
-    _text_input(path, args, "--task similarity")
-    records = read_records(
-        path,
-        input_format=args.input_format,
-        text_column=args.text_column,
-        pair_column=args.pair_column,
-        id_column=args.id_column,
-        label_column=args.score_column,
-        quoting=args.quoting,
-    )
-    index: dict[str, int] = {}
-    left, right, gold = [], [], []
-    for record in records:
-        if record.pair is None:
-            raise InputError(f"{path}: line {record.line}: no text in column '{args.pair_column}'")
-        try:
-            score = float(record.label)
-        except (TypeError, ValueError):
-            score = math.nan
-        if not math.isfinite(score):
-            raise InputError(
-                f"{path}: line {record.line}: score '{record.label}' in column "
-                f"'{args.score_column}' is not a finite number"
-            )
-        left.append(index.setdefault(record.text, len(index)))
-        right.append(index.setdefault(record.pair, len(index)))
-        gold.append(score)
-    return list(index), np.asarray(left), np.asarray(right), np.asarray(gold)
-
-
-def _text_records(texts: list[str]) -> list[Record]:
-    """One record per distinct text, its id a digest of the text: a store kept with --store
-    then matches only the texts it was made from."""
-    import hashlib
-
-    return [Record(hashlib.sha1(t.encode("utf-8")).hexdigest()[:16], t) for t in texts]
-
-
-def _retrieval_data(path: str, args: argparse.Namespace):
-    """Query records, document records, each evaluated query's relevant documents, the number
-    of queries read (None: one file), and which documents are copies of which (or None)."""
-    if args.corpus and args.doc_column:
-        raise OptionError("give --corpus (with --qrels) or --doc-column, not both")
-    if not args.corpus and not args.doc_column:
-        raise OptionError(
-            "--task retrieval needs the documents: --corpus DOCS --qrels QRELS, or "
-            "--doc-column naming each query's document in DATA"
-        )
-    if args.corpus and not args.qrels:
-        raise OptionError("--corpus needs --qrels: which documents are relevant to which query")
-    read = {"input_format": args.input_format, "quoting": args.quoting}
-    _text_input(path, args, "--task retrieval")
-    if args.doc_column:
-        rows = list(
-            read_records(
-                path,
-                text_column=args.text_column,
-                pair_column=args.doc_column,
-                id_column=args.id_column,
-                **read,
-            )
-        )
-        for r in rows:
-            if r.pair is None:
-                raise InputError(f"{path}: line {r.line}: no text in column '{args.doc_column}'")
-        queries = [Record(r.id, r.text) for r in rows]
-        documents = [Record(r.id, r.pair) for r in rows]
-        # documents of identical text are one document: each query finds any of them
-        twins: dict[str, list[int]] = {}
-        for i, r in enumerate(rows):
-            twins.setdefault(r.pair, []).append(i)
-        relevant = [dict.fromkeys(twins[r.pair], 1.0) for r in rows]
-        groups = [twins[r.pair][0] for r in rows]
-        return queries, documents, relevant, None, groups
-    queries = list(
-        read_records(path, text_column=args.text_column, id_column=args.id_column, **read)
-    )
-    _text_input(args.corpus, argparse.Namespace(input_format=None), "--corpus")
-    documents = list(
-        read_records(
-            args.corpus,
-            text_column=args.doc_text_column,
-            id_column=args.doc_id_column or args.id_column,
-            quoting=args.quoting,
-        )
-    )
-    from ..io.readers import read_qrels
-
-    relevant, evaluated = _judged(queries, documents, read_qrels(args.qrels), args)
-    return [queries[i] for i in evaluated], documents, relevant, len(queries), None
-
-
-def _judged(queries, documents, judgements, args):
-    """Each judged query's relevant documents (by index); unknown ids are errors."""
-    query_at = _positions(queries, args.data, "query")
-    doc_at = _positions(documents, args.corpus, "document")
-    relevant: dict[int, dict[int, float]] = {}
-    seen: dict[tuple[str, str], int] = {}
-    for j in judgements:
-        if (j.query_id, j.doc_id) in seen:
-            raise InputError(
-                f"{args.qrels}: line {j.line}: query '{j.query_id}' and document '{j.doc_id}' "
-                f"were judged already at line {seen[j.query_id, j.doc_id]}"
-            )
-        seen[j.query_id, j.doc_id] = j.line
-        if j.query_id not in query_at:
-            raise InputError(f"{args.qrels}: line {j.line}: no query '{j.query_id}' in {args.data}")
-        if j.doc_id not in doc_at:
-            raise InputError(
-                f"{args.qrels}: line {j.line}: no document '{j.doc_id}' in {args.corpus}"
-            )
-        if j.relevance > 0:
-            relevant.setdefault(query_at[j.query_id], {})[doc_at[j.doc_id]] = j.relevance
-    evaluated = sorted(relevant)
-    if not evaluated:
-        raise InputError(f"{args.qrels} marks no document relevant (relevance > 0) to any query")
-    return [relevant[i] for i in evaluated], evaluated
-
-
-def _positions(records: list[Record], name: str, what: str) -> dict[str, int]:
-    at: dict[str, int] = {}
-    for i, record in enumerate(records):
-        if record.id in at:
-            raise InputError(
-                f"{name}: {what} id '{record.id}' appears twice: qrels need unique ids "
-                "(name the id column with --id-column / --doc-id-column)"
-            )
-        at[record.id] = i
-    return at
-
-
 def _vectors_of(vectors, records, store, name, data_name, **overrides):
     """The probe's vectors for `records`; a store given must hold exactly these texts."""
-    from ..analysis.probing import _check_ids
+    from ..analysis.probe_data import check_ids
 
     result, where = vectors.get(records, False, store, name, **overrides)
-    _check_ids(list(result.ids), records, where, data_name)
+    check_ids(list(result.ids), records, where, data_name)
     return result, where
 
 
@@ -307,13 +156,9 @@ def _same_model(first, second, names: tuple[str, str]) -> None:
 def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
     """Score similarity or retrieval per layer. `vectors_of` is the probe's `_Vectors` (store or
     extraction), `targets` what the run writes (checked before any work)."""
-    from ..analysis.matching import (
-        matching_views,
-        parse_posts,
-        retrieval_report,
-        similarity_report,
-    )
+    from ..analysis.matching import matching_views, retrieval_report, similarity_report
     from ..analysis.plots import plot_matching
+    from ..analysis.postprocess import parse_posts
     from ..analysis.report import write_results
     from ..provenance import summary
 
@@ -343,8 +188,12 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
         fit_records = list(read_records(args.fit_on, text_column=args.text_column))
     provenance: dict = {}
     if args.task == "similarity":
-        texts, left, right, gold = _scored_pairs(args.data, args)
-        records = _text_records(texts)
+        pairs = read_scored_pairs(
+            args.data, args.pair_column, args.score_column, args.text_column, args.id_column,
+            args.input_format, args.quoting,
+        )  # fmt: skip
+        texts, left, right, gold = pairs.texts, pairs.left, pairs.right, pairs.gold
+        records = text_records(texts)
         stacks, fits, layers = {}, {}, None
         for pooling, _ in combos:
             result, where = _vectors_of(vectors, records, args.store, "the vectors", args.data,
@@ -369,7 +218,13 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
             if bar is not None:
                 bar.close()
     else:
-        queries, documents, relevant, n_queries, groups = _retrieval_data(args.data, args)
+        data = read_retrieval(
+            args.data, args.text_column, args.id_column, args.input_format, args.quoting,
+            corpus=args.corpus, qrels=args.qrels, doc_column=args.doc_column,
+            doc_text_column=args.doc_text_column, doc_id_column=args.doc_id_column,
+        )  # fmt: skip
+        queries, documents, relevant = data.queries, data.documents, data.relevant
+        n_queries, groups = data.n_queries, data.groups
         if not documents:
             raise InputError(f"{args.corpus}: the corpus is empty")
         if n_queries is not None and len(queries) < n_queries:

@@ -8,10 +8,12 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
-from ..io.readers import Quoting
+from ..io.readers import InputFormat, Quoting, guess_format
 from ..options import Backend, Runtime
+from ..outputs import Kind, Target
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -153,25 +155,33 @@ def extract_config(**options: object):
     return ExtractConfig(**{k: v for k, v in options.items() if v is not None})
 
 
+def model_options(args: argparse.Namespace, model: str | None = None, revision=None):
+    """The `ModelOptions` of a command: its model (or `model`), device, dtype and runtime."""
+    from ..core.config import ModelOptions
+
+    return ModelOptions(
+        model=model if model is not None else getattr(args, "model", None),
+        device=args.device,
+        dtype=getattr(args, "dtype", "float32"),
+        revision=revision if revision is not None else getattr(args, "revision", None),
+        runtime=runtime_of(args),
+    )
+
+
 def make_extractor(args: argparse.Namespace, model: str | None = None, revision=None):
-    """The `Extractor` of a command: its model (or `model`), device, dtype and runtime. The
-    command line keeps compiled kernels in ~/.cache/bertlayers unless told otherwise."""
+    """The `Extractor` of a command (see `model_options`). The command line keeps compiled
+    kernels in ~/.cache/bertlayers unless told otherwise."""
+    from ..core.engine import Engine
     from ..core.extract import Extractor
 
-    runtime = runtime_of(args)
-    if runtime is Runtime.COMPILE:
+    options = model_options(args, model, revision)
+    if options.runtime is Runtime.COMPILE:
         import os
 
         from ..backends.compiled import compile_cache_dir
 
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
-    return Extractor(
-        model if model is not None else getattr(args, "model", None),
-        device=args.device,
-        dtype=getattr(args, "dtype", "float32"),
-        revision=revision if revision is not None else getattr(args, "revision", None),
-        runtime=runtime,
-    )
+    return Extractor(engine=Engine.from_options(options))
 
 
 # Allocator tuning is the program's (`bertlayers.cli.entry`), never `main`'s when it is called
@@ -181,3 +191,59 @@ ALLOCATOR = {"trim_heap": False}
 
 class Interrupted(Exception):
     """Ctrl-C, with what was kept and how to go on."""
+
+
+def flag_spelling(name: str, value: str | None) -> str:
+    """An option as the command line spells it: `--max-length`, `--long split`, `--resume`."""
+    flag = "--" + name.replace("_", "-")
+    return flag if value in (None, "True") else f"{flag} {value}"
+
+
+def add_data_options(parser: argparse.ArgumentParser, labelled: bool = True) -> None:
+    """How a probe's data is read: the input options, and where its labels or tags are."""
+    add_input_options(parser)
+    if labelled:
+        parser.add_argument("--label-column", default="label", help="csv/tsv/jsonl: the label")
+        parser.add_argument(
+            "--tag-column", type=int, default=-1, help="conll: the tag's column (-1 = last)"
+        )
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs that exist (only files of the kind written, never an input)",
+    )
+
+
+def data_format(path: str, input_format: str | None) -> InputFormat:
+    """The format asked for, else the one the path's suffix names."""
+    return InputFormat.parse(input_format, "input format") if input_format else guess_format(path)
+
+
+def require_analysis(command: str) -> None:
+    """probe, predict and analyze need the `analysis` extra: say so in one line."""
+    from ..extras import require
+
+    for module in ("sklearn", "matplotlib", "joblib"):
+        require(module, "analysis", f"bertlayers {command}")
+
+
+def figure_targets(directory: Path, *stems: str) -> list[Target]:
+    """The PNG and SVG of each figure `stem` a command writes in `directory`."""
+    return [
+        Target(directory / f"{stem}.{suffix}", kind, make_parents=True)
+        for stem in stems
+        for suffix, kind in (("png", Kind.PNG), ("svg", Kind.SVG))
+    ]
+
+
+def result_targets(directory: str, stem: str, *figures: str) -> list[Target]:
+    """What `write_results` and the plots write in `directory`: STEM.json, STEM.csv, figures."""
+    out = Path(directory)
+    return [
+        Target(out / f"{stem}.json", Kind.PROVENANCE, make_parents=True),
+        Target(out / f"{stem}.csv", Kind.TEXT, make_parents=True),
+        *figure_targets(out, *figures),
+    ]

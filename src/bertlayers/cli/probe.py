@@ -7,26 +7,27 @@ with the core), and hand them to `probing`, `geometry`, `plots` and `report`.
 from __future__ import annotations
 
 import argparse
-import itertools
-import os
 import sys
 from pathlib import Path
 
 from ..errors import InputError, OptionError
-from ..io.readers import InputFormat, Record, guess_format, read_records
+from ..io.readers import InputFormat, Record, read_records
 from ..outputs import Kind, Target, check_outputs
 from .matching import MATCHING_EXAMPLES, add_matching_options, matching_inputs, run_matching
 from .options import (
     Formatter,
-    add_input_options,
+    add_data_options,
     add_model_options,
+    add_overwrite_option,
     add_runtime_options,
-    extract_config,
+    data_format,
     int_at_least,
     make_extractor,
     non_negative_int,
     positive_float,
     positive_int,
+    require_analysis,
+    result_targets,
 )
 
 PROBE_EXAMPLES = (
@@ -55,23 +56,6 @@ and the last four concatenated, per pooling and --post, with 95% bootstrap inter
 TF-IDF and word-overlap (similarity) or BM25 (retrieval) baselines.
 """
 )
-
-
-def _add_data_options(parser: argparse.ArgumentParser, labelled: bool = True) -> None:
-    add_input_options(parser)
-    if labelled:
-        parser.add_argument("--label-column", default="label", help="csv/tsv/jsonl: the label")
-        parser.add_argument(
-            "--tag-column", type=int, default=-1, help="conll: the tag's column (-1 = last)"
-        )
-
-
-def _add_overwrite_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace outputs that exist (only files of the kind written, never an input)",
-    )
 
 
 def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
@@ -155,78 +139,20 @@ def add_commands(commands) -> None:
         default="best",
         help="what --save-model fits: best | a layer (6, -1) | mean | concat | mix",
     )
-    _add_data_options(probe)
+    add_data_options(probe)
     _add_extraction_options(probe)
     add_matching_options(probe)
-    _add_overwrite_option(probe)
+    add_overwrite_option(probe)
     probe.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     probe.set_defaults(handler=run_probe)
-
-    predict = commands.add_parser(
-        "predict",
-        help="label new text with a probe saved by 'probe --save-model'",
-        description="Embed texts the way the probe was trained and label them: one "
-        "'id<TAB>label' line per text, or 'word<TAB>tag' (CoNLL) for word probes.",
-        formatter_class=Formatter,
-        epilog="examples:\n  bertlayers predict clf.joblib new.txt\n"
-        "  bertlayers predict clf.joblib reviews.csv --text-column review --proba -o labels.tsv\n"
-        "  bertlayers predict pos.joblib sentences.txt   # one sentence per line -> CoNLL\n",
-    )
-    predict.add_argument("model_file", help="a probe saved with bertlayers probe --save-model")
-    predict.add_argument("input", help="texts: .txt/.csv/.tsv/.jsonl/.conll, or - for stdin")
-    predict.add_argument("-o", "--output", default=None, help="write here instead of stdout")
-    predict.add_argument("--proba", action="store_true", help="add the label's probability")
-    _add_data_options(predict, labelled=False)
-    predict.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (or cuda:N)")
-    add_runtime_options(predict, legacy=("backend",))
-    predict.add_argument("--model", default=None, help="override the model the probe names")
-    _add_overwrite_option(predict)
-    predict.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    predict.set_defaults(handler=run_predict)
-
-    analyze = commands.add_parser(
-        "analyze",
-        help="per-layer geometry of a store: anisotropy, self-similarity, CKA, norms",
-        description="Per-layer geometry (Ethayarajh 2019): anisotropy, self-similarity of a "
-        "word across contexts, intra-sentence similarity (token/word stores), linear CKA "
-        "between layers and norms. A table on stdout; JSON, CSV and plots with -o.",
-        formatter_class=Formatter,
-        epilog="examples:\n  bertlayers extract pos.conll --level word -o words.npz\n"
-        "  bertlayers analyze words.npz -o runs/pos\n",
-    )
-    analyze.add_argument("store", help="a store written by bertlayers extract")
-    analyze.add_argument("-o", "--output-dir", default=None, help="write analysis.json and plots")
-    analyze.add_argument("--seed", type=non_negative_int, default=0, help="the samples drawn")
-    analyze.add_argument("--pairs", type=positive_int, default=5000, help="random pairs")
-    analyze.add_argument("--max-rows", type=positive_int, default=5000, help="rows for CKA")
-    _add_overwrite_option(analyze)
-    analyze.set_defaults(handler=run_analyze)
-
-    report = commands.add_parser(
-        "report",
-        help="one self-contained HTML page of a run's probes, plots and provenance",
-        description="Gather probe.json, analysis.json and the plots in a directory into one "
-        "HTML file that opens offline.",
-        formatter_class=Formatter,
-        epilog="examples:\n  bertlayers report runs/sentiment            # runs/sentiment/"
-        "report.html\n  bertlayers report runs/pos -o pos.html\n",
-    )
-    report.add_argument("directory", help="where probe and/or analyze wrote with -o")
-    report.add_argument("-o", "--output", default=None, help="default: DIRECTORY/report.html")
-    _add_overwrite_option(report)
-    report.set_defaults(handler=run_report)
 
 
 # ------------------------------------------------------------------ reading and vectors
 
 
-def _data_format(path: str, input_format: str | None) -> InputFormat:
-    return InputFormat.parse(input_format, "input format") if input_format else guess_format(path)
-
-
 def _labelled_records(path: str, args: argparse.Namespace) -> tuple[list[Record], bool]:
     """The labelled records of a file, and whether they are word tags (CoNLL)."""
-    fmt = _data_format(path, args.input_format)
+    fmt = data_format(path, args.input_format)
     if fmt is InputFormat.TXT:
         raise InputError(
             f"{path}: a probe needs labels: give a .csv/.tsv/.jsonl file with a label column "
@@ -259,97 +185,30 @@ def _labels_of(records: list[Record], words: bool) -> tuple[list[str], object, s
     return [r.label for r in records], np.arange(len(records)), "sentence"
 
 
-def _extract_config(args: argparse.Namespace, words: bool, **overrides: str | None):
-    """The probe's extraction config; `overrides` (pooling, long) replace the options given."""
-    chosen = {"pooling": args.pooling, "long": args.long}
-    chosen.update({k: v for k, v in overrides.items() if v is not None})
-    return extract_config(
-        layers=args.layers,
-        level="word" if words else "sentence",
-        pooling=chosen["pooling"],
-        word_pooling=args.word_pooling,
-        long=chosen["long"],
-        max_length=args.max_length,
-        batch_tokens=args.batch_tokens,
+def _vectors(args: argparse.Namespace):
+    """Where the probe's vectors come from: its stores, or the model (loaded when needed)."""
+    from ..vectors import VectorSource
+
+    options = {
+        "layers": args.layers,
+        "pooling": args.pooling,
+        "word_pooling": args.word_pooling,
+        "long": args.long,
+        "max_length": args.max_length,
+        "batch_tokens": args.batch_tokens,
+    }
+    return VectorSource(
+        lambda: make_extractor(args),
+        options,
+        model=args.model,
+        overwrite=args.overwrite,
+        inputs=_probe_inputs(args),
+        progress=not args.quiet,
     )
 
 
-class _Vectors:
-    """Gets vectors for records: from a store, or by extracting them (into a store or memory).
-
-    The model is loaded once, and only when something has to be extracted.
-    """
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self._extractor = None
-
-    @property
-    def extractor(self):
-        if self._extractor is None:
-            self._extractor = make_extractor(self.args)
-        return self._extractor
-
-    def _check_store(self, provenance: dict, store: str, **overrides: str | None) -> None:
-        """An existing store must hold what the options given (or `overrides`) ask for."""
-        args = self.args
-        model = provenance.get("model", {})
-        if args.model is not None and args.model not in (model.get("id"), model.get("name")):
-            raise OptionError(
-                f"{store} was extracted with {model.get('name')}, not {args.model}: "
-                "remove it or give another --store"
-            )
-        for option in ("pooling", "word_pooling", "long"):
-            wanted = overrides.get(option) or getattr(args, option)
-            if wanted is not None and option in provenance and provenance[option] != wanted:
-                flag = "--" + option.replace("_", "-")
-                raise OptionError(
-                    f"{store} was extracted with {flag} {provenance[option]}, not {wanted}: "
-                    "remove it or give another --store"
-                )
-
-    def get(
-        self,
-        records: list[Record],
-        words: bool,
-        store: str | None,
-        name: str,
-        **overrides: str | None,
-    ):
-        """Vectors of `records` and where they came from; `overrides` (pooling, long) replace
-        the command's options for this one extraction."""
-        from ..stores import load
-
-        if store and Path(store).exists():
-            result = load(store)
-            self._check_store(result.provenance, store, **overrides)
-            return result, store
-        config = _extract_config(self.args, words, **overrides)
-        progress = not self.args.quiet
-        if store:
-            from ..stores import StoreSink
-
-            Path(store).parent.mkdir(parents=True, exist_ok=True)
-            sink = StoreSink(
-                store,
-                self.extractor.identity(config),
-                overwrite=self.args.overwrite,
-                inputs=_probe_inputs(self.args),
-            )
-            self.extractor.run(records, sink, config, progress=progress, total=len(records))
-            return load(store), store
-        from ..results import make_result
-        from ..sinks import MemorySink
-
-        sink = MemorySink()
-        provenance = self.extractor.run(
-            records, sink, config, progress=progress, total=len(records)
-        )
-        return make_result(sink.vectors(), sink.index.arrays(), provenance), name
-
-
 def _probe_data(records, words, result, where, data_name):
-    from ..analysis.probing import sentence_data, word_data
+    from ..analysis.probe_data import sentence_data, word_data
 
     build = word_data if words else sentence_data
     return build(result, records, name=where, data_name=data_name)
@@ -375,32 +234,6 @@ def _extraction_record(provenance: dict, args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------ outputs
-
-
-def _require_analysis(command: str) -> None:
-    """probe, predict and analyze need the `analysis` extra: say so in one line."""
-    from ..extras import require
-
-    for module in ("sklearn", "matplotlib", "joblib"):
-        require(module, "analysis", f"bertlayers {command}")
-
-
-def _figures(directory: Path, *stems: str) -> list[Target]:
-    return [
-        Target(directory / f"{stem}.{suffix}", kind, make_parents=True)
-        for stem in stems
-        for suffix, kind in (("png", Kind.PNG), ("svg", Kind.SVG))
-    ]
-
-
-def _results(directory: str, stem: str, *figures: str) -> list[Target]:
-    """What `write_results` and the plots write in `directory`: STEM.json, STEM.csv, figures."""
-    out = Path(directory)
-    return [
-        Target(out / f"{stem}.json", Kind.PROVENANCE, make_parents=True),
-        Target(out / f"{stem}.csv", Kind.TEXT, make_parents=True),
-        *_figures(out, *figures),
-    ]
 
 
 def _tensorboard_targets(directory: str, layers: list[int] | None) -> list[Target]:
@@ -430,7 +263,7 @@ def _check_probe_outputs(args: argparse.Namespace) -> None:
     targets: list[Target] = []
     if args.output_dir:
         figures = ("probe",) if args.projection == "none" else ("probe", "projection")
-        targets += _results(args.output_dir, "probe", *figures)
+        targets += result_targets(args.output_dir, "probe", *figures)
     if args.save_model:
         targets.append(Target(Path(args.save_model), Kind.JOBLIB, make_parents=True))
     if args.tensorboard:
@@ -451,7 +284,7 @@ def _matching_targets(args: argparse.Namespace):
     for flag in ("test", "test_store", "save_model", "tensorboard"):
         if getattr(args, flag):
             raise OptionError(f"--{flag.replace('_', '-')} is for --task classify")
-    targets = _results(args.output_dir, "probe", "probe") if args.output_dir else []
+    targets = result_targets(args.output_dir, "probe", "probe") if args.output_dir else []
     inputs = [*_probe_inputs(args), *(Path(p) for p in matching_inputs(args))]
     for store in (args.store, args.corpus_store):
         if store and not Path(store).exists():  # extracted into: an output
@@ -462,19 +295,19 @@ def _matching_targets(args: argparse.Namespace):
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    _require_analysis("probe")  # before the imports that need it
+    require_analysis("probe")  # before the imports that need it
     if args.task != "classify":
-        return run_matching(args, _Vectors, _matching_targets(args))
+        return run_matching(args, _vectors, _matching_targets(args))
     for flag in ("pair_column", "corpus", "qrels", "doc_column", "corpus_store", "fit_on"):
         if getattr(args, flag):
             raise OptionError(
                 f"--{flag.replace('_', '-')} is for --task similarity or --task retrieval"
             )
     from ..analysis.plots import export_tensorboard, plot_probe, plot_projection
+    from ..analysis.probe_data import check_labels
     from ..analysis.probing import (
         Classifier,
         Metric,
-        check_labels,
         feature_for,
         fit_probe,
         run_probes,
@@ -506,7 +339,7 @@ def run_probe(args: argparse.Namespace) -> int:
         test_records, test_words = _labelled_records(args.test, args)
         if test_words != words:
             raise InputError(f"{args.data} and {args.test} must both be CoNLL, or both not")
-    vectors = _Vectors(args)
+    vectors = _vectors(args)
     result, where = vectors.get(records, words, args.store, "the vectors")
     data = _probe_data(records, words, result, where, args.data)
     test = None
@@ -564,152 +397,4 @@ def run_probe(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     print(report.table())
-    return 0
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    _require_analysis("predict")  # before the imports that need it
-    from ..analysis.probing import load_probe
-
-    probe = load_probe(args.model_file)
-    if args.proba and not hasattr(probe.pipeline.named_steps["classifier"], "predict_proba"):
-        raise OptionError("--proba needs a logreg probe: a linear SVM gives no probabilities")
-    if args.output:
-        check_outputs(
-            [Target(Path(args.output), Kind.TEXT)], [args.model_file, args.input], args.overwrite
-        )
-    saved = probe.extraction
-    words = probe.level == "word"
-    fmt = _data_format(args.input, args.input_format)
-    if not words and fmt is InputFormat.CONLL:
-        raise InputError("this probe labels texts; a CoNLL input holds words: give texts")
-    records = read_records(
-        args.input,
-        input_format=fmt,
-        text_column=args.text_column,
-        id_column=args.id_column,
-        word_column=args.word_column,
-        quoting=args.quoting,
-    )
-    first = next(records)  # fail on a bad input before loading the model
-    extractor = make_extractor(
-        args, model=args.model or saved["model"], revision=saved.get("revision")
-    )
-    if (
-        args.model is None
-        and saved.get("fingerprint")
-        and (extractor.encoder.fingerprint != saved["fingerprint"])
-    ):
-        import warnings
-
-        warnings.warn(
-            f"the model loaded ({extractor.info.name}) differs from the one the probe was "
-            "trained on (its fingerprint changed): predictions may be off",
-            stacklevel=1,
-        )
-    config = extract_config(
-        layers=saved["layers"],
-        level=saved["level"],
-        pooling=saved["pooling"],
-        word_pooling=saved["word_pooling"],
-        include_special=saved["include_special"],
-        long=saved["long"],
-        max_length=saved["max_length"],
-    )
-    # written to OUT.tmp and renamed into place when every text is labelled
-    tmp = Path(args.output).with_name(Path(args.output).name + ".tmp") if args.output else None
-    out = tmp.open("w", encoding="utf-8") if tmp else sys.stdout
-    done = False
-    try:
-        sink = _LabelSink(probe, out, args.proba)
-        extractor.run(itertools.chain([first], records), sink, config, progress=not args.quiet)
-        done = True
-    finally:
-        if tmp is not None:
-            out.close()
-            if done:
-                os.replace(tmp, args.output)
-            else:
-                tmp.unlink(missing_ok=True)
-    return 0
-
-
-class _LabelSink:
-    """A sink that labels each embedded chunk with the probe and writes the lines at once:
-    `id<TAB>label[<TAB>probability]` per text, or `word<TAB>tag` per word (CoNLL)."""
-
-    def __init__(self, probe, out, proba: bool) -> None:
-        self.probe, self.out, self.proba = probe, out, proba
-
-    def reserve(self, n_rows: int, row_shape: tuple[int, ...], dtype):
-        from ..sinks import ArrayRows
-
-        return ArrayRows(n_rows, row_shape, dtype)
-
-    def write(self, chunk) -> None:
-        labels = self.probe.predict(chunk.vectors)
-        lines = []
-        if getattr(chunk, "items", None) is not None:  # words: one tag each, CoNLL
-            start = 0
-            for length in chunk.lengths.tolist():
-                for j in range(start, start + length):
-                    lines.append(f"{chunk.items[j]}\t{labels[j]}\n")
-                lines.append("\n")
-                start += length
-        else:
-            proba = self.probe.predict_proba(chunk.vectors) if self.proba else None
-            for i, record_id in enumerate(chunk.ids):
-                tail = f"\t{proba[i].max():.4f}" if proba is not None else ""
-                lines.append(f"{record_id}\t{labels[i]}{tail}\n")
-        self.out.write("".join(lines))
-        self.out.flush()
-
-    def close(self, provenance: dict) -> None:
-        pass
-
-    def abort(self, provenance: dict) -> None:
-        pass
-
-
-def run_analyze(args: argparse.Namespace) -> int:
-    _require_analysis("analyze")  # before the imports that need it
-    from ..analysis.geometry import analyze
-    from ..analysis.plots import plot_geometry
-    from ..analysis.report import write_results
-    from ..provenance import summary
-    from ..stores import load, store_files
-
-    if args.output_dir:
-        targets = _results(args.output_dir, "analysis", "geometry", "cka")
-        check_outputs(targets, store_files(args.store), args.overwrite)
-    report = analyze(load(args.store), seed=args.seed, pairs=args.pairs, max_rows=args.max_rows)
-    report.provenance = summary(report.provenance)
-    if report.level == "sentence":
-        print(
-            "bertlayers: sentence vectors: self- and intra-sentence similarity need a token "
-            "or word store",
-            file=sys.stderr,
-        )
-    if args.output_dir:
-        write_results(args.output_dir, "analysis", report.to_dict(), report.to_csv())
-        plot_geometry(report, args.output_dir)
-        print(
-            f"bertlayers: wrote analysis.json, analysis.csv and plots to {args.output_dir}",
-            file=sys.stderr,
-        )
-    print(report.table())  # after the files: a closed stdout (`| head`) then loses nothing
-    return 0
-
-
-def run_report(args: argparse.Namespace) -> int:
-    from ..analysis.report import build_report
-
-    folder = Path(args.directory)
-    if not folder.is_dir():
-        raise InputError(f"not a directory: {args.directory}")
-    target = Path(args.output) if args.output else folder / "report.html"
-    inputs = [p for p in folder.iterdir() if p.is_file()]  # the results and plots it reads
-    check_outputs([Target(target, Kind.HTML)], inputs, args.overwrite)
-    path = build_report(args.directory, args.output)
-    print(f"bertlayers: wrote {path}", file=sys.stderr)
     return 0

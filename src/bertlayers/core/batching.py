@@ -8,13 +8,27 @@ results go back in input order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..errors import BertlayersError
 from ..io.readers import Record
+
+
+@contextlib.contextmanager
+def naming_records(records: Sequence[Record]) -> Iterator[None]:
+    """Tokenizer errors carry no record: re-raise them naming the records tokenized."""
+    try:
+        yield
+    except BertlayersError:
+        raise
+    except Exception as err:
+        first, last = records[0].id, records[-1].id
+        raise BertlayersError(f"cannot tokenize records {first}..{last}: {err}") from None
 
 
 @dataclass

@@ -1,12 +1,38 @@
-"""`ExtractConfig`: everything that decides what is extracted, and how work is batched."""
+"""The two option sets every front end builds: `ExtractConfig` (what is extracted, and how
+work is batched) and `ModelOptions` (which model loads, where, and what runs it).
+
+Both travel as plain JSON values (`to_dict`, `from_dict`): the CLI, the service, the Ray
+runner and the provenance read and write them in one spelling. Neither imports torch.
+"""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, fields
+from typing import Any
 
 from ..errors import OptionError
 from ..layers import LayerSpec
-from ..options import Combine, DType, Level, LongMode, OutputDType, Pooling, WordPooling
+from ..options import Combine, DType, Level, LongMode, OutputDType, Pooling, Runtime, WordPooling
+
+
+def _plain(value: object) -> object:
+    """A field's value as JSON: enums by value, tuples and ranges as lists."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | range):
+        return list(value)
+    return value
+
+
+def _from_dict(cls, options: dict[str, Any]):
+    """`cls(**options)`, naming any option it does not have."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        valid = ", ".join(sorted(known))
+        raise OptionError(f"unknown option(s) {', '.join(unknown)}; valid options are: {valid}")
+    return cls(**options)
 
 
 @dataclass(frozen=True)
@@ -37,6 +63,8 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if isinstance(self.layers, list | range):  # hashable: a plan is kept per config
+            set_(self, "layers", tuple(self.layers))
         set_(self, "level", Level.parse(self.level, "level"))
         set_(self, "pooling", Pooling.parse(self.pooling, "pooling"))
         set_(self, "word_pooling", WordPooling.parse(self.word_pooling, "word pooling"))
@@ -49,29 +77,62 @@ class ExtractConfig:
         set_(self, "long", LongMode.parse(self.long, "long"))
         for name in ("batch_tokens", "max_batch_size", "chunk_size", "chunk_bytes"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise OptionError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise OptionError(f"{{opt:{name}}} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.max_padding <= 1:
             raise OptionError(f"max_padding must be between 0 and 1, got {self.max_padding}")
         if self.max_length is not None and self.max_length < 4:
-            raise OptionError(f"max_length must be at least 4 tokens, got {self.max_length}")
+            raise OptionError(
+                f"{{opt:max_length}} must be at least 4 tokens, got {self.max_length}"
+            )
         if self.stride is not None and self.stride < 0:
-            raise OptionError(f"stride must be at least 0, got {self.stride}")
+            raise OptionError(f"{{opt:stride}} must be at least 0, got {self.stride}")
         if self.stride is not None and self.long is not LongMode.SPLIT:
             raise OptionError(
-                f"stride applies to windows only: use it with long 'split', not '{self.long}'"
+                "{opt:stride} applies to windows only: use it with {opt:long=split}, "
+                f"not long '{self.long}'"
             )
 
     @classmethod
     def from_options(cls, **options: object) -> ExtractConfig:
         """Build a config from keyword options, naming any option that does not exist."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            valid = ", ".join(sorted(known))
-            raise OptionError(f"unknown option(s) {', '.join(unknown)}; valid options are: {valid}")
-        return cls(**options)  # type: ignore[arg-type]
+        return _from_dict(cls, options)
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> ExtractConfig:
+        """The config `to_dict` wrote (or any subset of its fields)."""
+        return _from_dict(cls, options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as a plain JSON value; `from_dict` builds the same config again."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     @property
     def windowed(self) -> bool:
         """Whether records go the token route (windows, stitching) rather than pooled batches."""
         return self.level is not Level.SENTENCE or self.long is LongMode.SPLIT
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model loads, on which device and dtype, and what runs its forward pass.
+
+    `model` is a hub id, a local directory, or None for `BERTLAYERS_MODEL` / the bundled
+    all-MiniLM-L6-v2; `runtime` is `torch`, `compile`, `int8` or `openvino`."""
+
+    model: str | None = None
+    device: str | None = "auto"
+    dtype: DType | str = DType.FLOAT32
+    revision: str | None = None
+    runtime: Runtime | str = Runtime.TORCH
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", DType.parse(self.dtype, "dtype"))
+        object.__setattr__(self, "runtime", Runtime.parse(self.runtime, "runtime"))
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> ModelOptions:
+        return _from_dict(cls, {k: v for k, v in options.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as a plain JSON value: `Engine(**options.to_dict())` loads the model."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}

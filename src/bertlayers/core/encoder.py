@@ -13,14 +13,14 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..backends import Forward, check_runtime
 from ..backends.eager import EagerForward
-from ..errors import ModelError, OptionError
+from ..errors import ModelError, OptionError, first_line, warn_deprecated
+from ..info import ModelInfo
 from ..options import Backend, Device, DType, Runtime
 
 MODEL_ENV = "BERTLAYERS_MODEL"
@@ -67,22 +67,6 @@ def resolve_device(device: str | None) -> torch.device:
     ):
         raise OptionError("device 'mps' asked for, but Apple MPS is not available here")
     return torch.device(name)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a user needs to know about a loaded model."""
-
-    model_id: str  # as given: hub id or directory
-    name: str  # a readable name: the hub id, or what the bundled model is
-    model_type: str
-    architecture: str
-    num_layers: int  # L encoder layers: hidden states 0..L
-    hidden_size: int
-    max_length: int  # tokens per sequence, special tokens included
-    has_segments: bool  # token_type_ids carry segment A/B
-    tokenizer: str
-    revision: str | None  # hub commit hash, when loaded from the hub
 
 
 def _find_layer_list(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
@@ -167,12 +151,14 @@ class Encoder:
         self.tokenizer = tokenizer
         self.model_id = model_id
         self._revision = revision
-        self._path = Path(model_id) if Path(model_id).is_dir() else None
+        self.local_dir = Path(model_id) if Path(model_id).is_dir() else None
         num_layers = int(config.num_hidden_layers)
         self._layers = _find_layer_list(encoder, num_layers)
         self._all_layers = list(self._layers)
         _install_capture_hooks(encoder)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one forward pass at a time
+        # the fast tokenizer keeps its truncation settings between calls: one user at a time
+        self.tokenizer_lock = threading.Lock()
         names = getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])
         self.input_names = [
             n for n in names if n in ("input_ids", "attention_mask", "token_type_ids")
@@ -238,6 +224,7 @@ class Encoder:
     @property
     def backend(self) -> Backend:
         """Deprecated: torch or openvino (see `runtime`)."""
+        warn_deprecated("Encoder.backend is deprecated: use Encoder.runtime")
         return Backend.OPENVINO if self.runtime is Runtime.OPENVINO else Backend.TORCH
 
     @property
@@ -276,11 +263,11 @@ class Encoder:
         if self._fingerprint is None:
             if self.info.revision:
                 self._fingerprint = self.info.revision
-            elif self._path is not None:
+            elif self.local_dir is not None:
                 digest = hashlib.sha256()
                 weights = sorted(
                     p
-                    for p in self._path.iterdir()
+                    for p in self.local_dir.iterdir()
                     if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file()
                 )
                 for file in weights:
@@ -317,6 +304,11 @@ class Encoder:
                 del config.tie_last_hidden_states
             else:
                 config.tie_last_hidden_states = tie
+
+    def release_cached_memory(self) -> None:
+        """Hand the device's cached blocks back (after an out-of-memory failure)."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """Move a host tensor to the model's device; to a GPU from pinned memory, without
@@ -397,7 +389,7 @@ def _hub_unreachable(model_id: str) -> bool:
 
 
 def _load_error(model_id: str, err: Exception, unreachable: bool = False) -> str:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first_line(err)
     if unreachable:
         return (
             f"unknown model '{model_id}': not a local directory, not in the Hugging Face cache, "

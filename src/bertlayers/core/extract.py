@@ -14,15 +14,17 @@ import numpy as np
 
 from ..backends import resolve_runtime
 from ..errors import InputError, OptionError
+from ..info import ModelInfo
 from ..io.readers import Record, records_from_texts, records_from_words
-from ..layers import LayerSelection, resolve_layers
+from ..layers import LayerSelection
 from ..options import Backend, DType, Level, Runtime
 from ..provenance import PerTextLog
 from ..results import ArraySource, RaggedEmbeddings, SentenceEmbeddings, make_result
 from ..sinks import MemorySink, Reserve, Sink
 from .config import ExtractConfig
-from .encoder import Encoder, ModelInfo
-from .engine import Engine, Progress
+from .encoder import Encoder
+from .engine import Engine
+from .progress import Progress
 from .stream import stream, warn_truncated
 
 
@@ -75,9 +77,11 @@ class Extractor:
         """Padded tokens per batch for this config and device (see `Engine.batch_tokens`)."""
         return self.engine.batch_tokens(config)
 
-    def output_shape(self, config: ExtractConfig, selection: LayerSelection) -> tuple[int, int]:
+    def output_shape(
+        self, config: ExtractConfig, selection: LayerSelection | None = None
+    ) -> tuple[int, int]:
         """The `(K, H)` of one output row (a text, token or word) for this config."""
-        return self.engine.output_shape(config, selection)
+        return self.engine.plan(config).row_shape
 
     def iter_chunks(
         self,
@@ -123,15 +127,15 @@ class Extractor:
         config = _config(config, options, Level.SENTENCE)
         records = _records(texts, pairs)
         if not records:
-            selection = resolve_layers(config.layers, self.info.num_layers)
-            empty = np.zeros((0, *self.output_shape(config, selection)), config.output_dtype.value)
+            plan = self.engine.plan(config)
+            empty = np.zeros((0, *plan.row_shape), config.output_dtype.value)
             return SentenceEmbeddings(
                 ArraySource(empty),
                 [],
-                list(selection.indices),
+                list(plan.layers),
                 np.zeros(0, np.int64),
                 np.zeros(0, bool),
-                {"layers": list(selection.indices), "level": "sentence"},
+                {"layers": list(plan.layers), "level": "sentence"},
             )
         sink, provenance = self._collect(records, config, progress)
         return make_result(sink.vectors(), sink.index.arrays(), provenance)
@@ -193,7 +197,7 @@ class Extractor:
         truncated = [r.id for r in embedded if r.truncated]
         log = PerTextLog()
         log.add_earlier(len(embedded), len(truncated), truncated[: PerTextLog.FIRST])
-        warn_truncated(log, self.engine.settings(config)["max_length"])
+        warn_truncated(log, self.engine.plan(config).max_length)
         return np.stack([r.vectors for r in embedded])
 
 

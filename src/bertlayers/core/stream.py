@@ -1,4 +1,7 @@
-"""The streaming run: records in chunks through an `Engine` into a sink (memory or a store).
+"""The streaming run: records in chunks through an engine into a sink (memory or a store).
+
+The engine is a local `Engine` or a server seen as one (`bertlayers.client.RemoteEngine`):
+it plans the config once, then embeds chunk by chunk.
 
 Each chunk comes back whole and in input order; a store makes it durable (so a run can be
 resumed), the in-memory sink keeps it. The provenance of the whole run is built once, at the
@@ -9,21 +12,45 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
-from ..errors import TruncationWarning
+from ..errors import ReplacedWordsWarning, TruncationWarning
 from ..io.readers import Record
-from ..layers import resolve_layers
-from ..provenance import PerTextLog, build_provenance
+from ..provenance import PerTextLog, RunInfo, build_provenance
 from ..sinks import Sink
 from .config import ExtractConfig
-from .engine import Engine, Progress
+from .progress import Progress
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ..chunks import SentenceChunk
+    from ..sinks import Reserve
+    from .plan import Plan
+
+
+class Embedder(Protocol):
+    """What the streaming run needs of an engine (a local `Engine`, or a server's)."""
+
+    @property
+    def run_info(self) -> RunInfo: ...
+
+    def plan(self, config: ExtractConfig | Plan) -> Plan: ...
+
+    def iter_chunks(
+        self,
+        records: Iterable[Record],
+        config: ExtractConfig | Plan,
+        progress: Progress | None = None,
+        reserve: Reserve | None = None,
+    ) -> Iterator[SentenceChunk]: ...
 
 
 def stream(
-    engine: Engine,
+    engine: Embedder,
     records: Iterable[Record],
     sink: Sink,
-    config: ExtractConfig | None = None,
+    config: ExtractConfig | Plan | None = None,
     progress: bool = False,
     total: int | None = None,
 ) -> dict:
@@ -33,25 +60,24 @@ def stream(
     Texts over the length limit are truncated (or split, or refused, as `long` says) and
     truncation is reported with a `TruncationWarning`.
     """
-    config = config or ExtractConfig()
-    settings = engine.settings(config)
-    row_shape = engine.output_shape(config, resolve_layers(config.layers, engine.info.num_layers))
+    plan = engine.plan(config or ExtractConfig())
+    settings, row_shape, run = plan.settings(), plan.row_shape, engine.run_info
     log = PerTextLog()
     earlier = getattr(sink, "earlier_texts", None)  # a resumed store's first run
     if earlier:
         log.add_earlier(*earlier)
     bar = Progress(progress, total if total is not None else _len_or_none(records))
     try:
-        for chunk in engine.iter_chunks(records, config, bar, sink.reserve):
+        for chunk in engine.iter_chunks(records, plan, bar, sink.reserve):
             sink.write(chunk)
             log.add(chunk)
     except BaseException as err:
         bar.close(failed=True)
         message = str(err) or type(err).__name__
-        sink.abort(build_provenance(engine.encoder, settings, row_shape, log, False, message))
+        sink.abort(build_provenance(run, settings, row_shape, log, False, message))
         raise
     bar.close()
-    provenance = build_provenance(engine.encoder, settings, row_shape, log, True)
+    provenance = build_provenance(run, settings, row_shape, log, True)
     warn_truncated(log, settings["max_length"])
     sink.close(provenance)
     # a store may complete the record (a resumed run's texts, its format)
@@ -82,7 +108,7 @@ def warn_truncated(log: PerTextLog, max_length: int) -> None:
     if log.replaced:
         first = ", ".join(f"record {rid} word {w + 1}" for rid, w in log.replaced[:3])
         warnings.warn(
-            UserWarning(
+            ReplacedWordsWarning(
                 f"{len(log.replaced)} words gave no token and were embedded as the unknown "
                 f"token ({first}{', ...' if len(log.replaced) > 3 else ''}); they are listed "
                 "in the provenance under 'replaced_words'"

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from ..errors import BertlayersError
+from ..errors import BertlayersError, first_line
 
 
 @contextlib.contextmanager
@@ -44,8 +44,9 @@ def _connected(address: str | None, quiet: bool) -> Iterator[None]:
         )
     except Exception as err:  # ConnectionError, AuthenticationError, ValueError, ...
         where = f"at {address}" if address else "locally"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BertlayersError(f"cannot connect to a Ray cluster {where}: {first}") from None
+        raise BertlayersError(
+            f"cannot connect to a Ray cluster {where}: {first_line(err)}"
+        ) from None
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False

@@ -124,7 +124,7 @@ def plan_shards(files: list[str], reader: ReaderOptions, shard_size: int) -> lis
     first = 0
     for path, prefix in zip(files, id_prefixes(files, reader), strict=True):
         if reader.input_format is None and guess_format(path) is InputFormat.CONLL:
-            raise InputError(f"{path}: CoNLL input runs locally only (without --engine ray)")
+            raise InputError(f"{path}: CoNLL input runs locally only (not on Ray)")
         digest, start, count, line = "", 0, 0, 1
         for record in prefixed(reader.records(path), prefix):
             if count == start:
@@ -144,7 +144,7 @@ def plan_shards(files: list[str], reader: ReaderOptions, shard_size: int) -> lis
     if len(shards) > MAX_SHARDS:
         raise InputError(
             f"the input makes {len(shards):,} shards, over {MAX_SHARDS:,}: use a larger "
-            "--shard-size"
+            "{opt:shard_size}"
         )
     return shards
 

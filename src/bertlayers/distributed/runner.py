@@ -8,20 +8,19 @@ is given. Ray restarts actors that die and retries their work.
 
 from __future__ import annotations
 
-import enum
 import itertools
 import json
 import os
 import shutil
 import sys
 import uuid
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from .. import errors
-from ..core.config import ExtractConfig
+from ..core.config import ExtractConfig, ModelOptions
 from ..errors import BertlayersError, InputError, OutputError
 from ..outputs import Kind, Target, check_outputs
 from ..stores.parquet import EMPTY_TEXTS_FILE, PROVENANCE_FILE
@@ -38,20 +37,6 @@ from .plan import (
 from .worker import SHARD_METADATA, EmbedBatches, ShardWriter
 
 DEFAULT_SHARD_SIZE = 10_000  # texts per shard: its output file, and the unit of resume
-
-
-def config_options(config: ExtractConfig) -> dict:
-    """A config as plain JSON values (sent to actors, kept in the manifest), from which
-    `ExtractConfig(**options)` builds it again."""
-    out = {}
-    for field in fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, enum.Enum):
-            value = value.value
-        elif isinstance(value, tuple | range):
-            value = list(value)
-        out[field.name] = value
-    return out
 
 
 def _pool(actors: int, gpus: float, cpus: float) -> dict:
@@ -110,18 +95,12 @@ def embed_dataset(
     if index_column is None:
         index_column = "text_index" if "text_index" not in names else "_bertlayers_index"
         ds = _numbered(ds, index_column)
-    engine_options = {
-        "model": model,
-        "device": device,
-        "dtype": dtype,
-        "revision": revision,
-        "runtime": runtime,
-    }
+    engine_options = ModelOptions(model, device, dtype, revision, runtime or "torch").to_dict()
     return ds.map_batches(
         EmbedBatches,
         fn_constructor_kwargs={
             "engine_options": engine_options,
-            "config_options": config_options(config),
+            "config_options": config.to_dict(),
             "text_column": text_column,
             "id_column": id_column,
             "pair_column": pair_column,
@@ -166,7 +145,7 @@ def extract_to_store(
     inputs: list[str],
     output: str | Path,
     config: ExtractConfig,
-    engine_options: dict,
+    model: ModelOptions,
     reader: ReaderOptions,
     *,
     actors: int = 1,
@@ -197,13 +176,14 @@ def extract_to_store(
     check_outputs([Target(output, Kind.PARQUET)], local, bool(replace))
     if partial.exists() and not (resume or overwrite):
         raise OutputError(
-            f"an interrupted run left {partial}: use --resume to continue it, "
-            "or --overwrite to start again"
+            f"an interrupted run left {partial}: use {{opt:resume=True}} to continue it, "
+            "or {opt:overwrite=True} to start again"
         )
     if shard_size < 1:
         raise BertlayersError(f"shard size must be at least 1, got {shard_size}")
     shards = plan_shards(files, reader, shard_size)
-    options = config_options(config)
+    options = config.to_dict()
+    engine_options = model.to_dict()
     request = {
         "inputs": files,
         "reader": asdict(reader),
@@ -218,7 +198,9 @@ def extract_to_store(
             {k: v for k, v in old_request.items() if k != "overwrite"}, old_shards, request, shards
         )
         if differences:
-            raise InputError("cannot resume: " + "; ".join(differences) + " (use --overwrite)")
+            raise InputError(
+                "cannot resume: " + "; ".join(differences) + " (use {opt:overwrite=True})"
+            )
         identity = _finished_identity(partial, shards)
     else:
         if partial.exists():
@@ -263,8 +245,11 @@ def extract_to_store(
             bar.close()
         done = sum((partial / s.name).exists() for s in shards)
         if isinstance(err, BertlayersError) and done:
-            kept = f" (the {done} finished shards are kept in {partial}; --resume continues)"
-            raise type(err)(f"{err}{kept}") from None
+            kept = (
+                f" (the {done} finished shards are kept in {partial}; "
+                "{opt:resume=True} continues)"
+            )
+            raise type(err)(err.template + kept) from None
         raise
     if bar is not None:
         bar.close()

@@ -27,10 +27,11 @@ def build_deployment(
     from ray import serve
 
     def build_app():
+        from ..core.config import ModelOptions
         from ..core.engine import Engine
         from ..service.app import create_app
 
-        return create_app(Engine(**engine_options), settings)
+        return create_app(Engine.from_options(ModelOptions.from_dict(engine_options)), settings)
 
     actor = {"num_cpus": cpus_per_replica}
     if gpus_per_replica:

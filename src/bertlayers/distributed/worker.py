@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.config import ExtractConfig
+from ..core.config import ExtractConfig, ModelOptions
 from ..core.engine import Engine
 from ..errors import BertlayersError, InputError
 from ..io.readers import Record
-from ..layers import resolve_layers
 from ..provenance import PerTextLog, build_provenance
 from ..stores.parquet import chunk_empty_texts, chunk_table
 from .plan import ReaderOptions, Shard, prefixed, record_digest
@@ -32,7 +31,7 @@ SHARD_METADATA = "bertlayers.shard"  # a shard file's key-value metadata: its su
 
 
 def _engine(engine_options: dict) -> Engine:
-    return Engine(**engine_options)
+    return Engine.from_options(ModelOptions.from_dict(engine_options))
 
 
 class ShardWriter:
@@ -54,8 +53,8 @@ class ShardWriter:
         self.failure: BertlayersError | None = None
         try:
             self.engine = _engine(engine_options)
-            self.config = ExtractConfig(**config_options)
-            self.identity = self.engine.identity(self.config)
+            self.plan = self.engine.plan(ExtractConfig.from_dict(config_options))
+            self.identity = self.engine.identity(self.plan)
             if identity is not None and identity != self.identity:
                 self.failure = InputError(_identity_differences(identity, self.identity))
         except BertlayersError as err:
@@ -71,7 +70,7 @@ class ShardWriter:
                     raise self.failure
                 summaries.append(self.write(Shard(**json.loads(spec))))
             except BertlayersError as err:
-                summaries.append({"error": str(err), "kind": type(err).__name__})
+                summaries.append({"error": err.template, "kind": type(err).__name__})
         return {"summary": np.asarray([json.dumps(s) for s in summaries], dtype=object)}
 
     def _records(self, shard: Shard) -> list[Record]:
@@ -88,7 +87,7 @@ class ShardWriter:
         if len(records) != shard.stop - shard.start or digest != shard.digest:
             raise InputError(
                 f"{shard.path}: records {shard.start + 1}-{shard.stop} changed after the run "
-                "was planned (rerun with --overwrite)"
+                "was planned (rerun with {opt:overwrite=True})"
             )
         return records
 
@@ -97,16 +96,14 @@ class ShardWriter:
         import pyarrow.parquet as pq
 
         records = self._records(shard)
-        settings = self.engine.settings(self.config)
-        selection = resolve_layers(self.config.layers, self.engine.info.num_layers)
-        row_shape = self.engine.output_shape(self.config, selection)
+        settings, row_shape = self.plan.settings(), self.plan.row_shape
         final = self.directory / shard.name
         tmp = self.directory / f".{shard.name}.{uuid.uuid4().hex}.tmp"
         log, writer, done = PerTextLog(), None, 0
         empty: dict = {"text_index": [], "id": [], "n_tokens": [], "truncated": [], "windows": []}
         try:
             try:
-                for chunk in self.engine.iter_chunks(records, self.config):
+                for chunk in self.engine.iter_chunks(records, self.plan):
                     table = chunk_table(chunk, settings, shard.first + done)
                     if writer is None:
                         writer = pq.ParquetWriter(tmp, table.schema)
@@ -117,7 +114,7 @@ class ShardWriter:
                     log.add(chunk)
                     done += len(chunk.ids)
             except BertlayersError as err:
-                message = str(err)
+                message = err.template
                 raise type(err)(
                     message if shard.path in message else f"{shard.path}: {message}"
                 ) from None
@@ -131,7 +128,9 @@ class ShardWriter:
                 "replaced": [[rid, int(w)] for rid, w in log.replaced],
                 "empty": empty,
                 "identity": self.identity,
-                "provenance": build_provenance(self.engine.encoder, settings, row_shape, log, True),
+                "provenance": build_provenance(
+                    self.engine.run_info, settings, row_shape, log, True
+                ),
                 "worker": os.getpid(),
                 "threads": torch.get_num_threads(),  # Ray sets them from the actor's CPUs
             }
@@ -153,7 +152,7 @@ def _identity_differences(finished: dict, now: dict) -> str:
     return (
         "cannot resume: the finished shards were made with another "
         + ", ".join(f"{k} ({finished.get(k)!r}, now {now.get(k)!r})" for k in differing)
-        + " (use --overwrite to start again)"
+        + " (use {opt:overwrite=True} to start again)"
     )
 
 
@@ -171,7 +170,7 @@ class EmbedBatches:
         index_column: str,
     ) -> None:
         self.engine = _engine(engine_options)
-        self.config = ExtractConfig(**config_options)
+        self.config = ExtractConfig.from_dict(config_options)
         self.columns = (text_column, id_column, pair_column, words_column)
         self.index_column = index_column
 
@@ -205,9 +204,9 @@ class EmbedBatches:
 
         positions = np.asarray(table.column(self.index_column).to_numpy(), dtype=np.int64)
         records = self._records(table, positions)
-        settings = self.engine.settings(self.config)
+        whole = self.engine.plan(replace(self.config, chunk_size=max(len(records), 1)))
+        settings = whole.settings()
         parts, done = [], 0
-        whole = replace(self.config, chunk_size=max(len(records), 1))
         for chunk in self.engine.iter_chunks(records, whole):
             part = chunk_table(chunk, settings, 0)
             local = part.column("text_index").to_numpy()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..options import StrEnum
+from .delimited import QUOTING_HINT, Quoting, delimited_rows
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def records_from_texts(
         raise InputError("more pairs than texts")
 
 
-def _decoded_lines(
+def decoded_lines(
     stream: io.BufferedIOBase, name: str, keep_newline: bool = False, start: int = 1
 ) -> Iterator[tuple[int, str]]:
     """(line number, line), failing on invalid UTF-8 with the line number.
@@ -160,7 +160,7 @@ def open_url(path: str):
         raise InputError(f"cannot open {path}: {err}") from None
 
 
-def _open(path: str) -> tuple[io.BufferedIOBase, str]:
+def open_input(path: str) -> tuple[io.BufferedIOBase, str]:
     if path == "-":
         return sys.stdin.buffer, "<stdin>"
     if is_url(path):
@@ -204,102 +204,6 @@ def _check_columns(available: list[str], wanted: list[str | None], name: str) ->
             )
 
 
-class Quoting(StrEnum):
-    """How csv/tsv quotes are read: `csv` is RFC 4180, strictly (a field that starts with `"`
-    is quoted, `""` inside it is a quote); `none` reads quotes as plain characters, one record
-    per line (as GLUE's TSV readers and `cut` do)."""
-
-    CSV = "csv"
-    NONE = "none"
-
-
-_QUOTE = '"'
-_QUOTING_HINT = " (if the file's quotes are plain characters, read it with --quoting none)"
-
-
-def _carriage_return(name: str, number: int) -> InputError:
-    return InputError(
-        f"{name}: line {number}: a carriage return (\\r) inside an unquoted field; "
-        "lines must end with \\n or \\r\\n"
-    )
-
-
-def _quoted_record(
-    number: int, line: str, lines: Iterator[tuple[int, str]], name: str, delimiter: str
-) -> list[str]:
-    """The fields of the record starting at `line` (which holds a quote), RFC 4180 strictly.
-
-    A quoted field may hold the delimiter and newlines (then the next lines are read from
-    `lines`); a quote inside an unquoted field is a plain character. An unclosed quote and
-    text after a closing quote are errors; the line end (\\n or \\r\\n) is not part of a field.
-    """
-    fields: list[str] = []
-    text, pos = line, 0
-    end = len(text.rstrip("\r\n"))
-    while True:
-        if text.startswith(_QUOTE, pos):
-            opened = number
-            parts: list[str] = []
-            pos += 1
-            while True:
-                close = text.find(_QUOTE, pos)
-                if close < 0:  # the field goes on on the next line
-                    parts.append(text[pos:])
-                    try:
-                        number, text = next(lines)
-                    except StopIteration:
-                        raise InputError(
-                            f"{name}: line {opened}: a quote opened here is never closed"
-                            + _QUOTING_HINT
-                        ) from None
-                    pos = 0
-                    continue
-                parts.append(text[pos:close])
-                pos = close + 1
-                if not text.startswith(_QUOTE, pos):
-                    break
-                parts.append(_QUOTE)  # "" is a literal quote
-                pos += 1
-            fields.append("".join(parts))
-            end = len(text.rstrip("\r\n"))
-            if pos >= end:
-                return fields
-            if text[pos] != delimiter:
-                since = f" (in a quoted field opened on line {opened})" if opened != number else ""
-                raise InputError(
-                    f"{name}: line {number}: text after a closing quote{since}" + _QUOTING_HINT
-                )
-            pos += 1
-        else:
-            stop = text.find(delimiter, pos, end)
-            field = text[pos : end if stop < 0 else stop]
-            if "\r" in field:
-                raise _carriage_return(name, number)
-            fields.append(field)
-            if stop < 0:
-                return fields
-            pos = stop + 1
-
-
-def _delimited_rows(
-    lines: Iterator[tuple[int, str]], name: str, delimiter: str, quoting: Quoting
-) -> Iterator[tuple[int, list[str]]]:
-    """(first line, fields) of each record of a csv/tsv file, the header first; blank lines
-    between records are skipped. Lines without a quote (or every line, with `Quoting.NONE`)
-    are split on the delimiter directly; the others go through the strict RFC 4180 parser."""
-    quoted = quoting is Quoting.CSV
-    for number, line in lines:
-        if quoted and _QUOTE in line:
-            yield number, _quoted_record(number, line, lines, name, delimiter)
-            continue
-        body = line.rstrip("\r\n")
-        if not body:
-            continue
-        if "\r" in body:
-            raise _carriage_return(name, number)
-        yield number, body.split(delimiter)
-
-
 def _read_delimited(
     lines: Iterator[tuple[int, str]],
     name: str,
@@ -311,8 +215,8 @@ def _read_delimited(
     quoting: Quoting | str = Quoting.CSV,
 ) -> Iterator[Record]:
     quoting = Quoting.parse(quoting, "quoting")
-    hint = _QUOTING_HINT if quoting is Quoting.CSV else ""
-    rows = _delimited_rows(lines, name, delimiter, quoting)
+    hint = QUOTING_HINT if quoting is Quoting.CSV else ""
+    rows = delimited_rows(lines, name, delimiter, quoting)
     first = next(rows, None)
     if first is None:
         raise InputError(f"{name} is empty: no header row")
@@ -475,10 +379,10 @@ def read_records(
             path, text_column, pair_column, id_column, label_column, start_line
         )
         return
-    stream, name = _open(path)
+    stream, name = open_input(path)
     try:
         delimited = fmt in (InputFormat.CSV, InputFormat.TSV)
-        lines = _decoded_lines(stream, name, keep_newline=delimited, start=start_line)
+        lines = decoded_lines(stream, name, keep_newline=delimited, start=start_line)
         if fmt is InputFormat.TXT:
             records = _read_txt(lines)
         elif fmt is InputFormat.JSONL:
@@ -581,88 +485,3 @@ class ReaderOptions:
 
     def records(self, path: str, start_line: int = 1) -> Iterator[Record]:
         return read_records(path, **dataclasses.asdict(self), start_line=start_line)
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """One line of a qrels file: a document's graded relevance to a query (> 0 = relevant)."""
-
-    query_id: str
-    doc_id: str
-    relevance: float
-    line: int
-
-
-def read_qrels(path: str) -> list[Judgement]:
-    """Relevance judgements: TREC (`qid 0 docid rel` or `qid docid rel`, whitespace) or BEIR's
-    TSV with a header (`query-id<TAB>corpus-id<TAB>score`). Errors name the line."""
-    stream, name = _open(path)
-    judgements: list[Judgement] = []
-    try:
-        lines = _decoded_lines(stream, name, keep_newline=False)
-        columns: tuple[int, int, int] | None = None
-        for number, line in lines:
-            fields = line.split("\t") if "\t" in line else line.split()
-            if not fields or not line.strip():
-                continue
-            if columns is None and not judgements and not _is_number(fields[-1]):
-                columns = _qrels_header(fields, name, number)
-                if columns is not None:
-                    continue
-            if columns is None:
-                if len(fields) not in (3, 4):
-                    raise InputError(
-                        f"{name}: line {number}: expected 'query doc relevance' or TREC's "
-                        f"'query 0 doc relevance', saw {len(fields)} fields"
-                    )
-                picked = (fields[0], fields[-2], fields[-1])
-            else:
-                if len(fields) <= max(columns):
-                    raise InputError(
-                        f"{name}: line {number}: expected {max(columns) + 1} fields, saw "
-                        f"{len(fields)}"
-                    )
-                picked = tuple(fields[c] for c in columns)
-            query_id, doc_id, relevance = (f.strip() for f in picked)
-            if not _is_number(relevance) or not math.isfinite(float(relevance)):
-                raise InputError(
-                    f"{name}: line {number}: relevance '{relevance}' is not a finite number"
-                )
-            judgements.append(Judgement(query_id, doc_id, float(relevance), number))
-    finally:
-        stream.close()
-    if not judgements:
-        raise InputError(f"{name} holds no relevance judgements")
-    return judgements
-
-
-_QRELS_COLUMNS = (
-    ("query-id", "query_id", "qid"),
-    ("corpus-id", "corpus_id", "doc-id", "doc_id", "docid"),
-    ("score", "relevance", "rel", "label"),
-)
-
-
-def _qrels_header(fields: list[str], name: str, number: int) -> tuple[int, int, int] | None:
-    """The (query, document, relevance) columns of a qrels header; None when `fields` is not
-    a header (no known column name: a data line, checked as such)."""
-    header = [f.strip().lower() for f in fields]
-    found = [
-        next((header.index(n) for n in names if n in header), None) for names in _QRELS_COLUMNS
-    ]
-    if all(c is None for c in found):
-        return None
-    if any(c is None for c in found):
-        raise InputError(
-            f"{name}: line {number}: a qrels header needs query-id, corpus-id and score "
-            f"columns, saw: {', '.join(fields)}"
-        )
-    return found[0], found[1], found[2]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -3,7 +3,7 @@ every request queued, together.
 
 Each request's records become one or more parts (a large request is cut into parts of at
 most `round_tokens` tokens, so others interleave with it). The worker takes parts from the
-front of the queue up to `round_tokens` and embeds them in one `Engine.embed_many` call:
+front of the queue up to `round_tokens` and embeds them in one `Engine.embed_jobs` call:
 parts whose settings share a forward pass share batches (packed by the library's
 length-sorted token budget), each pooled its own way. Parts whose request expired or whose
 client went away are dropped before they are computed. A call that fails for a reason other
@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from ..chunks import concat_chunks
 from ..core.config import ExtractConfig
 from ..core.engine import Engine
+from ..core.plan import Plan
 from ..errors import BertlayersError
 from ..io.readers import Record
 from ..memory import trim_heap
@@ -56,7 +58,7 @@ class Request:
 @dataclass(eq=False)
 class Part:
     records: list[Record]
-    config: ExtractConfig
+    plan: Plan
     tokens: int
     request: Request
     future: Future = field(default_factory=Future)
@@ -92,7 +94,7 @@ class Batcher:
     # ------------------------------------------------------------------ requests
 
     def split(
-        self, records: Sequence[Record], counts: Sequence[int], config: ExtractConfig
+        self, records: Sequence[Record], counts: Sequence[int]
     ) -> list[tuple[list[Record], int]]:
         """Cut a request's records into parts of at most `round_tokens` tokens (one record
         at least), in order."""
@@ -146,7 +148,7 @@ class Batcher:
             self._thread.join(timeout)
 
     def _warm_up(self) -> None:
-        self.engine.embed_many(
+        self.engine.embed_jobs(
             [([Record(id="warm-up", text="warm up")], ExtractConfig(layers="all"))]
         )
         self.warm.set()
@@ -223,7 +225,7 @@ class Batcher:
         retried once in halves (less memory at once), and what fails again gets 503."""
         start = time.perf_counter()
         try:
-            outcomes = self.engine.embed_many([(p.records, p.config) for p in parts])
+            outcomes = self.engine.embed_jobs([(p.records, p.plan) for p in parts])
         except BertlayersError as err:  # not tied to one part: every part gets it
             for part in parts:
                 _settle(part.future, error=err)
@@ -255,14 +257,14 @@ class Batcher:
         results: list = []
         for piece in pieces:
             try:
-                [outcome] = self.engine.embed_many([(piece, part.config)])
+                [outcome] = self.engine.embed_jobs([(piece, part.plan)])
             except Exception:
                 self.engine.release_cached_memory()
                 return {"error": Unavailable("the computation failed twice")}
             if isinstance(outcome, BaseException):
                 return {"error": outcome}
-            results.extend(outcome)
-        return {"result": results}
+            results.append(outcome)
+        return {"result": concat_chunks(results)}
 
 
 def _settle(future: Future, result: object = None, error: BaseException | None = None) -> None:

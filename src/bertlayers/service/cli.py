@@ -12,8 +12,9 @@ import math
 import os
 import signal
 import sys
+from dataclasses import replace
 
-from ..errors import BertlayersError
+from ..errors import BertlayersError, first_line
 from .settings import ServeSettings
 
 API_KEY_ENV = "BERTLAYERS_API_KEY"
@@ -168,15 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
+        from ..core.config import ModelOptions
         from ..core.engine import Engine
         from . import create_app
 
-        engine = Engine(  # with --engine ray, only a check (on the CPU) that the model loads
-            args.model,
-            device=args.device if args.engine == "local" else "cpu",
-            dtype=args.dtype,
-            revision=args.revision,
-            runtime=args.runtime,
+        model = ModelOptions(
+            args.model, args.device, args.dtype, args.revision, args.runtime or "torch"
+        )
+        if args.engine == "local" and not args.openapi:
+            check_port(args.host, args.port)  # before the model loads: fail in a second
+        # with --engine ray, only a check (on the CPU) that the model loads
+        engine = Engine.from_options(
+            model if args.engine == "local" else replace(model, device="cpu")
         )
         settings = ServeSettings(
             api_key=args.api_key or None,
@@ -196,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.engine == "ray" and not args.openapi:
             del engine  # it loaded: the replicas load their own
-            return _serve_on_ray(args, settings)
+            return _serve_on_ray(args, settings, model)
         app = create_app(engine, settings)
         if args.openapi:
             print(openapi_text(app))
             return 0
     except BertlayersError as err:
-        print(f"bertlayers serve: error: {err}", file=sys.stderr)
+        print(f"bertlayers serve: error: {err.spelled(flag_spelling)}", file=sys.stderr)
         return 1
     pipeline = app.state.service.pipeline
     if not pipeline.exact:
@@ -242,7 +246,7 @@ def _warn_if_open(args: argparse.Namespace, settings: ServeSettings) -> None:
         )
 
 
-def _serve_on_ray(args: argparse.Namespace, settings: ServeSettings) -> int:
+def _serve_on_ray(args: argparse.Namespace, settings: ServeSettings, model) -> int:
     """`--engine ray`: the app as a Ray Serve deployment; the model loaded here first was a
     check that it loads (a bad --model is one line, before any replica starts)."""
     from ..extras import require
@@ -253,13 +257,7 @@ def _serve_on_ray(args: argparse.Namespace, settings: ServeSettings) -> int:
     from ..distributed.cluster import connect
     from ..distributed.serve import serve_until_signal, start
 
-    engine_options = {
-        "model": args.model,
-        "device": args.device,
-        "dtype": args.dtype,
-        "revision": args.revision,
-        "runtime": args.runtime,
-    }
+    engine_options = model.to_dict()
 
     _warn_if_open(args, settings)
 
@@ -281,8 +279,8 @@ def _serve_on_ray(args: argparse.Namespace, settings: ServeSettings) -> int:
     except BertlayersError:
         raise
     except Exception as err:  # Ray Serve's (a port in use, replicas that do not start)
-        first = next((line for line in str(err).splitlines() if line.strip()), "")
-        raise BertlayersError(f"Ray Serve failed: {type(err).__name__}: {first[:300]}") from None
+        first = first_line(err)[:300]
+        raise BertlayersError(f"Ray Serve failed: {type(err).__name__}: {first}") from None
     return 0
 
 
@@ -297,10 +295,41 @@ def openapi_text(app) -> str:
     return json.dumps(app.openapi(), indent=2, sort_keys=True)
 
 
-class _Server:
-    """uvicorn's server, with `/ready` turned false as soon as a signal asks it to stop."""
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line naming host and port, an address nothing can listen on (a port in
+    use, a host not on this machine): before the model loads, not after."""
+    import socket
 
-    def __new__(cls, config, app):
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as err:
+        raise BertlayersError(f"cannot listen on {host}:{port}: {first_line(err)}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            reason = err.strerror or first_line(err)
+            raise BertlayersError(
+                f"cannot listen on {host}:{port}: {reason} (is another server running there? "
+                "choose another --port)"
+            ) from None
+
+
+ENDPOINTS = (
+    "POST /v1/embed, /v1/embeddings (OpenAI), /v1/attention; "
+    "GET /v1/info, /health, /ready, /metrics, /docs"
+)
+
+
+class _Server:
+    """uvicorn's server, with `/ready` turned false as soon as a signal asks it to stop, and
+    a line on stderr once it listens: the model and the endpoints."""
+
+    def __new__(cls, config, app, quiet: bool = False):
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -308,4 +337,32 @@ class _Server:
                 app.state.service.draining = True
                 super().handle_exit(sig, frame)
 
+            async def startup(self, sockets=None) -> None:
+                await super().startup(sockets)
+                if quiet or not self.servers:
+                    return
+                host, port = self.servers[0].sockets[0].getsockname()[:2]
+                service = app.state.service
+                print(
+                    f"bertlayers serve: {service.name} ({service.engine.info.num_layers} layers, "
+                    f"{service.engine.runtime.value} on {service.engine.run_info.device}) at "
+                    f"http://{host}:{port}: {ENDPOINTS}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
         return Server(config)
+
+
+def flag_spelling(name: str, value: str | None) -> str:
+    """Options as this command's flags (`--max-length`); the extract options a request sets
+    are named as the request's fields."""
+    from .errors import field_spelling
+
+    if name in SERVE_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        return flag if value in (None, "True") else f"{flag} {value}"
+    return field_spelling(name, value)
+
+
+SERVE_FLAGS = {"model", "device", "dtype", "revision", "runtime", "host", "port", "api_key"}

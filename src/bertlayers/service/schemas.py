@@ -109,11 +109,27 @@ class OpenAIEmbedding(BaseModel):
     embedding: list[float] | str
 
 
+class AppliedPipeline(BaseModel):
+    """What `/v1/embeddings` applied: the model's sentence-transformers pipeline unless the
+    request changed it (`source` says which)."""
+
+    layers: list[int]
+    combine: str
+    pooling: str
+    include_special: bool = Field(description="Whether [CLS]/[SEP] were pooled too.")
+    normalize: bool
+    max_length: int
+    source: str
+
+
 class OpenAIEmbeddingResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[OpenAIEmbedding]
     model: str
     usage: Usage
+    bertlayers: AppliedPipeline | None = Field(
+        None, description="An extra: the layers, pooling and normalization applied."
+    )
 
 
 class ErrorDetail(BaseModel):

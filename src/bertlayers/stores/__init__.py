@@ -13,25 +13,24 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..chunks import SentenceChunk
-from ..errors import InputError, OptionError, OutputError
+from ..errors import InputError, OptionError, OutputError, first_line
 from ..extras import require
 from ..io.readers import Record
 from ..memory import trim_heap
 from ..options import StrEnum
 from ..outputs import Kind, Target, check_outputs
 from ..results import RaggedEmbeddings, SentenceEmbeddings, make_result
-from .base import ArraySource, LayerSource, StoreData
+from .base import ArraySource, LayerSource, StoreContent, StoreData
 from .hdf5 import read_hdf5, write_hdf5
 from .npyfmt import index_path, read_npy, read_npz, sidecar_path, write_npy, write_npz
 from .parquet import read_parquet, write_parquet
 from .safetensors import read_safetensors, sharded_index, write_safetensors
-from .staging import FileRows, StagedStore, Staging, input_digest
+from .staging import FileRows, Staging, input_digest
 
 
 class StoreFormat(StrEnum):
@@ -87,7 +86,7 @@ def _format_of(path: Path, fmt: str | None, reading: bool) -> StoreFormat:
         if suffix in _SUFFIXES and _SUFFIXES[suffix] is not chosen:
             raise OptionError(
                 f"'{path}' ends in {suffix}, which is {_SUFFIXES[suffix].value}, but the format "
-                f"asked for is {chosen.value}: change the suffix or drop --format"
+                f"asked for is {chosen.value}: change the suffix or drop {{opt:format}}"
             )
         return chosen
     if suffix in _SUFFIXES:
@@ -102,7 +101,7 @@ def _format_of(path: Path, fmt: str | None, reading: bool) -> StoreFormat:
         )
     raise OptionError(
         f"cannot tell the output format of '{path}': use a path ending in {valid}, "
-        "or --format (a directory with --format parquet holds Parquet shards)"
+        "or {opt:format} (a directory with {opt:format=parquet} holds Parquet shards)"
     )
 
 
@@ -190,33 +189,6 @@ def _final_provenance(provenance: dict, counts: dict, replaced: list, shape: tup
     return out
 
 
-@dataclass
-class _Staged:
-    """StoreData over a finished staging area."""
-
-    staged: StagedStore
-    provenance: dict
-    index_arrays: dict
-
-    @property
-    def num_rows(self) -> int:
-        return self.staged.vectors.shape[0]
-
-    @property
-    def row_shape(self) -> tuple[int, int]:
-        return tuple(self.staged.vectors.shape[1:])
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.staged.vectors.dtype
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        return self.staged.vectors.read(start, stop)
-
-    def index(self) -> dict[str, np.ndarray]:
-        return self.index_arrays
-
-
 class StoreSink:
     """A sink that streams into a resumable staging area and writes the store at the end.
 
@@ -245,8 +217,8 @@ class StoreSink:
         if os.path.lexists(self.partial):
             if not (resume or overwrite):
                 raise OutputError(
-                    f"an interrupted run left {self.partial}: use --resume to continue it, "
-                    "or --overwrite to start again"
+                    f"an interrupted run left {self.partial}: "
+                    "use {opt:resume=True} to continue it, or {opt:overwrite=True} to start again"
                 )
             check_outputs([Target(self.partial, Kind.STAGING)], inputs, overwrite=True)
         self.staging = Staging(self.partial, identity, resume=resume and not overwrite)
@@ -286,7 +258,7 @@ class StoreSink:
                 if count == self.resumed_from and digest != self.staging.input_digest:
                     raise InputError(
                         f"cannot resume: the input differs from the interrupted run's within "
-                        f"its first {count} records (use --overwrite to start again)"
+                        f"its first {count} records (use {{opt:overwrite=True}} to start again)"
                     )
                 continue
             self._consumed = count
@@ -295,7 +267,7 @@ class StoreSink:
         if count < self.resumed_from:
             raise InputError(
                 f"cannot resume: the input has {count} records, fewer than the "
-                f"{self.resumed_from} already embedded (use --overwrite to start again)"
+                f"{self.resumed_from} already embedded (use {{opt:overwrite=True}} to start again)"
             )
 
     def reserve(self, n_rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> FileRows:
@@ -331,7 +303,7 @@ class StoreSink:
                 provenance, staged.counts, staged.replaced, staged.vectors.shape
             )
             final["format"] = self.format.value
-            data = _Staged(staged, final, index)
+            data = StoreContent(staged.vectors, index, final)
             if self.format is StoreFormat.NPY:
                 written = write_npy(data, self.path, staged_vectors=staged_vectors)
             else:
@@ -348,7 +320,7 @@ class StoreSink:
                 raise
             raise OutputError(
                 f"{_reason(err)} while writing {self.path}; the embedded texts are kept in "
-                f"{self.partial} (rerun with --resume once fixed)"
+                f"{self.partial} (rerun with {{opt:resume=True}} once fixed)"
             ) from None
         self.staging.remove()
         self.provenance = final
@@ -386,7 +358,7 @@ def open_store(path: str | Path) -> tuple[LayerSource, dict, dict, StoreFormat]:
         if partial.exists():
             raise InputError(
                 f"{path} is incomplete: an interrupted run left {partial.name} "
-                "(finish it with --resume)"
+                "(finish it with {opt:resume=True})"
             )
         raise InputError(f"no such store: {path}")
     fmt = store_format(path, reading=True)
@@ -395,8 +367,7 @@ def open_store(path: str | Path) -> tuple[LayerSource, dict, dict, StoreFormat]:
     except InputError:
         raise
     except Exception as err:  # corrupt or truncated files raise all kinds of errors
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"{path} is not a readable {fmt.value} store: {first}") from None
+        raise InputError(f"{path} is not a readable {fmt.value} store: {first_line(err)}") from None
     if not provenance.get("complete", False):
         raise InputError(f"{path} is marked incomplete")
     texts = provenance.get("texts", {})
@@ -410,33 +381,6 @@ def open_store(path: str | Path) -> tuple[LayerSource, dict, dict, StoreFormat]:
             f"its provenance says {expected_rows}"
         )
     return source, index, provenance, fmt
-
-
-@dataclass
-class _Loaded:
-    """StoreData over an opened store (for convert)."""
-
-    source: LayerSource
-    index_arrays: dict
-    provenance: dict
-
-    @property
-    def num_rows(self) -> int:
-        return self.source.shape[0]
-
-    @property
-    def row_shape(self) -> tuple[int, int]:
-        return tuple(self.source.shape[1:])
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(self.source.dtype)
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        return self.source.block(start, stop)
-
-    def index(self) -> dict[str, np.ndarray]:
-        return self.index_arrays
 
 
 def convert(
@@ -461,7 +405,7 @@ def convert(
     written: list[Path] = []
     renamed: list[Path] = []
     try:
-        written = _WRITERS[target_format](_Loaded(source, keep, provenance), target)
+        written = _WRITERS[target_format](StoreContent(source, keep, provenance), target)
         _rename_into_place(written, target, renamed, target_format)
     except BaseException as err:  # a full disk, Ctrl-C: nothing of the new store is left
         for part in [*written, *_temporaries(target, target_format), *renamed]:
@@ -532,7 +476,7 @@ def describe(path: str | Path) -> dict:
             "format": "staging",
             "complete": False,
             "status": f"an interrupted run: {journal['records']} texts durable "
-            "(bertlayers extract ... --resume finishes it)",
+            "({opt:resume=True} finishes it)",
             "model": identity.get("model"),
             "level": identity.get("level"),
             "layers": identity.get("layers"),

@@ -12,14 +12,17 @@ import errno
 import itertools
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from ..results import ArraySource, LayerSource  # noqa: F401 (the stores' sources)
-from ..sinks import npy_header
+from ..errors import OutputError
+from ..results import ArraySource, LayerSource
 
 BLOCK_BYTES = 64 * 2**20  # rows read and written at a time
+
+NPY_HEADER_BYTES = 128  # fixed, so the final shape can be written over the first one
 
 
 class StoreData(Protocol):
@@ -33,6 +36,34 @@ class StoreData(Protocol):
     def rows(self, start: int, stop: int) -> np.ndarray: ...
 
     def index(self) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class StoreContent:
+    """`StoreData` over vectors read block by block (a finished staging area's file, an
+    opened store's source), with the index and provenance a writer needs."""
+
+    vectors: FileArray | LayerSource  # has `shape`, `dtype` and `block(start, stop)`
+    index_arrays: dict
+    provenance: dict
+
+    @property
+    def num_rows(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def row_shape(self) -> tuple[int, int]:
+        return tuple(self.vectors.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.vectors.dtype)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        return self.vectors.block(start, stop)
+
+    def index(self) -> dict[str, np.ndarray]:
+        return self.index_arrays
 
 
 class FileArray:
@@ -89,6 +120,8 @@ class FileArray:
                     raise ValueError(f"{self.path} is shorter than its header says")
                 view = view[got:]
         return out
+
+    block = read  # the `LayerSource` spelling
 
     def __getitem__(self, key: int | slice) -> np.ndarray:
         if isinstance(key, slice):
@@ -298,3 +331,13 @@ def unpack_index(arrays: dict[str, np.ndarray]) -> dict:
         if f"{name}.utf8" in arrays:
             index[name] = decode_strings(arrays[f"{name}.utf8"], arrays[f"{name}.offsets"])
     return index
+
+
+def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """A version 1.0 `.npy` header padded to a fixed size, so it can be rewritten in place."""
+    fields = f"{{'descr': '{np.dtype(dtype).str}', 'fortran_order': False, 'shape': {shape}, }}"
+    body_len = NPY_HEADER_BYTES - 10
+    body = fields.ljust(body_len - 1) + "\n"
+    if len(body) != body_len:
+        raise OutputError(f"shape {shape} too large for the npy header")
+    return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + body.encode("latin1")

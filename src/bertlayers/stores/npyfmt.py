@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..sinks import npy_header
+from ..errors import InputError, first_line
 from .base import (
     ArraySource,
     FileArray,
@@ -27,6 +26,7 @@ from .base import (
     block_ranges,
     ensure_room,
     index_bytes,
+    npy_header,
     pack_index,
     unpack_index,
     vector_bytes,
@@ -85,7 +85,7 @@ def _write_members(zf: zipfile.ZipFile, arrays: dict[str, np.ndarray | FileArray
 
 
 def _sidecar_error(sidecar: Path, role: str, path: Path, err: Exception) -> InputError:
-    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    first = first_line(err)
     return InputError(f"{sidecar} ({role} of {path.name}) is not readable: {first}")
 
 

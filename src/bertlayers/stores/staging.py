@@ -25,10 +25,9 @@ import numpy as np
 
 from ..chunks import RaggedChunk, SentenceChunk
 from ..errors import InputError, OutputError
-from ..sinks import npy_header
-from .base import FileArray, Utf8Strings, close_all, utf8_lengths
+from .base import NPY_HEADER_BYTES, FileArray, Utf8Strings, close_all, npy_header, utf8_lengths
 
-_HEADER = 128  # bytes reserved for the vectors' .npy header (see sinks.npy_header)
+_HEADER = NPY_HEADER_BYTES  # bytes reserved for the vectors' .npy header
 INDEX_TEXTS, INDEX_ITEMS = 4096, 65536  # texts, token strings read at a time to gather the index
 
 
@@ -62,7 +61,7 @@ def _disk_error(err: OSError, where: Path, records: int) -> OutputError:
     return OutputError(
         f"{reason} while writing {where}; the {records} texts made durable so far are kept in "
         f"{where.parent if where.parent.name.endswith('.partial') else where} "
-        "(rerun with --resume once fixed)"
+        "(rerun with {opt:resume=True} once fixed)"
     )
 
 
@@ -164,7 +163,9 @@ class Staging:
             raise InputError(f"cannot resume: {self.journal_path} is unreadable ({err})") from None
         differences = _differences(journal["identity"], self.identity)
         if differences:
-            raise InputError("cannot resume: " + "; ".join(differences) + " (use --overwrite)")
+            raise InputError(
+                "cannot resume: " + "; ".join(differences) + " (use {opt:overwrite=True})"
+            )
         self.records = int(journal["records"])
         self.rows = int(journal["rows"])
         self.row_shape = journal["row_shape"]
