@@ -601,11 +601,11 @@ def test_unreachable_hub_fails_in_seconds_without_offline_mode(capsys, monkeypat
 
     from huggingface_hub import constants
 
-    from bertlayers.core.encoder import _hub_unreachable
+    from bertlayers.core.encoder import hub_unreachable
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    if not _hub_unreachable("bert-base-uncased"):
+    if not hub_unreachable("bert-base-uncased"):
         pytest.skip("the hub is reachable from here")
     start = time.monotonic()
     assert main(["info", "--model", "bert-base-uncased"]) == 1

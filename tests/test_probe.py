@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from bertlayers.analysis.geometry import analyze, linear_cka
 from bertlayers.analysis.metrics import entities, entity_f1, is_bio
+from bertlayers.analysis.probe_data import sentence_data, word_data
 from bertlayers.analysis.probing import (
     _folds,
     candidate_features,
@@ -27,8 +28,6 @@ from bertlayers.analysis.probing import (
     load_probe,
     run_probes,
     save_probe,
-    sentence_data,
-    word_data,
 )
 from bertlayers.io.readers import read_records
 from conftest import data_file

@@ -122,12 +122,12 @@ def test_layer_major_formats_read_one_layer_only(tmp_path, bundled, texts):
 
 
 def test_sharded_parquet_and_safetensors(tmp_path, bundled, texts):
-    from bertlayers.stores import _Loaded, open_store
+    from bertlayers.stores import StoreContent, open_store
 
     path = tmp_path / "base.npy"
     _write(bundled, path, records_from_texts(texts), ExtractConfig(level="token", layers="0,-1"))
     source, index, provenance, _ = open_store(path)
-    data = _Loaded(source, index, provenance)
+    data = StoreContent(source, index, provenance)
     shards = tmp_path / "shards"
     for tmp in write_parquet(data, shards, shard_rows=50):
         tmp.rename(shards)
@@ -322,7 +322,10 @@ def _keep(path: Path, into: Path) -> Path:
     return into / path.name
 
 
-DISK_FULL = r"disk full while writing .*; the .* kept in .*\(rerun with --resume once fixed\)"
+# the library says `resume=True`, the command line `--resume`
+DISK_FULL = (
+    r"disk full while writing .*; the .* kept in .*\(rerun with (--resume|resume=True) once fixed\)"
+)
 
 
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")

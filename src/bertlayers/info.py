@@ -20,3 +20,4 @@ class ModelInfo:
     has_segments: bool  # token_type_ids carry segment A/B
     tokenizer: str
     revision: str | None  # hub commit hash, when loaded from the hub
+    num_heads: int = 0  # attention heads per layer

@@ -90,3 +90,31 @@ def resolve_layers(spec: LayerSpec, num_layers: int) -> LayerSelection:
     if not indices:
         raise OptionError("empty layer list: select at least one layer")
     return LayerSelection(indices, num_layers)
+
+
+def resolve_attention_layers(spec: LayerSpec, num_layers: int) -> tuple[int, ...]:
+    """The layers whose self-attention is asked for, in the hidden-state convention: `all` is
+    1..L; layer 0 (the embedding output) has no attention and is refused with the range."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return tuple(range(1, num_layers + 1))
+    indices = resolve_layers(spec, num_layers).indices
+    if 0 in indices:
+        raise OptionError(
+            f"layer 0 (the embedding output) has no attention, in '{spec}': the attention "
+            f"layers of this model are 1..{num_layers} (negatives -{num_layers}..-1)"
+        )
+    return indices
+
+
+def resolve_heads(spec: LayerSpec, num_heads: int) -> tuple[int, ...]:
+    """Attention heads `0..A-1` from `all`, an index (negatives from the end), a list, a comma
+    list (`0,3`) or a slice (`:4`)."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return tuple(range(num_heads))
+    try:  # the layer grammar over 0..A-1: resolve as if there were A-1 "layers"
+        return resolve_layers(spec, num_heads - 1).indices
+    except OptionError:
+        raise OptionError(
+            f"invalid heads '{spec}': this model has heads 0..{num_heads - 1} per layer "
+            f"(negatives -{num_heads}..-1); use all, an index, a list (0,3) or a slice (:4)"
+        ) from None

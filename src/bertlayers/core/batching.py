@@ -47,10 +47,46 @@ class Encoded:
         return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64)
 
 
+def pair_groups(records: Sequence[Record]) -> list[list[int]]:
+    """Positions of the records without a pair, then of those with one (either may be empty).
+
+    A tokenizer called with pairs ends a text whose pair is empty with a second [SEP]; a
+    text without a pair must not get one, so the two kinds are tokenized apart."""
+    alone = [i for i, r in enumerate(records) if r.pair is None]
+    paired = [i for i, r in enumerate(records) if r.pair is not None]
+    return [group for group in (alone, paired) if group]
+
+
 def tokenize(
     tokenizer, records: Sequence[Record], max_length: int, use_token_types: bool
 ) -> Encoded:
-    """Tokenize a chunk with the fast tokenizer; truncate (and flag) texts over `max_length`."""
+    """Tokenize a chunk with the fast tokenizer; truncate (and flag) texts over `max_length`.
+    Records with and without a pair are tokenized apart (see `pair_groups`)."""
+    groups = pair_groups(records)
+    if len(groups) < 2:
+        return _tokenize(tokenizer, records, max_length, use_token_types)
+    parts = [
+        _tokenize(tokenizer, [records[i] for i in g], max_length, use_token_types) for g in groups
+    ]
+    order = np.argsort(np.concatenate(groups), kind="stable")  # each record's row in the parts
+
+    def rows(name: str) -> list:
+        joined = [row for part in parts for row in getattr(part, name)]
+        return [joined[i] for i in order]
+
+    types = None if parts[0].token_type_ids is None else rows("token_type_ids")
+    return Encoded(
+        input_ids=rows("input_ids"),
+        token_type_ids=types,
+        special_mask=rows("special_mask"),
+        full_lengths=np.concatenate([p.full_lengths for p in parts])[order],
+        truncated=np.concatenate([p.truncated for p in parts])[order],
+    )
+
+
+def _tokenize(
+    tokenizer, records: Sequence[Record], max_length: int, use_token_types: bool
+) -> Encoded:
     texts = [r.text for r in records]
     has_pairs = any(r.pair is not None for r in records)
     pairs = [r.pair if r.pair is not None else "" for r in records] if has_pairs else None

@@ -113,6 +113,56 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
+class AttentionConfig:
+    """What the attention route returns: maps of the selected layers (1..L) and heads, per
+    token or per word (Clark et al.'s merge), raw weights or norm-based (`norms`).
+
+    Windows do not make sense for attention: a text over the limit (the model's, or
+    `max_tokens`) is refused unless `long='truncate'`. `batch_bytes` bounds the maps of one
+    batch (what a batch's eager attention holds), `chunk_size` the texts sorted together.
+    """
+
+    layers: LayerSpec = "all"
+    heads: LayerSpec = "all"
+    level: Level | str = Level.TOKEN
+    long: LongMode | str = LongMode.ERROR
+    max_tokens: int | None = None
+    norms: bool = False
+    batch_bytes: int = 256 * 2**20
+    max_batch_size: int = 64
+    chunk_size: int = 64
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("layers", "heads"):
+            if isinstance(getattr(self, name), list | range):
+                set_(self, name, tuple(getattr(self, name)))
+        set_(self, "level", Level.parse(self.level, "level"))
+        if self.level is Level.SENTENCE:
+            raise OptionError(
+                "attention maps are per token or per word: {opt:level=token} or {opt:level=word}"
+            )
+        set_(self, "long", LongMode.parse(self.long, "long"))
+        if self.long is LongMode.SPLIT:
+            raise OptionError(
+                "windows do not make sense for attention (a token attends within one window): "
+                "texts over the limit are refused, or cut with {opt:long=truncate}"
+            )
+        if self.max_tokens is not None and self.max_tokens < 4:
+            raise OptionError(f"{{opt:max_tokens}} must be at least 4, got {self.max_tokens}")
+        for name in ("batch_bytes", "max_batch_size", "chunk_size"):
+            if int(getattr(self, name)) < 1:
+                raise OptionError(f"{{opt:{name}}} must be at least 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> AttentionConfig:
+        return _from_dict(cls, options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True)
 class ModelOptions:
     """Which model loads, on which device and dtype, and what runs its forward pass.
 

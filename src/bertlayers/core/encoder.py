@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 
 from ..backends import Forward, check_runtime
+from ..backends.attention import AttentionForward
 from ..backends.eager import EagerForward
 from ..errors import ModelError, OptionError, first_line, warn_deprecated
 from ..info import ModelInfo
 from ..options import Backend, Device, DType, Runtime
+from ..provenance import RunInfo
 
 MODEL_ENV = "BERTLAYERS_MODEL"
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -43,9 +45,11 @@ def default_model() -> str:
 
 
 def _is_bundled(model_id: str) -> bool:
+    """Whether `model_id` is the bundled model's directory (False where the package that
+    ships it is not installed: any other model still loads)."""
     try:
         return Path(model_id).resolve() == bundled_model_path().resolve()
-    except OSError:
+    except (OSError, ImportError):
         return False
 
 
@@ -69,7 +73,7 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(name)
 
 
-def _find_layer_list(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
+def find_layer_list(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
     """The ModuleList of encoder layers (`encoder.layer`, `transformer.layer`, `layers`)."""
     for _, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers:
@@ -139,8 +143,8 @@ class Encoder:
         self.device = resolve_device(device)
         check_runtime(self.runtime, requested, self.device.type, self.dtype)
         # an unreachable hub: load from the cache at once instead of retrying for half a minute
-        self._hub = {"revision": revision, "local_files_only": _hub_unreachable(model_id)}
-        with _quiet_transformers():
+        self._hub = {"revision": revision, "local_files_only": hub_unreachable(model_id)}
+        with quiet_transformers():
             config, tokenizer, encoder = self._load(model_id, AutoConfig, AutoTokenizer, AutoModel)
         if not getattr(tokenizer, "is_fast", False):
             raise ModelError(
@@ -153,7 +157,7 @@ class Encoder:
         self._revision = revision
         self.local_dir = Path(model_id) if Path(model_id).is_dir() else None
         num_layers = int(config.num_hidden_layers)
-        self._layers = _find_layer_list(encoder, num_layers)
+        self._layers = find_layer_list(encoder, num_layers)
         self._all_layers = list(self._layers)
         _install_capture_hooks(encoder)
         self._lock = threading.Lock()  # one forward pass at a time
@@ -175,6 +179,7 @@ class Encoder:
             has_segments=self.uses_token_types and getattr(config, "type_vocab_size", 1) > 1,
             tokenizer=type(tokenizer).__name__,
             revision=getattr(config, "_commit_hash", None),
+            num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
         )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._fingerprint: str | None = None
@@ -206,13 +211,13 @@ class Encoder:
         try:
             config = auto_config.from_pretrained(model_id, **self._hub)
         except (OSError, ValueError) as err:
-            raise ModelError(_load_error(model_id, err, unreachable)) from None
+            raise ModelError(load_error(model_id, err, unreachable)) from None
         _check_encoder(config, model_id)
         try:
             tokenizer = auto_tokenizer.from_pretrained(model_id, **self._hub)
             encoder = auto_model.from_pretrained(model_id, config=config, **self._hub)
         except (OSError, ValueError) as err:
-            raise ModelError(_load_error(model_id, err, unreachable)) from None
+            raise ModelError(load_error(model_id, err, unreachable)) from None
         return config, tokenizer, encoder
 
     def _openvino_forward(
@@ -220,6 +225,19 @@ class Encoder:
     ) -> list[torch.Tensor]:
         with self._lock:
             return list(self._openvino(batch, layers).unbind(0))
+
+    @property
+    def run_info(self) -> RunInfo:
+        """What runs the model, as a provenance records it."""
+        return RunInfo(
+            info=self.info,
+            fingerprint=self.fingerprint,
+            compute=self.compute,
+            device=str(self.device),
+            quantization=self.quantization,
+            compiled=self.compiled,
+            backend=self.backend_record,
+        )
 
     @property
     def backend(self) -> Backend:
@@ -279,31 +297,24 @@ class Encoder:
                 self._fingerprint = "unknown"
         return self._fingerprint
 
-    @contextlib.contextmanager
-    def _depth(self, deepest: int) -> Iterator[None]:
+    def _depth(self, deepest: int) -> contextlib.AbstractContextManager:
         """Run only the first `deepest` encoder layers: the rest are never computed."""
-        config = self.model.config
-        full = len(self._all_layers)
-        if deepest >= full:
-            yield
-            return
-        tie = getattr(config, "tie_last_hidden_states", None)
-        self._layers._modules.clear()
-        for i, layer in enumerate(self._all_layers[:deepest]):
-            self._layers._modules[str(i)] = layer
-        # hidden_states[-1] of the shortened model is a plain layer output, not one that has
-        # gone through a final norm (ModernBERT), so it equals the full model's layer `deepest`.
-        config.tie_last_hidden_states = False
-        try:
-            yield
-        finally:
-            self._layers._modules.clear()
-            for i, layer in enumerate(self._all_layers):
-                self._layers._modules[str(i)] = layer
-            if tie is None:
-                del config.tie_last_hidden_states
-            else:
-                config.tie_last_hidden_states = tie
+        return first_layers(self.model.config, self._layers, self._all_layers, deepest)
+
+    @functools.cached_property
+    def attention(self) -> AttentionForward:
+        """The attention pass (eager attention, maps per layer and head): see
+        `bertlayers.backends.attention`. Not for int8 weights, which only approximate."""
+        if self.runtime is Runtime.INT8:
+            raise OptionError(
+                "attention maps need the model's float weights: {opt:runtime=int8} quantizes "
+                "them (use {opt:runtime=torch})"
+            )
+        heads = int(getattr(self.model.config, "num_attention_heads", 0) or 0)
+        return AttentionForward(
+            self.model, self._all_layers, self.input_names, self.to_device, self._depth,
+            self._lock, heads,
+        )  # fmt: skip
 
     def release_cached_memory(self) -> None:
         """Hand the device's cached blocks back (after an out-of-memory failure)."""
@@ -329,7 +340,35 @@ class Encoder:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def first_layers(config, layer_list: torch.nn.ModuleList, all_layers: list, deepest: int):
+    """Run only the first `deepest` layers of `layer_list` (the model's own ModuleList, whose
+    full contents are `all_layers`): the rest are never computed. The model is unmodified
+    before and after."""
+    full = len(all_layers)
+    if deepest >= full:
+        yield
+        return
+    tie = getattr(config, "tie_last_hidden_states", None)
+    layer_list._modules.clear()
+    for i, layer in enumerate(all_layers[:deepest]):
+        layer_list._modules[str(i)] = layer
+    # hidden_states[-1] of the shortened model is a plain layer output, not one that has
+    # gone through a final norm (ModernBERT), so it equals the full model's layer `deepest`.
+    config.tie_last_hidden_states = False
+    try:
+        yield
+    finally:
+        layer_list._modules.clear()
+        for i, layer in enumerate(all_layers):
+            layer_list._modules[str(i)] = layer
+        if tie is None:
+            del config.tie_last_hidden_states
+        else:
+            config.tie_last_hidden_states = tie
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
     """transformers' warnings and progress bars off while a model loads, then as they were:
     the library leaves the process's logging settings alone."""
     from transformers.utils import logging as hf_logging
@@ -363,7 +402,7 @@ def _install_capture_hooks(model: torch.nn.Module) -> None:
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
 
 
-def _hub_unreachable(model_id: str) -> bool:
+def hub_unreachable(model_id: str) -> bool:
     """Whether `model_id` names a hub model and the hub cannot be reached within 3 s.
 
     huggingface_hub retries a failed connection five times per file (about 25 s in all) before
@@ -388,7 +427,7 @@ def _hub_unreachable(model_id: str) -> bool:
     return False
 
 
-def _load_error(model_id: str, err: Exception, unreachable: bool = False) -> str:
+def load_error(model_id: str, err: Exception, unreachable: bool = False) -> str:
     first = first_line(err)
     if unreachable:
         return (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 
 import numpy as np
 
@@ -21,16 +20,18 @@ from ..errors import BertlayersError
 from ..info import ModelInfo
 from ..io.readers import Record
 from ..layers import LayerSelection
+from ..maps import AttentionMaps
 from ..options import Backend, DType, Runtime
 from ..provenance import RunInfo
 from ..sinks import Reserve
-from .batching import naming_records
-from .config import ExtractConfig, ModelOptions
+from .attention import AttentionPlan, attention_chunks, resolve_attention_plan
+from .config import AttentionConfig, ExtractConfig, ModelOptions
 from .encoder import Encoder
 from .jobs import embed_jobs, iter_chunks
 from .pipeline import SentencePipeline, sentence_pipeline_of
 from .plan import Plan, resolve_plan
 from .progress import Progress
+from .sentence import token_counts
 
 Job = tuple[Sequence[Record], "ExtractConfig | Plan"]
 
@@ -86,16 +87,7 @@ class Engine:
     @property
     def run_info(self) -> RunInfo:
         """What runs the model, as a provenance records it."""
-        encoder = self.encoder
-        return RunInfo(
-            info=encoder.info,
-            fingerprint=encoder.fingerprint,
-            compute=encoder.compute,
-            device=str(encoder.device),
-            quantization=encoder.quantization,
-            compiled=encoder.compiled,
-            backend=encoder.backend_record,
-        )
+        return self.encoder.run_info
 
     def sentence_pipeline(self) -> SentencePipeline:
         """The model's own sentence-transformers pipeline (pooling, max length, normalize)."""
@@ -161,15 +153,7 @@ class Engine:
         """Tokens of each record, special tokens included, before truncation: `(N,)`.
 
         Cheap next to a forward pass; a service uses it to bound its queue in tokens."""
-        if not records:
-            return np.zeros(0, dtype=np.int64)
-        texts = [r.text for r in records]
-        pairs = [r.pair or "" for r in records] if any(r.pair for r in records) else None
-        with naming_records(records), self.encoder.tokenizer_lock:
-            encoded = self.encoder.tokenizer(
-                texts, pairs, add_special_tokens=True, truncation=False, verbose=False
-            )["input_ids"]
-        return np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(texts))
+        return token_counts(self.encoder, records)
 
     def release_cached_memory(self) -> None:
         """Hand the device's cached blocks back (after an out-of-memory failure, before a
@@ -224,7 +208,26 @@ class Engine:
         `reserve` (a sink's, e.g. a store's file; by default an array in memory)."""
         return iter_chunks(self.encoder, records, self.plan(config), progress, reserve)
 
-    def with_chunk_size(self, config: ExtractConfig | Plan, chunk_size: int) -> Plan:
-        """The plan with another chunk size (what is sorted and batched together)."""
-        plan = self.plan(config)
-        return replace(plan, config=replace(plan.config, chunk_size=chunk_size))
+    # ------------------------------------------------------------------ attention
+
+    def attention_plan(self, config: AttentionConfig | AttentionPlan) -> AttentionPlan:
+        """An attention config resolved against this model: layers 1..L, heads, the limit."""
+        if isinstance(config, AttentionPlan):
+            return config
+        return resolve_attention_plan(config, self.encoder)
+
+    def iter_attention(
+        self,
+        records: Iterable[Record],
+        config: AttentionConfig | AttentionPlan,
+        progress: Progress | None = None,
+    ) -> Iterator[list[AttentionMaps]]:
+        """Attention maps of records, chunk by chunk, in input order (see `attention.py`)."""
+        return attention_chunks(self.encoder, records, self.attention_plan(config), progress)
+
+    def attentions(
+        self, records: Sequence[Record], config: AttentionConfig | AttentionPlan
+    ) -> list[AttentionMaps]:
+        """Every record's attention maps, in input order: one call, under the engine's lock."""
+        with self._lock:
+            return [m for chunk in self.iter_attention(records, config) for m in chunk]

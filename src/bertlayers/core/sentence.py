@@ -19,7 +19,7 @@ from ..chunks import SentenceChunk
 from ..errors import BertlayersError, InputError
 from ..io.readers import Record
 from ..options import Combine, LongMode
-from .batching import Encoded, collate, naming_records, plan_batches, tokenize
+from .batching import Encoded, collate, naming_records, pair_groups, plan_batches, tokenize
 from .encoder import Encoder
 from .plan import Plan, too_long
 from .pooling import combine_layers, pool, pooling_mask
@@ -119,6 +119,20 @@ def _pool(
     if config.combine is Combine.STACK:
         return torch.stack([pool(s, mask, config.pooling) for s in states])
     return pool(combine_layers(torch.stack(states), config.combine), mask, config.pooling)
+
+
+def token_counts(encoder: Encoder, records: Sequence[Record]) -> np.ndarray:
+    """Tokens of each record, special tokens included, before truncation: `(N,)`."""
+    counts = np.zeros(len(records), dtype=np.int64)
+    for group in pair_groups(records):
+        texts = [records[i].text for i in group]
+        pairs = [records[i].pair for i in group] if records[group[0]].pair is not None else None
+        with naming_records(records), encoder.tokenizer_lock:
+            encoded = encoder.tokenizer(
+                texts, pairs, add_special_tokens=True, truncation=False, verbose=False
+            )["input_ids"]
+        counts[group] = [len(ids) for ids in encoded]
+    return counts
 
 
 def _tokenize_jobs(encoder: Encoder, jobs: Sequence[Job], outcomes: list) -> list:

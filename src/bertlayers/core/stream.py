@@ -115,3 +115,49 @@ def warn_truncated(log: PerTextLog, max_length: int) -> None:
             ),
             stacklevel=3,
         )
+
+
+def stream_attention(
+    engine,
+    records: Iterable[Record],
+    sink: Sink,
+    plan,
+    progress: bool = False,
+    total: int | None = None,
+    each=None,
+    dtype: str = "float32",
+) -> dict:
+    """Stream records' attention maps into `sink` (a store: resumable, as embeddings), one
+    text's `T²` (query, key) rows each (`bertlayers.maps.maps_chunk`); returns the provenance.
+
+    `each(maps)` sees every text's `AttentionMaps` first and returns what is written (the
+    maps, a rollout of them) — a place for streamed statistics too."""
+    from ..maps import maps_chunk
+
+    settings = {**plan.settings(), "level": "attention", "attention_level": plan.config.level.value}
+    settings["output_dtype"] = dtype
+    row_shape = (len(plan.layers), len(plan.heads))
+    run = engine.run_info
+    log = PerTextLog()
+    earlier = getattr(sink, "earlier_texts", None)
+    if earlier:
+        log.add_earlier(*earlier)
+    bar = Progress(progress, total if total is not None else _len_or_none(records))
+    try:
+        for texts in engine.iter_attention(records, plan, bar):
+            if each is not None:
+                texts = [each(t) for t in texts]
+                row_shape = texts[0].maps.shape[:2] if texts else row_shape
+            chunk = maps_chunk(texts, dtype)
+            sink.write(chunk)
+            log.add(chunk)
+    except BaseException as err:
+        bar.close(failed=True)
+        message = str(err) or type(err).__name__
+        sink.abort(build_provenance(run, settings, row_shape, log, False, message))
+        raise
+    bar.close()
+    provenance = build_provenance(run, settings, row_shape, log, True)
+    warn_truncated(log, plan.max_length)
+    sink.close(provenance)
+    return getattr(sink, "provenance", None) or provenance

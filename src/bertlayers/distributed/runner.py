@@ -145,7 +145,7 @@ def extract_to_store(
     inputs: list[str],
     output: str | Path,
     config: ExtractConfig,
-    model: ModelOptions,
+    model: ModelOptions | dict,
     reader: ReaderOptions,
     *,
     actors: int = 1,
@@ -183,6 +183,7 @@ def extract_to_store(
         raise BertlayersError(f"shard size must be at least 1, got {shard_size}")
     shards = plan_shards(files, reader, shard_size)
     options = config.to_dict()
+    model = model if isinstance(model, ModelOptions) else ModelOptions.from_dict(model)
     engine_options = model.to_dict()
     request = {
         "inputs": files,

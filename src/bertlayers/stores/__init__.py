@@ -449,6 +449,29 @@ def load(path: str | Path) -> SentenceEmbeddings | RaggedEmbeddings:
     return make_result(source, index, provenance)
 
 
+def load_attention(path: str | Path) -> list:
+    """The attention maps a store of `bertlayers attention -o STORE` holds: one
+    `AttentionMaps` per text, in input order (each text's rows read as it is built)."""
+    from ..maps import maps_from_rows
+
+    result = load(path)
+    if result.provenance.get("level") != "attention":
+        raise InputError(f"{path} holds embeddings, not attention maps")
+    offsets = result.offsets
+    return [
+        maps_from_rows(
+            result.ids[i],
+            result.source.block(int(offsets[i]), int(offsets[i + 1])),
+            result.items[int(offsets[i]) : int(offsets[i + 1])],
+            result.spans[int(offsets[i]) : int(offsets[i + 1])],
+            result.provenance,
+            int(result.n_tokens[i]),
+            bool(result.truncated[i]),
+        )
+        for i in range(len(result))
+    ]
+
+
 def disk_size(path: str | Path) -> int:
     """Bytes a store takes on disk, all its files counted."""
     path = Path(path)
