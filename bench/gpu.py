@@ -20,7 +20,8 @@ In one process, on the same texts:
   through transformers with SDPA and with eager attention; the tokenizer alone, as bertlayers
   and sentence-transformers call it, and its share of each row's time;
 - `runtime="compile"` (torch.compile) against `runtime="torch"`, in a child process with a
-  time limit, last;
+  time limit, last; its output checked against eager's (float32: max |diff| <= 1e-4; half
+  precision: lowest cosine per layer >= 0.99);
 - targets (estimates to beat), each marked met or not from what was measured.
 The JSON is rewritten after every step, so a run stopped by a time limit leaves its results.
 Exit status: 0 when every check passed and nothing failed, 1 otherwise, 2 with no CUDA.
@@ -1098,7 +1099,9 @@ def compile_child(args) -> int:
         },
         "rows": {},
         "first_call_s": {},
+        "agreement": {},
     }
+    eager_out: dict[str, np.ndarray] = {}
     sizes = dict(item.split(":") for item in args.child_texts.split(","))
     for dtype in args.compile_dtype_list:
         for runtime in ("torch", "compile"):
@@ -1135,6 +1138,17 @@ def compile_child(args) -> int:
                     "tflops": model_flops(config, np.full(count, length)) / seconds / 1e12,
                     "peak_device_mib": peak,
                 }
+                # compiled against eager on the same texts: every layer, pooled
+                sample = BLPooled(extractor, dtype, "all").run(Work(texts[:64], length))
+                if runtime == "torch":
+                    eager_out[f"{dtype}-{length}"] = sample
+                else:
+                    eager = eager_out[f"{dtype}-{length}"]
+                    report.data["agreement"][f"{dtype}-{length}"] = {
+                        "texts": len(sample),
+                        "max_abs_diff_per_layer": np.abs(sample - eager).max(axis=(0, 2)).tolist(),
+                        "min_cosine_per_layer": lowest_cosine_per_layer(sample, eager),
+                    }
                 report.save()
             del extractor
             _free(device)
@@ -1217,6 +1231,14 @@ def compile_case(args, dirs: dict, device, budget: Budget, report: Report) -> No
                 eager = result["rows"].get(key.replace("compile-", "torch-", 1))
                 if eager:
                     row["speedup_vs_torch"] = eager["seconds"] / row["seconds"]
+        for key, agreement in result.get("agreement", {}).items():
+            name = f"{label}/compile vs torch/{key}"
+            if key.startswith("float32"):
+                value = max(agreement["max_abs_diff_per_layer"])
+                _check(report.data["checks"], f"{name}: max |diff|", value, EXACT_LIMIT, "max")
+            else:
+                value = min(agreement["min_cosine_per_layer"])
+                _check(report.data["checks"], f"{name}: lowest cosine", value, COSINE_LIMIT, "min")
         slot[label] = result
         report.save()
         log(f"compile/{label}: {outcome}")
