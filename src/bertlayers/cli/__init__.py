@@ -16,7 +16,7 @@ import warnings
 
 from .. import __version__
 from ..errors import BertlayersError
-from . import extract, probe, search
+from . import extract, probe, search, truncate
 from .options import ALLOCATOR, Formatter, Interrupted, Parser, UsageError
 
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_commands(commands)
     probe.add_commands(commands)
     search.add_commands(commands)
+    truncate.add_commands(commands)
     return parser
 
 
