@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python bench/cli.py --long 150 --out bench/results/cli.json
 	$(BIN)/python bench/memory.py --texts 1000 --out bench/results/memory.json
 	$(BIN)/python bench/ray.py --out bench/results/ray.json
+	$(BIN)/python bench/truncate.py --out bench/results/truncate.json
 	# ONNX Runtime is measured, not used: installed for the bench only
 	$(BIN)/python -m pip install --quiet onnxruntime onnx
 	$(BIN)/python bench/backends.py --rounds 2 --out bench/results/backends.json

@@ -16,7 +16,7 @@ import warnings
 
 from .. import __version__
 from ..errors import BertlayersError, Spelled
-from . import analyze, extract, predict, probe, search
+from . import analyze, attention, extract, predict, probe, search, truncate
 from .options import ALLOCATOR, Formatter, Interrupted, Parser, UsageError, flag_spelling
 
 
@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_commands(commands)
     predict.add_commands(commands)
     analyze.add_commands(commands)
+    attention.add_commands(commands)
     search.add_commands(commands)
+    truncate.add_commands(commands)
     return parser
 
 
