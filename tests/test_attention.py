@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from bertlayers import Engine, Extractor
+from bertlayers import Engine
 from bertlayers.core.config import AttentionConfig
 from bertlayers.errors import InputError, ModelError, OptionError
 from bertlayers.io.readers import Record, records_from_texts, records_from_words
-from bertlayers.maps import merge_words
 from conftest import TINY_ARCHS
 from test_cli import assert_one_line_error, run_cli
 
@@ -73,7 +72,9 @@ def test_maps_equal_eager_attention_for_each_text_alone_whatever_it_is_batched_w
         assert maps.items[0] == "[CLS]" and maps.items[-1] == "[SEP]" and maps.special[0]
         np.testing.assert_allclose(maps.maps.sum(-1), 1, atol=1e-5)
     pair = got[-1]
-    assert pair.segments.tolist() == [0] * 7 + [1] * 4  # [CLS] where is the cat ? [SEP] | B
+    assert (
+        pair.segments.tolist() == [0] * 7 + [1] * 5
+    )  # [CLS] where is the cat ? [SEP] | on the mat . [SEP]
     # a selection is the same numbers, in the order asked
     some = bundled.attentions(records[:1], layers="-1,2", heads="3,0")[0]
     full = bundled_eager.maps(records[0].text)
@@ -154,7 +155,9 @@ def test_long_texts_are_refused_or_truncated_and_flagged(bundled, bundled_eager)
 
 
 def test_bad_specs_are_one_line_with_the_valid_range(bundled):
-    with pytest.raises(OptionError, match=r"layer 0 .* no attention.* layers of this model are 1\.\.6"):
+    with pytest.raises(
+        OptionError, match=r"layer 0 .* no attention.* layers of this model are 1\.\.6"
+    ):
         bundled.attentions(["x"], layers="0")
     with pytest.raises(OptionError, match=r"layer 7 in '7' is out of range"):
         bundled.attentions(["x"], layers="7")
@@ -214,36 +217,43 @@ def tiny_mlm(tmp_path_factory):
 
 
 def test_the_lens_equals_the_head_applied_by_hand_to_each_layer(tiny_mlm):
-    from transformers import AutoModelForMaskedLM
+    """Each layer's hidden state through BERT's head, computed in numpy: dense, exact GELU,
+    LayerNorm, then the decoder tied to the input embeddings."""
+    import math
+
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from bertlayers.core.lens import Lens
 
     text = "paris is the [MASK] of france ."
     [result] = Lens(str(tiny_mlm), device="cpu").read([text], k=4)
     model = AutoModelForMaskedLM.from_pretrained(tiny_mlm).eval()
-    enc = model and __import__("transformers").AutoTokenizer.from_pretrained(tiny_mlm)(
-        text, return_tensors="pt"
-    )
+    enc = AutoTokenizer.from_pretrained(tiny_mlm)(text, return_tensors="pt")
     with torch.no_grad():
         states = model.bert(**enc, output_hidden_states=True).hidden_states
     head = model.cls.predictions
-    w1, b1 = head.transform.dense.weight.numpy(), head.transform.dense.bias.numpy()
+
+    def weights(t: torch.Tensor) -> np.ndarray:
+        return t.detach().numpy()
+
+    w1, b1 = weights(head.transform.dense.weight), weights(head.transform.dense.bias)
     ln = head.transform.LayerNorm
-    decoder, bias = head.decoder.weight.numpy(), head.bias.numpy()
+    decoder, bias = weights(head.decoder.weight), weights(head.bias)
     ids = enc["input_ids"][0].numpy()
+    erf = np.vectorize(math.erf)
     assert result.layers == [0, 1, 2, 3] and result.masked.sum() == 1
     for k in result.layers:
         x = states[k][0].numpy() @ w1.T + b1
-        x = 0.5 * x * (1 + np.vectorize(__import__("math").erf)(x / np.sqrt(2)))  # exact gelu
+        x = 0.5 * x * (1 + erf(x / np.sqrt(2)))  # exact GELU, as BERT's config says
         x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + ln.eps)
-        x = x * ln.weight.numpy() + ln.bias.numpy()
+        x = x * weights(ln.weight) + weights(ln.bias)
         logits = x @ decoder.T + bias  # (T, V)
         probs = np.exp(logits - logits.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
         top = np.argsort(-logits, axis=-1, kind="stable")[:, :4]
         np.testing.assert_array_equal(result.top_ids[k], top)
-        np.testing.assert_allclose(result.top_probs[k], np.take_along_axis(probs, top, 1),
-                                   rtol=1e-4)  # fmt: skip
+        expected = np.take_along_axis(probs, top, 1)
+        np.testing.assert_allclose(result.top_probs[k], expected, rtol=1e-4)
         rank = (logits > logits[np.arange(len(ids)), ids][:, None]).sum(-1) + 1
         np.testing.assert_array_equal(result.rank[k], rank)
 
@@ -324,8 +334,12 @@ def test_attention_page_figures_and_stdout(texts_file, tmp_path):
         run = run_cli("attention", str(texts_file), "-o", str(tmp_path / name), "-q", *extra)
         assert run.returncode == 0, run.stderr
         assert (tmp_path / name).stat().st_size > 1000
-        assert not (tmp_path / name).with_suffix(".svg" if name.endswith("png") else ".png").exists()
-    rolled = run_cli("attention", str(texts_file), "-o", str(tmp_path / "r.html"), "--rollout", "-q")
+        assert (
+            not (tmp_path / name).with_suffix(".svg" if name.endswith("png") else ".png").exists()
+        )
+    rolled = run_cli(
+        "attention", str(texts_file), "-o", str(tmp_path / "r.html"), "--rollout", "-q"
+    )
     assert rolled.returncode == 0, rolled.stderr
     table = run_cli("attention", str(texts_file), "--layers", "1,6", "--heads", "0")
     assert table.returncode == 0 and table.stdout.startswith("# text 1")

@@ -203,6 +203,7 @@ def test_the_layout_reads_as_the_data_flow():
             "info",  # ModelInfo: what is known of a model, without torch (client, provenance)
             "launch",  # the `bertlayers` program: `serve` to the service, the rest to the cli
             "layers",
+            "maps",  # AttentionMaps and word merging: the attention route's and analysis' type
             "memory",  # malloc_trim, for front ends that run long
             "options",
             "outputs",

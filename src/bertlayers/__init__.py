@@ -46,9 +46,15 @@ _EXPORTS = {
     "SentenceEmbeddings": "results",
     "TextVectors": "results",
     "load": "stores",
+    "load_attention": "stores",
+    "AttentionConfig": "core.config",
+    "AttentionMaps": "maps",
+    "ModelOptions": "core.config",
 }
 
 __all__ = [
+    "AttentionConfig",
+    "AttentionMaps",
     "BertlayersError",
     "Client",
     "Combine",
@@ -60,6 +66,7 @@ __all__ = [
     "LayerSelection",
     "Level",
     "LongMode",
+    "ModelOptions",
     "Pooling",
     "RaggedEmbeddings",
     "Runtime",
@@ -69,6 +76,7 @@ __all__ = [
     "WordPooling",
     "__version__",
     "load",
+    "load_attention",
     "resolve_layers",
 ]
 
@@ -87,11 +95,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .core.config import ExtractConfig
+    from .core.config import AttentionConfig, ExtractConfig, ModelOptions
     from .core.engine import Engine
     from .core.extract import Extractor
     from .errors import BertlayersError, TruncationWarning
     from .layers import LayerSelection, resolve_layers
+    from .maps import AttentionMaps
     from .options import Combine, DType, Level, LongMode, Pooling, Runtime, WordPooling
     from .results import RaggedEmbeddings, SentenceEmbeddings, TextVectors
-    from .stores import load
+    from .stores import load, load_attention

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import math
 import unicodedata
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError
+from ..maps import merge_items, merge_words  # noqa: F401 (the words of a text's maps)
 from ..outputs import write_text_atomically
 
 # What each per-head statistic is, in one sentence: the report and the docs print these.
@@ -53,55 +53,6 @@ def _check_vector(values, length: int, name: str, dtype) -> np.ndarray:
     if array.shape != (length,):
         raise OptionError(f"{name} must have one value per token ({length}): got {array.shape}")
     return array
-
-
-# ---------------------------------------------------------------- words from pieces
-
-
-def merge_words(maps: np.ndarray, word_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Word-level maps as Clark et al. (2019): attention TO a word sums its pieces' columns,
-    attention FROM a word is the mean of its pieces' rows, so rows still sum to 1.
-
-    `word_ids: (T,)` gives each token's word (-1 for special tokens, each of which stays its own
-    unit); the pieces of a word must be adjacent. Returns `word_maps: (K, A, U, U)` and
-    `starts: (U,)`, the first token position of each unit: unit u is the tokens
-    `starts[u]:starts[u + 1]`, so `special[starts]` and `segments[starts]` are the units' flags
-    and `merge_items(items, starts)` their strings.
-    """
-    maps = _check_maps(maps)
-    word_ids = _check_vector(word_ids, maps.shape[-1], "word_ids", np.int64)
-    n_tokens = len(word_ids)
-    if n_tokens == 0:
-        return maps.copy(), np.zeros(0, dtype=np.int64)
-    position = np.arange(n_tokens)
-    new_unit = np.ones(n_tokens, dtype=bool)
-    new_unit[1:] = (word_ids[1:] != word_ids[:-1]) | (word_ids[1:] < 0)
-    starts = position[new_unit]
-    words = word_ids[starts]
-    seen = words[words >= 0]
-    if len(np.unique(seen)) != len(seen):
-        repeated = int(next(w for w in seen if (seen == w).sum() > 1))
-        where = position[word_ids == repeated].tolist()
-        raise OptionError(
-            f"the pieces of word {repeated} are not adjacent (positions {where}): number the "
-            "words of a pair's second text after the first's"
-        )
-    sizes = np.diff(np.append(starts, n_tokens))  # (U,)
-    to_units = np.add.reduceat(maps, starts, axis=-1, dtype=np.float64)  # (K, A, T, U)
-    merged = np.add.reduceat(to_units, starts, axis=-2) / sizes[:, None]  # (K, A, U, U)
-    return merged.astype(np.float32), starts
-
-
-def merge_items(items: Sequence[str], starts: np.ndarray) -> list[str]:
-    """The string of each unit from `merge_words`: its pieces joined, a WordPiece `##` dropped
-    from the pieces after the first (BPE markers such as Ġ are left as they are)."""
-    bounds = [*(int(s) for s in starts), len(items)]
-    units = []
-    for start, end in itertools.pairwise(bounds):
-        pieces = list(items[start:end])
-        rest = [p[2:] if p.startswith("##") else p for p in pieces[1:]]
-        units.append("".join([pieces[0], *rest]))
-    return units
 
 
 # ---------------------------------------------------------------- rollout

@@ -32,13 +32,19 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _save(figure, directory: Path, stem: str) -> list[Path]:
+def _save(
+    figure, directory: Path, stem: str, formats: Sequence[str] = ("png", "svg")
+) -> list[Path]:
+    """Write the figure as `STEM.png` and/or `STEM.svg` in `directory`, each atomically."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{stem}.png", directory / f"{stem}.svg"]
-    write_atomically(
-        paths[0], lambda p: figure.savefig(p, format="png", metadata={"Software": None})
-    )
-    write_atomically(paths[1], lambda p: figure.savefig(p, format="svg", metadata={"Date": None}))
+    metadata = {"png": {"Software": None}, "svg": {"Date": None}}
+    paths = []
+    for fmt in formats:
+        if fmt not in metadata:
+            raise OptionError(f"a figure is png or svg, not '{fmt}'")
+        path = directory / f"{stem}.{fmt}"
+        write_atomically(path, lambda p, f=fmt: figure.savefig(p, format=f, metadata=metadata[f]))
+        paths.append(path)
     return paths
 
 
@@ -78,6 +84,7 @@ def head_view_figure(
     min_weight: float = 0.01,
     max_tokens: int = 120,
     stem: str = "head-view",
+    formats: Sequence[str] = ("png", "svg"),
 ) -> list[Path]:
     """One layer as bertviz's head view: tokens in two columns (from, to), a line per weight
     at least `min_weight` with that opacity, a colour per head (`show_heads`, default all)."""
@@ -125,7 +132,7 @@ def head_view_figure(
     figure.suptitle(
         f"layer {layer}: attention weights ≥ {min_weight:g}, opacity = weight", fontsize=11
     )
-    return _save(figure, Path(directory), stem)
+    return _save(figure, Path(directory), stem, formats)
 
 
 def model_view_figure(
@@ -136,6 +143,7 @@ def model_view_figure(
     *,
     segments: np.ndarray | None = None,
     stem: str = "model-view",
+    formats: Sequence[str] = ("png", "svg"),
 ) -> list[Path]:
     """Every (layer, head) map as a small heatmap, layers down and heads across, on one
     colour scale from 0 to 1 (as bertviz's model view, but a file)."""
@@ -170,7 +178,7 @@ def model_view_figure(
         "self-attention inside encoder layer k",
         fontsize=10,
     )
-    return _save(figure, Path(directory), stem)
+    return _save(figure, Path(directory), stem, formats)
 
 
 def stats_heatmaps(table: Sequence[dict], directory: str | Path) -> list[Path]:
@@ -225,6 +233,7 @@ def rollout_figure(
     *,
     query: int = 0,
     stem: str = "rollout",
+    formats: Sequence[str] = ("png", "svg"),
 ) -> list[Path]:
     """Attention rollout: the last layer's rolled-out map (T × T) and, for every layer, the row
     of token `query` (default the first, [CLS]): where its information has come from."""
@@ -261,7 +270,7 @@ def rollout_figure(
     if labelled:
         left.set_yticks(range(n), [_short(item) for item in items], fontsize=8, parse_math=False)
     figure.suptitle("attention rollout (Abnar & Zuidema, 2020)", fontsize=11)
-    return _save(figure, Path(directory), stem)
+    return _save(figure, Path(directory), stem, formats)
 
 
 def _short(item: str, limit: int = 14) -> str:

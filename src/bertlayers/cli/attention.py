@@ -355,9 +355,7 @@ def _page(args, texts) -> int:
 
     if not texts:
         raise OptionError(f"{args.input} holds no text")
-    views = [
-        ViewText(_shown(t), t.items, t.special, t.segments, title=f"{t.id}") for t in texts
-    ]
+    views = [ViewText(_shown(t), t.items, t.special, t.segments, title=f"{t.id}") for t in texts]
     write_view(
         args.output, views, texts[0].layers, texts[0].heads, max_tokens=10**9,
         level=texts[0].level,

@@ -16,12 +16,13 @@ from ..backends import resolve_runtime
 from ..errors import InputError, OptionError
 from ..info import ModelInfo
 from ..io.readers import Record, records_from_texts, records_from_words
-from ..layers import LayerSelection
+from ..layers import LayerSelection, LayerSpec
+from ..maps import AttentionMaps
 from ..options import Backend, DType, Level, Runtime
 from ..provenance import PerTextLog
 from ..results import ArraySource, RaggedEmbeddings, SentenceEmbeddings, make_result
 from ..sinks import MemorySink, Reserve, Sink
-from .config import ExtractConfig
+from .config import AttentionConfig, ExtractConfig
 from .encoder import Encoder
 from .engine import Engine
 from .progress import Progress
@@ -199,6 +200,37 @@ class Extractor:
         log.add_earlier(len(embedded), len(truncated), truncated[: PerTextLog.FIRST])
         warn_truncated(log, self.engine.plan(config).max_length)
         return np.stack([r.vectors for r in embedded])
+
+    def attentions(
+        self,
+        texts: Sequence[str] | Sequence[Sequence[str]] | Iterable[Record],
+        pairs: Sequence[str] | None = None,
+        layers: LayerSpec = "all",
+        heads: LayerSpec = "all",
+        level: str = "token",
+        **options: object,
+    ) -> list[AttentionMaps]:
+        """Attention maps per text: `maps` float32 `(K, A, T, T)` (selected layers 1..L, heads,
+        tokens with [CLS]/[SEP]) with `items`, `spans`, `layers`, `heads`, equal to
+        transformers' eager `output_attentions` for the text run alone.
+
+        `level="word"` merges pieces as Clark et al. (2019). Other options are
+        `AttentionConfig` fields: `long` (`error`, or `truncate`), `max_tokens`, `norms`
+        (Kobayashi et al.'s ‖α f(x)‖ instead of the weights)."""
+        config = AttentionConfig.from_dict(
+            {"layers": layers, "heads": heads, "level": level, **options}
+        )
+        return self.engine.attentions(_attention_records(texts, pairs), config)
+
+
+def _attention_records(texts: object, pairs: Sequence[str] | None) -> list[Record]:
+    """Records from texts (with pairs), pre-split words (a list of words per text), or records."""
+    items = list(texts) if not isinstance(texts, str) else texts
+    if isinstance(items, list) and items and all(isinstance(t, list | tuple) for t in items):
+        if pairs is not None:
+            raise OptionError("pre-split words come without pairs: give texts with their pairs")
+        return list(records_from_words(items))
+    return _records(items, pairs)
 
 
 def _config(config: ExtractConfig | None, options: dict, level: Level) -> ExtractConfig:

@@ -45,7 +45,7 @@ import torch
 
 from .. import __version__
 from ..errors import ModelError, OptionError, OutputError
-from .encoder import Encoder, find_layer_list, quiet_transformers, default_model
+from .encoder import Encoder, default_model, find_layer_list, quiet_transformers
 
 PROVENANCE = "bertlayers_truncate.json"
 WEIGHTS = "model.safetensors"
