@@ -293,6 +293,39 @@ def test_the_openai_client_gets_sentence_transformers_vectors_and_other_layers(
 # ---------------------------------------------------------------- info, auth, limits
 
 
+def test_attention_maps_equal_the_library_in_every_encoding(http, bundled, texts):
+    """`/v1/attention` answers what `Extractor.attentions` gives (float JSON, base64, .npz),
+    refuses layer 0 and a text over the limit with 422, and maps over the output limit
+    (T² per head and layer) with 413 naming it."""
+    body = {"texts": texts[:4], "layers": "-2:", "heads": "0,5", "level": "word"}
+    expected = bundled.attentions(texts[:4], layers="-2:", heads="0,5", level="word")
+    got = http.post("/v1/attention", json=body)
+    assert got.status_code == 200, got.text
+    data = got.json()
+    assert data["layers"] == [5, 6] and data["heads"] == [0, 5] and data["kind"] == "attention"
+    for text, maps in zip(data["texts"], expected, strict=True):
+        assert text["tokens"] == maps.items and text["shape"] == list(maps.maps.shape)
+        assert np.abs(np.asarray(text["maps"], np.float32) - maps.maps).max() <= 1e-6
+    packed = http.post("/v1/attention", json={**body, "encoding": "base64", "dtype": "float16"})
+    first = packed.json()["texts"][0]
+    raw = np.frombuffer(base64.b64decode(first["maps"]), "<f2").reshape(first["shape"])
+    assert np.abs(raw.astype(np.float32) - expected[0].maps).max() <= 1e-3
+    binary = http.post("/v1/attention", json=body, headers={"Accept": "application/x-npz"})
+    with np.load(io.BytesIO(binary.content)) as archive:
+        offsets, lengths = archive["offsets"], archive["lengths"]
+        for i, maps in enumerate(expected):
+            flat = archive["maps"][offsets[i] : offsets[i + 1]]
+            assert lengths[i] == maps.maps.shape[-1]
+            np.testing.assert_allclose(flat.reshape(maps.maps.shape), maps.maps, atol=1e-6)
+    zero = http.post("/v1/attention", json={"texts": ["x"], "layers": 0})
+    assert zero.status_code == 422 and "layer 0" in zero.json()["error"]["message"]
+    assert zero.json()["error"]["param"] == "layers"
+    long = http.post("/v1/attention", json={"texts": [texts[-1]]})
+    assert long.status_code == 422 and "'long': 'truncate'" in long.json()["error"]["message"]
+    huge = http.post("/v1/attention", json={"texts": [texts[-1]], "long": "truncate"})
+    assert huge.status_code == 413 and "--max-output-bytes" in huge.json()["error"]["message"]
+
+
 def test_info_health_ready_metrics_and_auth(server, http):
     info = http.get("/v1/info").json()
     assert info["num_layers"] == 6 and info["hidden_size"] == 384 and info["max_length"] == 512

@@ -18,11 +18,13 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from ..chunks import SentenceChunk, concat_chunks
-from ..core.config import ExtractConfig
+from ..core.attention import AttentionPlan
+from ..core.config import AttentionConfig, ExtractConfig
 from ..core.engine import Engine
 from ..core.plan import Plan
 from ..errors import BertlayersError
 from ..io.readers import Record
+from ..maps import AttentionMaps
 from ..options import Level, LongMode
 from .batcher import Batcher, Dropped, Expired, Part, QueueFull, Unavailable
 from .batcher import Request as Pending
@@ -60,6 +62,13 @@ class Service:
         """A request's options resolved against the model, once (422 naming the field)."""
         try:
             return self.engine.plan(ExtractConfig.from_dict({**options, **self.batch_config}))
+        except BertlayersError as err:
+            raise library_error(err, 422, options) from None
+
+    def attention_plan(self, options: dict) -> AttentionPlan:
+        """An attention request's options resolved against the model (422 naming the field)."""
+        try:
+            return self.engine.attention_plan(AttentionConfig.from_dict(options))
         except BertlayersError as err:
             raise library_error(err, 422, options) from None
 
@@ -133,17 +142,36 @@ class Service:
         rows = len(counts) if plan.config.level is Level.SENTENCE else int(counts.sum())
         itemsize = np.dtype(plan.config.output_dtype.value).itemsize
         self.check_output(rows * int(np.prod(plan.row_shape)) * itemsize)
-        return await self.queue(request, records, counts, plan, timeout)
+        return concat_chunks(await self.queue(request, records, counts, plan, timeout))
+
+    async def attention(
+        self,
+        request: Request,
+        records: list[Record],
+        plan: AttentionPlan,
+        itemsize: int,
+        timeout: float | None,
+    ) -> list[AttentionMaps]:
+        """Queue a request's texts for their attention maps (whose bytes, `T²` per text,
+        layer and head, count against the output limit) and give them back in order."""
+        counts = await self.token_counts(records)
+        # a text over the limit under long='error' is the route's 422, naming it
+        if plan.config.long is not LongMode.ERROR or (counts <= plan.max_length).all():
+            kept = np.minimum(counts, plan.max_length).astype(np.int64)
+            self.check_output(int((kept**2).sum()) * len(plan.layers) * len(plan.heads) * itemsize)
+        parts = await self.queue(request, records, counts, plan, timeout)
+        return [maps for part in parts for maps in part]
 
     async def queue(
         self,
         request: Request,
         records: list[Record],
         counts: np.ndarray,
-        plan: Plan,
+        plan: Plan | AttentionPlan,
         timeout: float | None,
-    ):
-        """Queue records as parts of at most a round each, wait, and join the results."""
+    ) -> list:
+        """Queue records as parts of at most a round each, wait, and give each part's result
+        in order."""
         wait = self.settings.request_timeout if timeout is None else timeout
         pending = Pending(deadline=time.monotonic() + wait if wait else None)
         parts = [
@@ -211,7 +239,7 @@ class Service:
                 waiter.cancel()
                 with contextlib.suppress(BaseException):
                     await waiter
-        return concat_chunks(results)
+        return list(results)
 
     def _retry_after(self) -> int:
         _, tokens = self.batcher.queued()

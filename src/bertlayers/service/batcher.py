@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from ..chunks import concat_chunks
+from ..core.attention import AttentionPlan
 from ..core.config import ExtractConfig
 from ..core.engine import Engine
 from ..core.plan import Plan
@@ -58,7 +59,7 @@ class Request:
 @dataclass(eq=False)
 class Part:
     records: list[Record]
-    plan: Plan
+    plan: Plan | AttentionPlan
     tokens: int
     request: Request
     future: Future = field(default_factory=Future)
@@ -221,6 +222,25 @@ class Batcher:
         return live
 
     def _embed(self, parts: list[Part]) -> None:
+        """Attention parts one by one, the others in one embed call (see `_vectors`)."""
+        for part in parts:
+            if isinstance(part.plan, AttentionPlan):
+                self._attention(part)
+        vectors = [p for p in parts if not isinstance(p.plan, AttentionPlan)]
+        if vectors:
+            self._vectors(vectors)
+
+    def _attention(self, part: Part) -> None:
+        """One attention part's maps; a failure that is not the input's gets 503."""
+        try:
+            _settle(part.future, result=self.engine.attentions(part.records, part.plan))
+        except BertlayersError as err:
+            _settle(part.future, error=err)
+        except Exception:
+            self.engine.release_cached_memory()
+            _settle(part.future, error=Unavailable("the computation failed"))
+
+    def _vectors(self, parts: list[Part]) -> None:
         """One embed call for the parts; on a failure that is not the input's, each part is
         retried once in halves (less memory at once), and what fails again gets 503."""
         start = time.perf_counter()

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bertlayers serve",
         description=(
             "Serve embeddings of any layer over HTTP: POST /v1/embed (layers, level and pooling "
-            "per request), the OpenAI-compatible POST /v1/embeddings, GET /v1/info, /health, "
+            "per request), the OpenAI-compatible POST /v1/embeddings, POST /v1/attention (maps per "
+            "layer and head), GET /v1/info, /health, "
             "/ready, /metrics. Requests are batched together; binds to 127.0.0.1 unless told."
         ),
     )

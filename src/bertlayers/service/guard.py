@@ -95,6 +95,7 @@ async def _no_receive() -> Message:
 
 
 KNOWN_PATHS = {
+    "/v1/attention",
     "/v1/embed",
     "/v1/embeddings",
     "/v1/info",

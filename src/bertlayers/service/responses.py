@@ -17,7 +17,7 @@ from ..io.readers import Record, records_from_texts, records_from_words
 from ..options import Level
 from .encoding import NPY, NPZ, npy_bytes, npz_bytes, to_base64, wants
 from .errors import ServiceError, library_error
-from .schemas import EmbedRequest
+from .schemas import AttentionRequest, EmbedRequest
 
 
 def json_response(content: object, status: int = 200, headers: dict | None = None) -> Response:
@@ -32,8 +32,8 @@ def normalized(array: np.ndarray) -> np.ndarray:
     return (array / np.maximum(norms, 1e-12)).astype(array.dtype)
 
 
-def request_records(body: EmbedRequest) -> tuple[list[Record], list[str]]:
-    """The records of an `/v1/embed` request (texts, pairs or pre-split words), and their texts."""
+def request_records(body: EmbedRequest | AttentionRequest) -> tuple[list[Record], list[str]]:
+    """A request's records (texts, pairs or pre-split words), and their texts."""
     if (body.texts is None) == (body.words is None):
         raise ServiceError(422, "send either 'texts' or 'words'", param="texts")
     try:
@@ -125,4 +125,64 @@ def embed_response(
             "texts": texts,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+    )
+
+
+def attention_response(service_name: str, body, plan, texts: list, request: Request) -> Response:
+    """`/v1/attention`'s answer: JSON (nested floats or base64 per text), or `.npz` (every
+    text's maps raveled one after another, `offsets` into them, `lengths` T per text)."""
+    dtype = body.dtype
+    tokens = int(sum(t.n_tokens for t in texts))
+    meta = {
+        "X-Bertlayers-Layers": ",".join(map(str, plan.layers)),
+        "X-Bertlayers-Heads": ",".join(map(str, plan.heads)),
+        "X-Bertlayers-Tokens": str(tokens),
+    }
+    if wants(request.headers.get("accept")) == NPZ:
+        flat = [t.maps.astype(dtype).ravel() for t in texts]
+        sizes = [len(f) for f in flat]
+        arrays = {
+            "maps": np.concatenate(flat) if flat else np.zeros(0, dtype),
+            "offsets": np.r_[0, np.cumsum(sizes)].astype(np.int64),
+            "lengths": np.asarray([len(t.items) for t in texts], dtype=np.int64),
+            "layers": np.asarray(plan.layers, dtype=np.int64),
+            "heads": np.asarray(plan.heads, dtype=np.int64),
+            "items": np.array([x for t in texts for x in t.items], dtype=str),
+            "spans": np.concatenate([t.spans for t in texts]).astype(np.int64),
+            "special": np.concatenate([t.special for t in texts]).astype(bool),
+            "segments": np.concatenate([t.segments for t in texts]).astype(np.int64),
+            "n_tokens": np.asarray([t.n_tokens for t in texts], dtype=np.int64),
+            "truncated": np.asarray([t.truncated for t in texts], dtype=bool),
+        }
+        return Response(npz_bytes(arrays), media_type=NPZ, headers=meta)
+    out = []
+    for t in texts:
+        maps = t.maps.astype(dtype)
+        encoded = to_base64(maps, dtype) if body.encoding == "base64" else maps.astype(np.float32)
+        out.append(
+            {
+                "tokens": t.items,
+                "spans": t.spans,
+                "special": t.special,
+                "segments": t.segments,
+                "n_tokens": t.n_tokens,
+                "truncated": t.truncated,
+                "shape": list(maps.shape),
+                "maps": encoded,
+            }
+        )
+    return json_response(
+        {
+            "object": "attention",
+            "model": service_name,
+            "level": plan.config.level.value,
+            "kind": "norms" if plan.config.norms else "attention",
+            "layers": list(plan.layers),
+            "heads": list(plan.heads),
+            "dtype": dtype,
+            "encoding": body.encoding,
+            "texts": out,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        },
+        headers=meta,
     )

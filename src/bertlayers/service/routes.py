@@ -1,5 +1,6 @@
 """The service's routes, each its own function: `/v1/embed` (any layers, level and pooling per
-request), the OpenAI-compatible `/v1/embeddings`, `/v1/settings`, `/v1/info`, `/health`,
+request), the OpenAI-compatible `/v1/embeddings`, `/v1/attention` (maps per layer and head),
+`/v1/settings`, `/v1/info`, `/health`,
 `/ready` and `/metrics`. Each resolves its request once into a plan and hands it to
 `Service` (admission, the queue, the wait)."""
 
@@ -17,8 +18,16 @@ from ..io.readers import records_from_texts
 from .admission import Service
 from .encoding import NPY, NPZ, to_base64
 from .errors import ServiceError
-from .responses import embed_response, json_response, normalized, request_records
+from .responses import (
+    attention_response,
+    embed_response,
+    json_response,
+    normalized,
+    request_records,
+)
 from .schemas import (
+    AttentionRequest,
+    AttentionResponse,
     EmbedRequest,
     EmbedResponse,
     ErrorResponse,
@@ -189,6 +198,31 @@ async def embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Response
 def _overridden(body: OpenAIEmbeddingRequest) -> bool:
     fields = ("layers", "pooling", "combine", "include_special", "normalize")
     return any(getattr(body, name) is not None for name in fields)
+
+
+@router.post(
+    "/v1/attention",
+    response_model=AttentionResponse,
+    responses={
+        **ERRORS,
+        200: {"content": {NPZ: {}}, "description": "JSON, or .npz with `Accept`"},
+    },
+    dependencies=guarded,
+    summary="Attention maps per layer and head (eager attention, as output_attentions)",
+)
+async def attention(body: AttentionRequest, request: Request) -> Response:
+    """Maps `(K, A, T, T)` per text for the layers (1..L) and heads asked for, tokens or
+    words, weights or norm-based. Maps grow as T² per head and layer: their bytes count
+    against the output limit, and a request over it gets 413."""
+    service = current_service(request)
+    service.require_ready()
+    records, texts = request_records(body)
+    service.check_sizes(texts)
+    fields = ("layers", "heads", "level", "long", "max_tokens", "norms")
+    plan = service.attention_plan(body.model_dump(include=set(fields)))
+    itemsize = 2 if body.dtype == "float16" else 4
+    maps = await service.attention(request, records, plan, itemsize, body.timeout)
+    return attention_response(service.name, body, plan, maps, request)
 
 
 @router.get("/v1/info", response_model=Info, responses=ERRORS, dependencies=guarded)

@@ -184,3 +184,60 @@ class SettingsResponse(BaseModel):
 class Ready(BaseModel):
     ready: bool
     status: str
+
+
+class AttentionRequest(BaseModel):
+    """`POST /v1/attention`: texts (or pairs, or pre-split words) and which maps to return."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    texts: list[str] | None = Field(None, description="The texts.")
+    pairs: list[str] | None = Field(None, description="Second texts, one per text (A/B).")
+    words: list[list[str]] | None = Field(None, description="Pre-split words per text.")
+    layers: LayerField = Field(
+        "all",
+        description="Attention layers 1..L (the self-attention inside encoder layer k; layer 0 "
+        "has none): 'all', an index, a list, or a comma list or slice string ('-2:').",
+    )
+    heads: LayerField = Field("all", description="Heads 0..A-1: 'all', an index, a list, ':4'.")
+    level: Literal["token", "word"] = Field(
+        "token", description="word: pieces merged as Clark et al. (2019)."
+    )
+    long: Literal["error", "truncate"] = Field(
+        "error", description="A text over the limit: refused (422), or cut and flagged."
+    )
+    max_tokens: int | None = Field(None, ge=4, description="Tokens per text (the limit).")
+    norms: bool = Field(False, description="Norm-based attention ||a f(x)|| (Kobayashi et al.).")
+    encoding: Literal["float", "base64"] = Field(
+        "float", description="float: nested lists (K, A, T, T); base64: little-endian, C order."
+    )
+    dtype: Literal["float32", "float16"] = Field("float32", description="Of base64 and binary.")
+    timeout: float | None = Field(
+        None, gt=0, le=3600, description="Seconds the request may wait before it is computed."
+    )
+
+
+class AttentionText(BaseModel):
+    """One text's maps and what each row and column is."""
+
+    tokens: list[str] = Field(description="The T units (tokens, or words), special ones too.")
+    spans: list[list[int]] = Field(description="(start, end) of each unit in its text.")
+    special: list[bool]
+    segments: list[int] = Field(description="0: the text, 1: the pair.")
+    n_tokens: int = Field(description="Tokens of the whole text, before truncation.")
+    truncated: bool
+    shape: list[int] = Field(description="(layers, heads, T, T)")
+    maps: str | list = Field(description="maps[k][a][i][j]: attention of unit i to unit j.")
+
+
+class AttentionResponse(BaseModel):
+    object: Literal["attention"] = "attention"
+    model: str
+    level: str
+    kind: str = Field(description="attention (softmax weights) or norms.")
+    layers: list[int]
+    heads: list[int]
+    dtype: str
+    encoding: str
+    texts: list[AttentionText]
+    usage: Usage
