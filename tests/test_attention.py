@@ -322,6 +322,12 @@ def test_attention_stats_directory_and_stdout(bundled, texts_file, tmp_path):
     for name in ("attention-stats.csv", "attention-entropy.png", "attention-to_sep.svg"):
         assert (out / name).exists(), name
     assert run.stdout.splitlines()[0].startswith("layer,head,entropy")
+    for _ in range(2):  # a report of the run, twice: the first report is not an input
+        reported = run_cli("report", str(out), "--overwrite")
+        assert reported.returncode == 0, reported.stderr
+    page = (out / "report.html").read_text()
+    assert "Attention heads" in page and page.count('<img class="plot"') == 8
+    assert "Entropy of a query token" in page
 
 
 def test_attention_page_figures_and_stdout(texts_file, tmp_path):

@@ -1,4 +1,5 @@
-"""One self-contained HTML report from what `probe` and `analyze` wrote in a directory.
+"""One self-contained HTML report from what `probe`, `analyze` and `attention --stats` wrote in
+a directory.
 
 Plots are embedded as data URIs and the styles inline, so the file opens anywhere without a
 network. The page marks itself `data-plots-rendered="N"` once its N plots have decoded, which
@@ -151,6 +152,37 @@ def _analysis_section(analysis: dict, directory: Path) -> list[str]:
     return parts
 
 
+def _attention_section(stats: dict, directory: Path) -> list[str]:
+    """Per-head statistics of `bertlayers attention --stats`: what each measure is, its
+    layers x heads heatmap, and the table."""
+    measures: dict = stats["measures"]
+    parts = [
+        "<h2>Attention heads</h2>",
+        f'<p class="note">Per-head statistics over {stats.get("texts")} texts of '
+        f"{html.escape(str(stats.get('data')))} ({stats.get('query_rows')} query rows, "
+        f"{html.escape(str(stats.get('pooled')))}); {stats.get('level')} level; layer k is the "
+        "self-attention inside encoder layer k.</p>",
+        "<ul>"
+        + "".join(
+            f"<li><b>{html.escape(name)}</b>: {html.escape(text)}</li>"
+            for name, text in measures.items()
+        )
+        + "</ul>",
+    ]
+    for name in measures:
+        for suffix in (".svg", ".png"):
+            figure = directory / f"attention-{name}{suffix}"
+            if figure.exists():
+                parts.append(_image(figure, f"{name} by layer and head"))
+                break
+    rows = [
+        [str(r["layer"]), str(r["head"]), *(_number(r[m], 3) for m in measures)]
+        for r in stats["rows"]
+    ]
+    parts.append(_table(["layer", "head", *measures], rows))
+    return parts
+
+
 def write_results(directory: str | Path, stem: str, data: dict, csv_text: str) -> list[Path]:
     """`STEM.json` and `STEM.csv` in `directory` (made if needed): what `build_report` reads."""
     out = Path(directory)
@@ -170,6 +202,15 @@ def _read_json(path: Path) -> dict | None:
         raise InputError(f"{path} is not valid JSON ({err.msg})") from None
 
 
+def report_inputs(directory: str | Path) -> list[Path]:
+    """The files `build_report` reads in `directory` (its results and plots), and nothing
+    else: an earlier report there is an output, not an input."""
+    folder = Path(directory)
+    names = ["probe.json", "analysis.json", "attention-stats.json", *(n for n, _ in _PLOTS)]
+    found = [folder / n for n in names if (folder / n).is_file()]
+    return found + sorted(p for p in folder.glob("attention-*.*") if p.suffix in (".svg", ".png"))
+
+
 def build_report(directory: str | Path, output: str | Path | None = None) -> Path:
     """Write `report.html` (or `output`) from the probe and analysis results in `directory`."""
     folder = Path(directory)
@@ -177,12 +218,17 @@ def build_report(directory: str | Path, output: str | Path | None = None) -> Pat
         raise InputError(f"not a directory: {directory}")
     probe = _read_json(folder / "probe.json")
     analysis = _read_json(folder / "analysis.json")
-    if probe is None and analysis is None:
+    attention = _read_json(folder / "attention-stats.json")
+    if probe is None and analysis is None and attention is None:
         raise InputError(
-            f"{directory} holds no probe.json or analysis.json: run 'bertlayers probe ... -o "
-            f"{directory}' or 'bertlayers analyze STORE -o {directory}' first"
+            f"{directory} holds no probe.json, analysis.json or attention-stats.json: run "
+            f"'bertlayers probe ... -o {directory}', 'bertlayers analyze STORE -o {directory}' "
+            f"or 'bertlayers attention ... --stats -o {directory}' first"
         )
-    provenance = (probe or analysis)["provenance"]
+    provenance = (probe or analysis or {}).get("provenance") or {
+        "model": {"name": attention.get("model"), "fingerprint": attention.get("fingerprint")},
+        "layers": attention.get("layers"),
+    }
     model = provenance.get("model", {})
     title = f"bertlayers report — {model.get('name', 'model')}"
     body = [f"<h1>{html.escape(title)}</h1>"]
@@ -198,6 +244,8 @@ def build_report(directory: str | Path, output: str | Path | None = None) -> Pat
         body += _probe_section(probe, folder)
     if analysis:
         body += _analysis_section(analysis, folder)
+    if attention:
+        body += _attention_section(attention, folder)
     body += [
         "<h2>Provenance</h2>",
         "<details><summary>how these vectors were made</summary><pre>",

@@ -48,7 +48,7 @@ def add_commands(commands) -> None:
         epilog="examples:\n  bertlayers report runs/sentiment            # runs/sentiment/"
         "report.html\n  bertlayers report runs/pos -o pos.html\n",
     )
-    report.add_argument("directory", help="where probe and/or analyze wrote with -o")
+    report.add_argument("directory", help="where probe, analyze or attention --stats wrote with -o")
     report.add_argument("-o", "--output", default=None, help="default: DIRECTORY/report.html")
     add_overwrite_option(report)
     report.set_defaults(handler=run_report)
@@ -85,13 +85,13 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from ..analysis.report import build_report
+    from ..analysis.report import build_report, report_inputs
 
     folder = Path(args.directory)
     if not folder.is_dir():
         raise InputError(f"not a directory: {args.directory}")
     target = Path(args.output) if args.output else folder / "report.html"
-    inputs = [p for p in folder.iterdir() if p.is_file()]  # the results and plots it reads
+    inputs = report_inputs(folder)  # what it reads; an earlier report is an output
     check_outputs([Target(target, Kind.HTML)], inputs, args.overwrite)
     path = build_report(args.directory, args.output)
     print(f"bertlayers: wrote {path}", file=sys.stderr)
