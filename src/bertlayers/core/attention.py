@@ -113,16 +113,23 @@ def _by_bytes(tokens: list[_Tokens], plan: AttentionPlan) -> Iterator[list[_Toke
 
 
 def _batches(lengths: np.ndarray, plan: AttentionPlan) -> list[np.ndarray]:
-    """Longest first; a batch's padded maps over every layer run stay under `batch_bytes`."""
+    """Longest first; a batch closes when its padded maps over every layer run would pass
+    `batch_bytes`, or when padding would be over half its cells (a map costs T²)."""
     order = np.argsort(-lengths, kind="stable")
     per_cell = max(plan.layers) * plan.num_heads * 4
     batches, start = [], 0
     while start < len(order):
         longest = int(lengths[order[start]])
-        fits = max(1, plan.config.batch_bytes // max(per_cell * longest * longest, 1))
-        size = min(fits, plan.config.max_batch_size, len(order) - start)
-        batches.append(order[start : start + size])
-        start += size
+        end, real = start + 1, longest * longest
+        while end < len(order) and end - start < plan.config.max_batch_size:
+            size, t = end - start + 1, int(lengths[order[end]])
+            padded = size * longest * longest
+            if padded * per_cell > plan.config.batch_bytes or (real + t * t) < padded / 2:
+                break
+            real += t * t
+            end += 1
+        batches.append(order[start:end])
+        start = end
     return batches
 
 

@@ -128,7 +128,7 @@ class AttentionConfig:
     long: LongMode | str = LongMode.ERROR
     max_tokens: int | None = None
     norms: bool = False
-    batch_bytes: int = 256 * 2**20
+    batch_bytes: int = 64 * 2**20
     max_batch_size: int = 64
     chunk_size: int = 64
 

@@ -1,0 +1,95 @@
+"""What every results file records about its run: the command, the git commit, the date, the
+machine (CPU model, cores, memory) and the versions of bertlayers and of each peer, so that a
+figure in the docs can be traced to the run that made it and reproduced."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = (
+    "bertlayers",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "sentence-transformers",
+    "numpy",
+    "openvino",
+    "ray",
+    "fastapi",
+    "uvicorn",
+)
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it (else the platform's guess)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """The commit of the working tree (with `-dirty` when it has changes), or None."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+            check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def versions(names: tuple[str, ...] = PEERS) -> dict[str, str | None]:
+    """Installed versions of bertlayers and its peers (None where one is not installed)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine() -> dict:
+    """CPU model, cores, memory, OS and Python of this machine."""
+    memory = None
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": memory,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def run_record(argv: list[str] | None = None, **extra: object) -> dict:
+    """The record a results file starts with: command, commit, date, machine, versions."""
+    argv = sys.argv if argv is None else argv
+    script = os.path.relpath(argv[0], ROOT) if argv and os.path.exists(argv[0]) else argv[0]
+    return {
+        "command": "python " + shlex.join([script, *argv[1:]]),
+        "commit": git_commit(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        **extra,
+    }
