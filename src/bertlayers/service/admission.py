@@ -49,6 +49,7 @@ class Service:
             self.metrics,
             max_queue_tokens=settings.max_queue_tokens,
             round_tokens=settings.round_tokens,
+            max_round_tokens=settings.max_round_tokens,
             max_wait_ms=settings.max_wait_ms,
             trim_heap=settings.trim_heap,
         )

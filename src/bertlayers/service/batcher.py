@@ -77,11 +77,14 @@ class Batcher:
         round_tokens: int,
         max_wait_ms: float = 0.0,
         trim_heap: bool = False,
+        max_round_tokens: int | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.max_queue_tokens = max_queue_tokens
         self.round_tokens = round_tokens
+        # a round grows with the queue up to this: more rows to sort by length, fuller batches
+        self.max_round_tokens = max(round_tokens, max_round_tokens or round_tokens)
         self.max_wait = max_wait_ms / 1000
         self._queue: deque[Part] = deque()
         self._queued_tokens = 0
@@ -155,7 +158,8 @@ class Batcher:
         self.warm.set()
 
     def _take(self) -> list[Part] | None:
-        """The next parts to embed, up to `round_tokens` (one at least); None to stop.
+        """The next parts to embed, up to `round_tokens` — or, with more queued, up to
+        `max_round_tokens` (one part at least); None to stop.
 
         The first part of each waiting request comes first, in arrival order, so a request
         queued behind a large one is not held until all of the large one's parts are done."""
@@ -175,9 +179,10 @@ class Batcher:
             taken: list[Part] = []
             tokens = 0
             requests: set[int] = set()
+            budget = min(max(self._queued_tokens, self.round_tokens), self.max_round_tokens)
             for first_pass in (True, False):
                 for part in self._queue:
-                    if taken and tokens + part.tokens > self.round_tokens:
+                    if taken and tokens + part.tokens > budget:
                         break
                     if id(part) in requests or (first_pass and id(part.request) in requests):
                         continue

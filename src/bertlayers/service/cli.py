@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens the worker takes from the queue per embed call (default %(default)s): "
         "larger rounds pack fuller batches, smaller ones even out latency",
     )
+    add(
+        "--max-round-tokens",
+        type=_positive,
+        default=ServeSettings.max_round_tokens,
+        help="with more queued, a round grows up to this many tokens (default: as "
+        "--round-tokens, a fixed round)",
+    )
     add("--max-texts", type=_positive, default=2048, help="texts per request (default 2048)")
     add("--max-chars", type=_positive, default=100_000, help="characters per text (default 100000)")
     add(
@@ -189,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             max_wait_ms=args.max_wait_ms,
             max_queue_tokens=args.max_queue_tokens,
             round_tokens=args.round_tokens,
+            max_round_tokens=args.max_round_tokens,
             max_texts=args.max_texts,
             max_chars=args.max_chars,
             max_body_bytes=args.max_body_bytes,

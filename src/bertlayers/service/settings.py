@@ -20,6 +20,7 @@ class ServeSettings:
     max_wait_ms: float = 0.0  # wait this long for more requests before a batch; 0 = never
     max_queue_tokens: int = 262_144
     round_tokens: int = 4096  # tokens the worker takes per embed call (bench/serve.py: even p99)
+    max_round_tokens: int | None = None  # a round grows with the queue up to this (None: fixed)
     max_texts: int = 2048  # texts per request
     max_chars: int = 100_000  # characters per text
     max_body_bytes: int = 32 * 2**20
