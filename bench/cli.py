@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -280,7 +279,8 @@ def add_quality(result: dict, corpus_name: str, corpus: dict, tmp: Path) -> None
     from transformers import AutoConfig
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from speed import matmul_ceiling, model_flops
+    from ceiling import matmul_ceiling
+    from speed import model_flops
 
     from bertlayers.core.encoder import bundled_model_path
 
@@ -310,9 +310,11 @@ def add_quality(result: dict, corpus_name: str, corpus: dict, tmp: Path) -> None
     config = AutoConfig.from_pretrained(bundled_model_path())
     computed = whole if "--long" in corpus["options"] else cut  # windows cover every token
     flops, truncated = model_flops(config, computed), model_flops(config, cut)
-    ceiling = matmul_ceiling(config)
+    measured = matmul_ceiling(config.hidden_size, config.intermediate_size)
+    ceiling = measured["gflops"] * 1e9
     result["real_tokens"] = int(computed.sum())
-    result["fp32_matmul_ceiling_gflops"] = round(ceiling / 1e9, 1)
+    result["fp32_matmul_ceiling_gflops"] = measured["gflops"]
+    result["fp32_matmul_ceiling"] = measured
     for name, row in table.items():  # the whole model over the tokens each one computes:
         done = truncated if name in ("st-encode", "tutorial") else flops  # they cut at 512
         row["mfu"] = round(done / row["net_s"] / ceiling, 3)
@@ -364,11 +366,9 @@ def main() -> None:
         corpora = write_corpora(Path(tmp), args.short, args.fortunes, args.news, args.long)
         corpora = {name: corpora[name] for name in args.corpora.split(",")}
         results = measure(corpora, contenders, args.rounds, Path(tmp))
-    report = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "corpora": results,
-    }
+    from meta import run_record
+
+    report = {**run_record(), "corpora": results}
     print_table(results)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

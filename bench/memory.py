@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -112,9 +111,11 @@ def main() -> None:
     print(f"peak RSS growth for {args.factor}x the text (target: within 10%):")
     for fmt, result in formats.items():
         print(f"{fmt:>12} {result['rss_growth']:+.1%}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from meta import run_record
+
     report = {
-        "command": " ".join(sys.argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        **run_record(),
         "level": args.level,
         "layers": args.layers,
         "formats": formats,

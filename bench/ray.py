@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from meta import run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -146,10 +148,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.rates:
-        result = {
-            "command": "python bench/ray.py " + " ".join(sys.argv[1:]),
-            **rates(args.texts, max(args.rounds, 3)),
-        }
+        result = {**run_record(), **rates(args.texts, max(args.rounds, 3))}
         print(json.dumps(result, indent=1))
         if args.out:
             args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -202,8 +201,7 @@ def main() -> None:
                 row["texts_per_s_net"] / rows["local"]["texts_per_s_net"], 3
             )
     result = {
-        "command": "python bench/ray.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        **run_record(),
         "corpus": f"{args.texts} fortunes under 300 characters, shards of {args.shard_size}",
         "rounds": args.rounds,
         "results": rows,

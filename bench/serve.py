@@ -32,7 +32,6 @@ import gc
 import io
 import json
 import os
-import platform
 import random
 import signal
 import socket
@@ -47,6 +46,9 @@ import httpx
 import numpy as np
 import orjson
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from meta import run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -335,7 +337,8 @@ def main() -> int:
         return single(texts[: args.single], args.cap, args.out)
     one_at_a_time = sizes[: max(8, len(sizes) // 8)]  # one client is slow: fewer requests
     report: dict = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        **run_record(),
+        "server_args": SERVER_ARGS,
         "texts": len(texts),
         "mean_texts_per_request": round(float(np.mean(sizes)), 2),
         "offline": offline(texts),
@@ -425,14 +428,20 @@ def soak(texts: list[str], sizes: list[int], seconds: float, out: Path | None) -
         row = asyncio.run(both())
     finally:
         server.stop()
-    warm = [rss for t, rss in samples if t >= 60] or [rss for _, rss in samples]
-    growth = (warm[-1] - warm[0]) / warm[0]
+    warm = [(t, rss) for t, rss in samples if t >= 60] or list(samples)
+    growth = (warm[-1][1] - warm[0][1]) / warm[0][1]
+    # the trend, not two samples: a least-squares line through every sample after a minute
+    slope, intercept = np.polyfit([t for t, _ in warm], [rss for _, rss in warm], 1)
+    span = warm[-1][0] - warm[0][0]
     report = {
+        **run_record(),
         "seconds": seconds,
         "capacity_texts_per_s": capacity["texts_per_s"],
         "row": row,
         "rss_mb_samples": samples,
         "rss_growth_after_first_minute": round(growth, 4),
+        "rss_fit_mb_per_minute": round(float(slope) * 60, 3),
+        "rss_fit_growth_after_first_minute": round(float(slope * span / intercept), 4),
         "server_args": SERVER_ARGS,
         "peak_rss_mb": max(rss for _, rss in samples),
     }
@@ -444,7 +453,9 @@ def soak(texts: list[str], sizes: list[int], seconds: float, out: Path | None) -
 
 
 def single(texts: list[str], cap: float, out: Path | None) -> int:
-    """Requests of one text each, last layer, at 1 and 32 clients."""
+    """Requests of one text each, last layer, at 1 and 32 clients, beside the offline
+    library's throughput on the same texts (measured first, in this process)."""
+    alone = offline(texts)
     server = start_ours()
     rows = {}
     try:
@@ -456,7 +467,17 @@ def single(texts: list[str], cap: float, out: Path | None) -> int:
     finally:
         server.stop()
     gain = rows["last@32"]["texts_per_s"] / rows["last@1"]["texts_per_s"]
-    report = {"texts": len(texts), "rows": rows, "batching_32_vs_1": round(gain, 2)}
+    report = {
+        **run_record(),
+        "server_args": SERVER_ARGS,
+        "texts": len(texts),
+        "offline": alone,
+        "rows": rows,
+        "batching_32_vs_1": round(gain, 2),
+        "single_32_vs_offline": round(
+            rows["last@32"]["texts_per_s"] / alone["last"]["texts_per_s"], 3
+        ),
+    }
     print(json.dumps(report, indent=2))
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

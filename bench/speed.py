@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -256,19 +255,11 @@ def model_flops(config, lengths: np.ndarray, layers: int | None = None) -> float
     return layers * per_layer
 
 
-def matmul_ceiling(config, seconds: float = 1.0) -> float:
-    """Best fp32 matmul FLOP/s at the model's shapes (tokens x H @ H x I, ...), this machine."""
-    hidden, inter = config.hidden_size, config.intermediate_size
-    best = 0.0
-    for m, k, n in ((2048, hidden, inter), (2048, inter, hidden), (2048, hidden, 3 * hidden)):
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(a, b)
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 3:
-            torch.mm(a, b)
-            count += 1
-        best = max(best, 2 * m * k * n * count / (time.perf_counter() - start))
-    return best
+def matmul_ceiling(config) -> float:
+    """FLOP/s of the one fp32 matmul ceiling (`bench/ceiling.py`) at the model's shapes."""
+    from ceiling import matmul_ceiling as measure
+
+    return measure(config.hidden_size, config.intermediate_size)["gflops"] * 1e9
 
 
 def bench_model(label: str, model_dir: Path, texts: list[str], rounds: int) -> dict:
@@ -410,7 +401,9 @@ def run_models(
     if args.smoke:
         args.fortunes, args.news, args.rounds, args.models = 24, 2, 1, "minilm"
     texts = load_corpus(args.fortunes, args.news)
-    report = {"command": "python " + " ".join(sys.argv), **header, "models": []}
+    from meta import run_record
+
+    report = {**run_record(), **header, "models": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         dirs = {"minilm": bundled_model_path()}
