@@ -103,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     Process-wide settings (the allocator) are left to `entry`, so that calling `main` from
     Python changes nothing but what the command writes."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parser.parse_args(_join_layer_values(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(_join_layer_values(argv))
+        args.argv = argv  # what a results file records as its command
     except UsageError as err:
         print(f"bertlayers: error: {err}", file=sys.stderr)
         return 2

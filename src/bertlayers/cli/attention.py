@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -327,6 +328,7 @@ def _stats(args, engine, plan, source, total, kind) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     metadata = {
+        "command": "bertlayers " + shlex.join(getattr(args, "argv", [])),
         "model": engine.run_info.info.name,
         "fingerprint": engine.run_info.fingerprint,
         "data": args.input,
