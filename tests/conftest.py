@@ -28,9 +28,8 @@ from bertlayers.core.encoder import bundled_model_path
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV = "BERTLAYERS_TEST_DATA"
 DATA = Path(os.environ.get(DATA_ENV) or ROOT.parent / "shared" / "data")
-SHARED_FILES = (
+SHARED_FILES = (  # the ones the tests (and the bench scripts they run) read
     "sentiment-polarity.tsv",
-    "hedge-conll2010.tsv",
     "pos-wsj.conll",
     "news-bbc.jsonl",
     "corpus-fortunes.txt",
