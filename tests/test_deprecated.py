@@ -18,7 +18,7 @@ import pytest
 from bertlayers import Extractor, Runtime
 from bertlayers.errors import OptionError
 from conftest import Reference
-from test_cli import run_cli
+from test_cli import assert_one_line_error, run_cli
 
 TEXTS = ["The ferry was late again.", "A warm, funny film."]
 PROBING = "bertlayers.analysis.probing"
@@ -81,7 +81,11 @@ def test_a_deprecated_keyword_still_works_and_warns_at_the_callers_line(keyword,
         np.testing.assert_allclose(extractor.embed(TEXTS), expected, atol=1e-6)
 
 
-def test_deprecated_keywords_that_conflict_are_refused():
+def test_deprecated_spellings_that_conflict_are_refused(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("a text\n", encoding="utf-8")
+    both = run_cli("extract", str(source), "-o", str(tmp_path / "x.npy"), "--int8", "--compile")
+    assert_one_line_error(both, "int8 and torch.compile cannot be combined")
     refused = pytest.raises(OptionError, match=r"int8 and torch\.compile cannot be combined")
     with refused, pytest.warns(DeprecationWarning):
         Extractor(device="cpu", int8=True, torch_compile=True)
