@@ -1,5 +1,10 @@
 """Shared fixtures: real models (the bundled BERT, tiny random encoders built offline) and a
-reference that runs each text alone, unpadded, in float32, straight through transformers."""
+reference that runs each text alone, unpadded, in float32, straight through transformers.
+
+Most tests run on text shipped in `tests/data` (`corpus.py`). Tests whose point is a particular
+data set request the `shared_data` fixture: the shared corpora (`../shared/data`, or the folder
+in `BERTLAYERS_TEST_DATA`); without them they skip, all under one summary line. With `CI` set,
+missing corpora fail the run, and so does any skip but the GPU test's."""
 
 from __future__ import annotations
 
@@ -16,11 +21,19 @@ import numpy as np
 import pytest
 import torch
 
+import corpus
 from bertlayers import Extractor
 from bertlayers.core.encoder import bundled_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA_ENV = "BERTLAYERS_TEST_DATA"
+DATA = Path(os.environ.get(DATA_ENV) or ROOT.parent / "shared" / "data")
+SHARED_FILES = (  # the ones the tests (and the bench scripts they run) read
+    "sentiment-polarity.tsv",
+    "pos-wsj.conll",
+    "news-bbc.jsonl",
+    "corpus-fortunes.txt",
+)
 TINY_ARCHS = [
     "bert",
     "roberta",
@@ -33,24 +46,87 @@ TINY_ARCHS = [
 ]
 
 
-def data_file(name: str) -> Path:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"shared data not found: {path}")
-    return path
+# ---------------------------------------------------------------- the shared corpora, and CI
 
 
-def read_tsv_texts(name: str, limit: int) -> list[str]:
-    import csv
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
-    with data_file(name).open(encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    return [row["text"] for row in rows[:limit]]
+
+def shared_data_missing() -> str | None:
+    """Why the shared corpora cannot be read (None when they can)."""
+    if not DATA.is_dir():
+        return f"the shared corpora are not at {DATA}"
+    missing = [name for name in SHARED_FILES if not (DATA / name).is_file()]
+    return f"{DATA} lacks {', '.join(missing)}" if missing else None
 
 
 @pytest.fixture(scope="session")
-def sentiment_texts() -> list[str]:
-    return read_tsv_texts("sentiment-polarity.tsv", 4000)
+def shared_data() -> Path:
+    """The shared corpora's folder, for tests whose point is that data; they skip without it,
+    all under one summary line (see `pytest_runtest_makereport`)."""
+    reason = shared_data_missing()
+    if reason:
+        pytest.skip(f"{reason}: set {DATA_ENV} to the folder that holds them")
+    return DATA
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark the tests that use `shared_data` (`-m "not shared_data"` runs the others); in CI
+    a run that needs the corpora and lacks them stops here, saying so."""
+    needing = [item for item in items if "shared_data" in item.fixturenames]
+    for item in needing:
+        item.add_marker(pytest.mark.shared_data)
+    reason = shared_data_missing()
+    if needing and reason and in_ci():
+        pytest.exit(
+            f"CI: {reason}, and {len(needing)} tests need them: set {DATA_ENV}",
+            returncode=pytest.ExitCode.TESTS_FAILED,
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Every skip for want of the shared corpora at one place (the check above), so that -ra
+    folds them into one summary line instead of one per test."""
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple) and DATA_ENV in report.longrepr[2]:
+        line = shared_data_missing.__code__.co_firstlineno
+        report.longrepr = (__file__, line, report.longrepr[2])
+    return report
+
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    """Remember every skip but the gpu test's: in CI they fail the run."""
+    if report.skipped and "gpu" not in report.keywords:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if in_ci() and _SKIPPED and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if in_ci() and _SKIPPED:
+        terminalreporter.write_line(
+            f"CI: the run fails: {len(_SKIPPED)} test(s) skipped, and only the gpu test may be: "
+            + ", ".join(_SKIPPED[:5])
+            + (", ..." if len(_SKIPPED) > 5 else ""),
+            red=True,
+        )
+
+
+# ---------------------------------------------------------------- shipped text, the bundled model
+
+
+@pytest.fixture(scope="session")
+def review_texts() -> list[str]:
+    """The 320 shipped reviews (tests/data/reviews.tsv), both labels mixed."""
+    return corpus.review_texts()
 
 
 @pytest.fixture(scope="session")
@@ -59,13 +135,6 @@ def bundled() -> Extractor:
 
 
 # ---------------------------------------------------------------- tiny models, built offline
-
-
-def _training_lines(limit: int = 3000) -> list[str]:
-    path = DATA / "corpus-fortunes.txt"
-    if path.exists():
-        return path.read_text(encoding="utf-8").splitlines()[:limit]
-    return ["the quick brown fox jumps over the lazy dog"] * 10
 
 
 def _bert_vocab() -> dict[str, int]:
@@ -78,7 +147,7 @@ def _bpe_tokenizer():
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
-        _training_lines(),
+        corpus.training_lines(),
         vocab_size=800,
         special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
         show_progress=False,
@@ -115,7 +184,7 @@ def _unigram_vocab() -> list[tuple[str, float]]:
     trainer = trainers.UnigramTrainer(
         vocab_size=800, special_tokens=specials, unk_token="<unk>", show_progress=False
     )
-    tok.train_from_iterator(_training_lines(), trainer)
+    tok.train_from_iterator(corpus.training_lines(), trainer)
     import json
 
     return [tuple(v) for v in json.loads(tok.to_str())["model"]["vocab"]]
@@ -284,6 +353,113 @@ class Reference:
         if pooling == "last":
             return states[:, idx[-1]]
         raise ValueError(pooling)
+
+    # ------------------------------------------------------------ long texts in windows
+
+    @functools.cached_property
+    def template(self) -> tuple[list[int], list[int]]:
+        """The special-token ids the tokenizer puts before and after one text's tokens (read
+        off its special-token mask)."""
+        enc = self.tokenizer("word", return_special_tokens_mask=True)
+        content = np.flatnonzero(np.asarray(enc["special_tokens_mask"]) == 0)
+        ids = enc["input_ids"]
+        return ids[: content[0]], ids[content[-1] + 1 :]
+
+    @torch.inference_mode()
+    def forward_ids(self, ids: list[int]) -> np.ndarray:
+        """(L+1, T, H) states of content token ids run alone, special tokens around them."""
+        before, after = self.template
+        full = torch.tensor([[*before, *ids, *after]])
+        return torch.stack(self.model(input_ids=full, output_hidden_states=True).hidden_states)[
+            :, 0
+        ].numpy()
+
+    def windowed(
+        self,
+        text: str,
+        max_length: int,
+        stride: int | None = None,
+        include_special: bool = False,
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """(L+1, H) per pooling of a text embedded in windows (`long='split'`), and the number
+        of windows, by a plain loop over what `core/windows.py` documents: windows of
+        `max_length` less the special tokens, sharing `stride` tokens (a quarter of a window
+        by default), the last one aligned to the end of the text; each window runs alone; each
+        content token takes its vectors from the window where it has the most context on both
+        sides (the earlier one on ties), the special tokens from the first and the last window;
+        `cls` is the mean of the windows' first vectors."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        n = len(ids)
+        prefix, width = len(self.template[0]), max_length - sum(map(len, self.template))
+        stride = width // 4 if stride is None else stride
+        if n <= width:
+            bounds = [(0, n)]
+        else:
+            starts = [*range(0, n - width, width - stride), n - width]
+            bounds = [(start, start + width) for start in starts]
+        runs = [self.forward_ids(ids[start:end]) for start, end in bounds]
+        rows = [runs[0][:, p] for p in range(prefix)]  # the first window's leading specials
+        for i in range(n):
+            best, owner = -1, 0
+            for w, (start, end) in enumerate(bounds):
+                if start <= i < end and min(i - start, end - 1 - i) > best:
+                    best, owner = min(i - start, end - 1 - i), w
+            rows.append(runs[owner][:, prefix + i - bounds[owner][0]])
+        last, (start, end) = runs[-1], bounds[-1]
+        rows.extend(last[:, p] for p in range(prefix + end - start, last.shape[1]))  # trailing
+        stitched = np.stack(rows, axis=1)  # (L+1, T, H): specials at both ends
+        body = stitched[:, prefix : prefix + n]
+        pool_over = stitched if include_special or n == 0 else body
+        pooled = {
+            "cls": np.mean([states[:, 0] for states in runs], axis=0),
+            "mean": pool_over.mean(axis=1),
+            "max": pool_over.max(axis=1),
+            "first": pool_over[:, 0],
+            "last": pool_over[:, -1],
+        }
+        return pooled, len(runs)
+
+    # ------------------------------------------------------------ words
+
+    @functools.cached_property
+    def words_tokenizer(self):
+        """For pre-split words: byte-level BPE needs `add_prefix_space=True` (transformers
+        refuses `is_split_into_words` without it), so each word is tokenized as in running
+        text, after a space."""
+        from transformers import AutoTokenizer
+
+        if getattr(self.tokenizer, "add_prefix_space", True):
+            return self.tokenizer
+        return AutoTokenizer.from_pretrained(self.tokenizer.name_or_path, add_prefix_space=True)
+
+    @torch.inference_mode()
+    def words(
+        self, text: str | None = None, words: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """(W, L+1, H) per word pooling (first, last, mean, max): a text's words (the
+        tokenizer's word ids) or pre-split words, each pooled over its tokens, the text run
+        alone."""
+        if words is None:
+            enc = self.tokenizer(text, return_tensors="pt")
+        else:
+            enc = self.words_tokenizer(words, is_split_into_words=True, return_tensors="pt")
+        word_ids = enc.word_ids(0)
+        inputs = {k: v for k, v in enc.items() if k in self.accepts}
+        out = self.model(**inputs, output_hidden_states=True)
+        states = torch.stack(out.hidden_states)[:, 0].numpy()  # (L+1, T, H)
+        numbers = sorted({w for w in word_ids if w is not None})
+        rows = [states[:, [t for t, w in enumerate(word_ids) if w == n]] for n in numbers]
+        pools = {
+            "first": lambda r: r[:, 0],
+            "last": lambda r: r[:, -1],
+            "mean": lambda r: r.mean(axis=1),
+            "max": lambda r: r.max(axis=1),
+        }
+        empty = np.zeros((0, states.shape[0], states.shape[2]), np.float32)
+        return {
+            mode: np.stack([pool(r) for r in rows]) if rows else empty
+            for mode, pool in pools.items()
+        }
 
 
 @pytest.fixture(scope="session")

@@ -43,9 +43,9 @@ def test_one_text_longer_than_the_budget_gets_a_batch_of_its_own():
 
 
 @pytest.fixture(scope="module")
-def texts(sentiment_texts):
+def texts(review_texts):
     # corpus order mixes lengths; add duplicates and an empty text
-    return [*sentiment_texts[:150], "", sentiment_texts[3], "short one"]
+    return [*review_texts[:150], "", review_texts[3], "short one"]
 
 
 def test_results_do_not_depend_on_batching(bundled, texts):

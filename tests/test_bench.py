@@ -13,14 +13,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import data_file
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def bench_data(shared_data) -> Path:
+    """The corpora where the bench scripts read them: ../shared/data, whatever
+    BERTLAYERS_TEST_DATA says (skipped, like `shared_data`, where they are not there)."""
+    path = ROOT.parent / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"the bench scripts read the shared corpora from {path}, which is missing")
+    return path
+
+
 def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:
-    """Run a bench script as a user would, offline, on the shared data."""
-    data_file("corpus-fortunes.txt")
+    """Run a bench script as a user would, offline. The scripts read the shared corpora from
+    ../shared/data (their own path): a test that runs one requests `bench_data`."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
@@ -33,7 +41,7 @@ def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_speed_bench_smoke(tmp_path):
+def test_speed_bench_smoke(tmp_path, bench_data):
     out = tmp_path / "speed.json"
     result = run_bench("speed.py", "--smoke", "--out", str(out))
     report = json.loads(out.read_text())
@@ -49,9 +57,10 @@ def test_speed_bench_smoke(tmp_path):
         "bl-bf16",
     }
     for name, row in model["contenders"].items():
-        # MFU is against the float32 matmul ceiling, which int8 and bf16 can pass
-        ceiling = 4 if name in ("bl-int8", "bl-bf16") else 1.5
-        assert row["seconds"] > 0 and row["real_tokens_per_s"] > 0 and 0 < row["mfu"] < ceiling
+        # MFU is against the float32 matmul ceiling: a float32 run cannot pass it (int8 and
+        # bf16 run other kernels, which can)
+        ceiling = 4 if name in ("bl-int8", "bl-bf16") else 1
+        assert row["seconds"] > 0 and row["real_tokens_per_s"] > 0 and 0 < row["mfu"] <= ceiling
         assert 0 < row["padding_efficiency"] <= 1
     for name in ("bl-int8", "bl-bf16"):
         cosines = model["contenders"][name]["min_cosine_per_layer"]
@@ -63,7 +72,7 @@ def test_speed_bench_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_memory_bench_smoke(tmp_path):
+def test_memory_bench_smoke(tmp_path, bench_data):
     out = tmp_path / "memory.json"
     run_bench(
         "memory.py",
@@ -219,7 +228,7 @@ def test_bf16_peak_table_picks_the_specific_name_first():
 
 
 @pytest.mark.slow
-def test_backends_bench_smoke(tmp_path):
+def test_backends_bench_smoke(tmp_path, bench_data):
     """Eager and compiled PyTorch, bertlayers' OpenVINO backend (and ONNX Runtime where
     installed) run the same batches and agree with eager within 1e-4 on every layer."""
     out = tmp_path / "backends.json"
@@ -235,12 +244,12 @@ def test_backends_bench_smoke(tmp_path):
     }
     assert {"pytorch-eager", "torch-compile", "openvino"} <= set(model["backends"])
     for row in model["backends"].values():
-        assert row["seconds"] > 0 and 0 < row["mfu"] < 1.5
+        assert row["seconds"] > 0 and 0 < row["mfu"] <= 1  # all float32: under the ceiling
         assert row["max_abs_diff_vs_eager"] <= 1e-4
 
 
 @pytest.mark.slow
-def test_serve_bench_smoke(tmp_path):
+def test_serve_bench_smoke(tmp_path, bench_data):
     """The serving bench drives a real server with real load and reports every row."""
     out = tmp_path / "serve.json"
     result = run_bench("serve.py", "--smoke", "--out", str(out))
@@ -257,7 +266,7 @@ def test_serve_bench_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_bench_smoke(tmp_path):
+def test_cli_bench_smoke(tmp_path, bench_data):
     """Whole processes: the CLI, the library in-process and the tutorial loop, each timed
     from outside with its start-up measured apart; the CLI's vectors equal the loop's."""
     out = tmp_path / "cli.json"
@@ -273,7 +282,7 @@ def test_cli_bench_smoke(tmp_path):
 
 
 @pytest.mark.ray
-def test_ray_bench_smoke(tmp_path):
+def test_ray_bench_smoke(tmp_path, bench_data):
     """The Ray runner and the local engine as whole processes on the same texts, start-up
     apart; the Ray store equals the local one and its actors ran on one thread each."""
     out = tmp_path / "ray.json"

@@ -25,12 +25,12 @@ def monkeypatch_module():
         yield patch
 
 
-def test_compiled_model_matches_the_reference(tiny_model_dirs, sentiment_texts, cache_dir):
+def test_compiled_model_matches_the_reference(tiny_model_dirs, review_texts, cache_dir):
     model = tiny_model_dirs["bert"]
     reference = Reference(model)
-    fits = [t for t in sentiment_texts[:60] if len(reference.tokenizer(t)["input_ids"]) <= 40]
+    fits = [t for t in review_texts[:60] if len(reference.tokenizer(t)["input_ids"]) <= 40]
     texts = ["Short.", *fits[:12]]  # lengths 3 to 40: batches of several shapes
-    compiled = Extractor(str(model), device="cpu", torch_compile=True)
+    compiled = Extractor(str(model), device="cpu", runtime="compile")
 
     pooled = compiled.extract(texts, layers="all", pooling="mean")
     tokens = compiled.extract_tokens(texts, layers="all")

@@ -121,23 +121,23 @@ def test_the_token_plan_places_every_content_token_once(bundled):
 # ---------------------------------------------------------------- the engine
 
 
-def _mixed_texts(sentiment_texts) -> list[str]:
+def _mixed_texts(review_texts) -> list[str]:
     return [
         "",
         "   ",
         "Short.",
-        sentiment_texts[0],
+        review_texts[0],
         "word " * 700,  # over 512 tokens
-        sentiment_texts[1] * 3,
+        review_texts[1] * 3,
         "a",
     ]
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max", "last"])
 def test_engine_sentences_of_mixed_lengths_equal_the_reference(
-    bundled, bundled_reference, sentiment_texts, pooling
+    bundled, bundled_reference, review_texts, pooling
 ):
-    texts = _mixed_texts(sentiment_texts)
+    texts = _mixed_texts(review_texts)
     config = ExtractConfig(layers="all", pooling=pooling)
     results = bundled.engine.embed(list(records_from_texts(texts)), config)
     assert [r.id for r in results] == [str(i) for i in range(len(texts))]
@@ -148,8 +148,8 @@ def test_engine_sentences_of_mixed_lengths_equal_the_reference(
         assert np.abs(result.vectors - expected).max() <= TOLERANCE
 
 
-def test_engine_tokens_and_words_equal_the_streaming_results(bundled, sentiment_texts):
-    texts = _mixed_texts(sentiment_texts)
+def test_engine_tokens_and_words_equal_the_streaming_results(bundled, review_texts):
+    texts = _mixed_texts(review_texts)
     records = list(records_from_texts(texts))
     tokens = bundled.engine.embed(records, ExtractConfig(level="token", layers="0,-1"))
     streamed = bundled.extract_tokens(texts, layers="0,-1")
@@ -169,9 +169,9 @@ def test_engine_tokens_and_words_equal_the_streaming_results(bundled, sentiment_
         assert result.items == words[i]
 
 
-def test_engine_is_thread_safe(bundled, sentiment_texts):
+def test_engine_is_thread_safe(bundled, review_texts):
     """Four threads embed different texts at once; each gets what it gets alone."""
-    batches = [sentiment_texts[i * 8 : i * 8 + 8] for i in range(4)]
+    batches = [review_texts[i * 8 : i * 8 + 8] for i in range(4)]
     config = ExtractConfig(layers="-1")
     alone = [
         [r.vectors for r in bundled.engine.embed(list(records_from_texts(b)), config)]
@@ -231,11 +231,11 @@ SHARED_JOBS = [
 
 
 def test_jobs_with_different_settings_share_batches_and_each_gets_what_it_gets_alone(
-    bundled, bundled_reference, sentiment_texts
+    bundled, bundled_reference, review_texts
 ):
     """Every job pooled its own way from shared forward passes equals the job run alone; the
     plain sentence jobs also equal the reference."""
-    texts = _mixed_texts(sentiment_texts)
+    texts = _mixed_texts(review_texts)
     jobs = []
     for n, options in enumerate(SHARED_JOBS):
         mine = texts[n % 3 :: 2] if n % 2 else texts  # jobs of different sizes and texts
@@ -260,8 +260,8 @@ def test_jobs_with_different_settings_share_batches_and_each_gets_what_it_gets_a
         assert np.abs(got.vectors - expected).max() <= TOLERANCE
 
 
-def test_a_bad_job_gets_its_error_and_the_others_are_embedded(bundled, sentiment_texts):
-    good = (list(records_from_texts(sentiment_texts[:3])), ExtractConfig(layers=-1))
+def test_a_bad_job_gets_its_error_and_the_others_are_embedded(bundled, review_texts):
+    good = (list(records_from_texts(review_texts[:3])), ExtractConfig(layers=-1))
     too_long = (
         list(records_from_texts(["word " * 600])),
         ExtractConfig(layers=-1, long="error"),

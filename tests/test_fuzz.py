@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import torch
 
+import corpus
 from bertlayers import load
 from bertlayers.cli import main
-from conftest import data_file
 
 BAD_UTF8 = b"fine\nfine\n\xff\xfe broken\n"
 Q_TSV = 'label\ttext\npos\t"Great" movie\nneg\t"unbalanced start\nneg\tbad film\npos\tgood film\n'
@@ -60,8 +60,7 @@ def _encoder_decoder_model(root: Path) -> Path:
 
 def _make_world(root: Path) -> None:
     """Everything the cases read: inputs good and bad, a store, a probe, a user's files."""
-    fortunes = data_file("corpus-fortunes.txt").read_text(encoding="utf-8").splitlines()
-    (root / "f100.txt").write_text("\n".join(fortunes[:100]) + "\n", encoding="utf-8")
+    (root / "f100.txt").write_text("\n".join(corpus.many_texts(100)) + "\n", encoding="utf-8")
     (root / "small.txt").write_text("one text\nanother text\nthe third\n", encoding="utf-8")
     (root / "bad.txt").write_bytes(BAD_UTF8)
     (root / "binary.bin").write_bytes(bytes(range(256)) * 4)
@@ -85,7 +84,7 @@ def _make_world(root: Path) -> None:
     odd = ["I love it 😀🎉", "مرحبا بالعالم", "zero\u200bwidth\u200djoin", "\u2028", "   "]
     (root / "odd.txt").write_text("\n".join(odd) + "\n", encoding="utf-8")
     (root / "huge.txt").write_text("word " * 40_000 + "\nshort\n", encoding="utf-8")
-    lines = data_file("sentiment-polarity.tsv").read_text(encoding="utf-8").splitlines()
+    lines = corpus.REVIEWS.read_text(encoding="utf-8").splitlines()
     (root / "sent.tsv").write_text("\n".join([lines[0], *lines[1:21], *lines[-20:]]) + "\n")
     # what a user has and bertlayers must never replace
     (root / "precious.npy").write_bytes(b"precious")
@@ -178,6 +177,13 @@ def _rows(path: str, n: int) -> Callable[[Path], None]:
     return check
 
 
+def _layers(path: str, layers: list[int]) -> Callable[[Path], None]:
+    def check(root: Path) -> None:
+        assert load(root / path).provenance["layers"] == layers
+
+    return check
+
+
 X = ["-o", "x.npy"]
 HINT = "--quoting none"
 
@@ -226,7 +232,12 @@ CASES = [
     # ---------------------------------------------------------------- options: usage errors
     Case("no-command", [], rc=2, message="the following arguments are required: COMMAND"),
     Case("unknown-command", ["embed"], rc=2, message="invalid choice: 'embed'"),
-    Case("unknown-option", ["extract", "small.txt", *X, "--frobnicate"], rc=2, message="--frob"),
+    Case(
+        "unknown-option",
+        ["extract", "small.txt", *X, "--frobnicate"],
+        rc=2,
+        message="unrecognized arguments: --frobnicate",
+    ),
     Case("no-output", ["extract", "small.txt"], rc=2, message="-o/--output"),
     Case(
         "batch-tokens-0",
@@ -240,10 +251,25 @@ CASES = [
         rc=2,
         message="'lots' is not a whole number",
     ),
-    Case("max-length-0", ["extract", "small.txt", *X, "--max-length", "0"], rc=2, message="1"),
-    Case("chunk-size-neg", ["extract", "small.txt", *X, "--chunk-size", "-5"], rc=2, message="-5"),
+    Case(
+        "max-length-0",
+        ["extract", "small.txt", *X, "--max-length", "0"],
+        rc=2,
+        message="argument --max-length: must be at least 1, got 0",
+    ),
+    Case(
+        "chunk-size-neg",
+        ["extract", "small.txt", *X, "--chunk-size", "-5"],
+        rc=2,
+        message="argument --chunk-size: must be at least 1, got -5",
+    ),
     Case("stride-neg", ["extract", "small.txt", *X, "--stride", "-1"], rc=2, message="at least 0"),
-    Case("word-column-neg", ["extract", "ok.conll", *X, "--word-column", "-1"], rc=2),
+    Case(
+        "word-column-neg",
+        ["extract", "ok.conll", *X, "--word-column", "-1"],
+        rc=2,
+        message="argument --word-column: must be at least 0, got -1",
+    ),
     Case("probe-c-neg", ["probe", "sent.tsv", "--C", "-1"], rc=2, message="above 0, got -1"),
     Case("probe-c-nan", ["probe", "sent.tsv", "--C", "nan"], rc=2, message="above 0, got nan"),
     Case("probe-c-word", ["probe", "sent.tsv", "--C", "big"], rc=2, message="'big' is not a"),
@@ -262,8 +288,16 @@ CASES = [
     ),
     Case("dtype", ["extract", "small.txt", *X, "--dtype", "float64"], message="float32, float16"),
     Case("device", ["extract", "small.txt", *X, "--device", "tpu"], message="auto, cpu, cuda"),
-    Case("backend", ["extract", "small.txt", *X, "--backend", "tf"], message="torch, openvino"),
-    Case("input-format", ["extract", "small.txt", *X, "--input-format", "xml"], message="xml"),
+    Case(
+        "runtime",
+        ["extract", "small.txt", *X, "--runtime", "tf"],
+        message="unknown runtime 'tf'; valid runtime modes are: torch, compile, int8, openvino",
+    ),
+    Case(
+        "input-format",
+        ["extract", "small.txt", *X, "--input-format", "xml"],
+        message="unknown input format 'xml'; valid input format modes are: txt, csv",
+    ),
     Case("quoting", ["extract", "q.tsv", *X, "--quoting", "some"], message="csv, none"),
     Case(
         "stride-without-split",
@@ -285,17 +319,35 @@ CASES = [
         ["extract", "small.txt", *X, "--words-column", "w"],
         message="--words-column needs a jsonl input",
     ),
-    Case("resume-and-overwrite", ["extract", "small.txt", *X, "--resume", "--overwrite"]),
+    Case(
+        "resume-and-overwrite",
+        ["extract", "small.txt", *X, "--resume", "--overwrite"],
+        message="--resume continues a run and --overwrite starts again: choose one",
+    ),
     Case("resume-stdin", ["extract", "-", *X, "--resume"], stdin=b"a\n", message="stdin cannot"),
-    Case("int8-compile", ["extract", "small.txt", *X, "--int8", "--compile"], message="int8"),
+    Case(
+        "int8-bfloat16",
+        ["extract", "small.txt", *X, "--runtime", "int8", "--dtype", "bfloat16"],
+        message="int8 starts from float32 weights: drop --dtype or set it to float32",
+    ),
     Case("layers-range", ["extract", "small.txt", *X, "--layers", "12"], message="layers 0..6"),
     Case("layers-empty", ["extract", "small.txt", *X, "--layers", ""], message="empty layer"),
     Case("layers-word", ["extract", "small.txt", *X, "--layers", "top"], message="invalid layer"),
-    Case("max-length", ["extract", "small.txt", *X, "--max-length", "9999"], message="of 512"),
+    Case(
+        "max-length",
+        ["extract", "small.txt", *X, "--max-length", "9999"],
+        message="--max-length 9999 exceeds this model's limit of 512 tokens",
+    ),
     *(
         []
         if torch.cuda.is_available()
-        else [Case("cuda", ["extract", "small.txt", *X, "--device", "cuda"], message="no CUDA")]
+        else [
+            Case(
+                "cuda",
+                ["extract", "small.txt", *X, "--device", "cuda"],
+                message="but no CUDA device is available here",
+            )
+        ]
     ),
     Case("layers-slice", ["extract", "small.txt", *X, "--layers", "-9:"], message="layers 0..6"),
     Case("model", ["extract", "small.txt", *X, "--model", "no/such"], message="unknown model"),
@@ -400,7 +452,11 @@ CASES = [
         ["inspect", "no-json.npy"],
         message="no-json.npy is incomplete: no-json.json (its provenance) is missing",
     ),
-    Case("convert-onto-itself", ["convert", "e.npy", "e.npy", "--overwrite"], message="input"),
+    Case(
+        "convert-onto-itself",
+        ["convert", "e.npy", "e.npy", "--overwrite"],
+        message="e.npy is the input e.npy",
+    ),
     Case("convert-exists", ["convert", "e.npy", "e.h5"], message="output exists: e.h5"),
     Case(
         "convert-over-a-user-file",
@@ -413,7 +469,11 @@ CASES = [
         message="mydata is a directory that is not",
     ),
     Case("convert-no-dir", ["convert", "e.npy", "nodir/e.h5"], message="does not exist: nodir"),
-    Case("convert-suffix", ["convert", "e.npy", "e.npz", "--format", "hdf5"], message=".npz"),
+    Case(
+        "convert-suffix",
+        ["convert", "e.npy", "e.npz", "--format", "hdf5"],
+        message="'e.npz' ends in .npz, which is npz, but the format asked for is hdf5",
+    ),
     # ---------------------------------------------------------------- probe, predict, report
     Case("probe-no-labels", ["probe", "small.txt"], message="a probe needs labels"),
     Case(
@@ -421,7 +481,11 @@ CASES = [
         ["probe", "ragged.conll"],
         message="line 2 has 1 column(s), no tag beside the word",
     ),
-    Case("probe-projection", ["probe", "sent.tsv", "--projection", "tsne"], message="tsne"),
+    Case(
+        "probe-projection",
+        ["probe", "sent.tsv", "--projection", "tsne"],
+        message="unknown projection 'tsne': use pca, umap or none",
+    ),
     Case(
         "probe-save-over-text",
         ["probe", "sent.tsv", "--save-model", "small.txt"],
@@ -447,7 +511,11 @@ CASES = [
         ["probe", "sent.tsv", "--store", "sent.tsv"],
         message="'sent.tsv' is not a store",
     ),
-    Case("predict-missing-probe", ["predict", "nope.joblib", "small.txt"], message="not found"),
+    Case(
+        "predict-missing-probe",
+        ["predict", "nope.joblib", "small.txt"],
+        message="probe file not found: nope.joblib",
+    ),
     Case("predict-not-a-probe", ["predict", "small.txt", "small.txt"], message="not a saved"),
     Case(
         "predict-onto-its-input",
@@ -527,7 +595,7 @@ CASES = [
         ["extract", "small.txt", "-o", "e.h5", "--overwrite", "--layers", "0", "-q"],
         rc=0,
         changed=("e.h5",),
-        check=lambda root: load(root / "e.h5").provenance["layers"] == [0],
+        check=_layers("e.h5", [0]),
     ),
 ]
 
@@ -541,8 +609,13 @@ def _same_as_clean(root: Path, texts: list[str]) -> None:
     assert np.abs(stored - np.load(root / "clean.npy")).max() <= 1e-6
 
 
-def test_the_table_is_big_enough():
-    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
+def test_the_table_is_whole():
+    """Every case is there (the CUDA one only where no CUDA device is), once; every error
+    case names its problem; every success has a check of its output."""
+    assert len(CASES) == 121 + (not torch.cuda.is_available())
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert all(len(c.message) >= 8 for c in CASES if c.rc != 0), "an error case names nothing"
+    assert all(c.check is not None for c in CASES if c.rc == 0)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -571,7 +644,7 @@ def test_bad_input(case: Case, world: Path, tmp_path: Path, capsys, monkeypatch)
     else:
         assert len(lines) == (1 if case.message else 0), err
         assert case.message in err
-        case.check(root)
+        assert case.check(root) is None  # a check asserts: it returns nothing to ignore
     after = _snapshot(root)
     for path, digest in before.items():
         if path not in case.changed:
@@ -594,9 +667,14 @@ def test_json_result_is_recognised_only_with_its_version(tmp_path):
         check_outputs([Target(theirs, Kind.PROVENANCE)], overwrite=True)
 
 
+PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
 def test_unreachable_hub_fails_in_seconds_without_offline_mode(capsys, monkeypatch):
     """Without HF_HUB_OFFLINE, a hub id on a machine that cannot reach the hub is one line
-    at once (huggingface_hub alone retries for about 25 s), and a cached model still loads."""
+    at once (huggingface_hub alone retries for about 25 s). Where the hub is reachable, the
+    hub's address is a closed port on loopback: a hub that cannot be reached all the same."""
+    import socket
     import time
 
     from huggingface_hub import constants
@@ -605,8 +683,14 @@ def test_unreachable_hub_fails_in_seconds_without_offline_mode(capsys, monkeypat
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for name in PROXIES:  # behind a proxy the hub client decides, slowly
+        monkeypatch.delenv(name, raising=False)
     if not hub_unreachable("bert-base-uncased"):
-        pytest.skip("the hub is reachable from here")
+        with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+        assert hub_unreachable("bert-base-uncased")
     start = time.monotonic()
     assert main(["info", "--model", "bert-base-uncased"]) == 1
     assert time.monotonic() - start < 10

@@ -15,9 +15,9 @@ pytestmark = [
 
 
 def test_cuda_float32_matches_reference_and_half_precision_is_close(
-    sentiment_texts, bundled_reference
+    review_texts, bundled_reference
 ):
-    texts = ["", *sentiment_texts[:40]]
+    texts = ["", *review_texts[:40]]
     full = Extractor(device="cuda").extract(texts, layers="all", pooling="mean")
     for i in (0, 1, 20, 40):
         expected = bundled_reference.pooled(texts[i], "mean")

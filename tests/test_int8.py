@@ -1,4 +1,5 @@
-"""The opt-in int8 mode: approximate by design, so measured against float32 on real text."""
+"""The opt-in int8 runtime: approximate by design, so measured against float32 on the
+shipped reviews."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from bertlayers.errors import OptionError
 
 @pytest.fixture(scope="module")
 def int8() -> Extractor:
-    return Extractor(device="cpu", int8=True)
+    return Extractor(device="cpu", runtime="int8")
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def test_int8_keeps_every_layer_within_cosine_099(int8, bundled, sentiment_texts):
-    texts = sentiment_texts[::40]  # 100 real sentences, both labels
+def test_int8_keeps_every_layer_within_cosine_099(int8, bundled, review_texts):
+    texts = review_texts[:100]  # both labels, 5 to 77 wordpieces
     exact = bundled.embed(texts, layers="all")
     approx = int8.embed(texts, layers="all")
     assert approx.shape == exact.shape == (100, 7, 384)
@@ -57,9 +58,4 @@ def int8_config():
 
 def test_int8_needs_float32_on_the_cpu():
     with pytest.raises(OptionError, match="int8 starts from float32"):
-        Extractor(device="cpu", dtype="bfloat16", int8=True)
-
-
-def test_int8_and_compile_are_refused_together():
-    with pytest.raises(OptionError, match=r"int8 and torch\.compile cannot be combined"):
-        Extractor(device="cpu", int8=True, torch_compile=True)
+        Extractor(device="cpu", dtype="bfloat16", runtime="int8")

@@ -1,6 +1,7 @@
 """Similarity and retrieval probes per layer, and semantic search (FAISS), on real BBC articles
-and the real model: every score is recomputed with scipy / scikit-learn / numpy on the same
-stored vectors, FAISS results equal a brute-force numpy search, bad input is one line."""
+(the shared corpora: these tests skip without them) and the real model: every score is
+recomputed with scipy / scikit-learn / numpy on the same stored vectors, FAISS results equal a
+brute-force numpy search, bad input is one line."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import ndcg_score, roc_auc_score
 
+import corpus
 from bertlayers.analysis.matching import (
     Post,
     bootstrap_samples,
@@ -26,16 +28,15 @@ from bertlayers.analysis.matching import (
 )
 from bertlayers.search import Index
 from bertlayers.stores import load
-from conftest import data_file
 from test_cli import assert_one_line_error, run_cli
 
 # ---------------------------------------------------------------- data
 
 
 @pytest.fixture(scope="module")
-def articles() -> list[dict]:
+def articles(shared_data) -> list[dict]:
     """Every 37th BBC article (61 of 2,225, all five topics)."""
-    lines = data_file("news-bbc.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (shared_data / "news-bbc.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines[::37]]
 
 
@@ -129,8 +130,8 @@ def test_exact_search_and_retrieval_metrics_equal_brute_force(bundled, articles)
 
 
 def test_post_processing_whitens_centres_and_removes_the_top(bundled):
-    lines = data_file("corpus-fortunes.txt").read_text(encoding="utf-8").splitlines()
-    texts = [t for t in lines if 20 < len(t) < 200][:600]  # more texts than 384 dimensions
+    texts = [t for t in corpus.many_texts(2000) if 20 < len(t) < 200][:600]
+    assert len(texts) == 600  # more texts than 384 dimensions
     x = bundled.embed(texts, layers=[-1])[:, 0].astype(np.float64)
     whitened = fit_post(Post.WHITEN, x)(x).astype(np.float64)
     assert np.allclose(whitened.mean(axis=0), 0, atol=1e-4)

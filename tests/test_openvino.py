@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import corpus
 from bertlayers import ExtractConfig, Extractor
 from bertlayers.errors import OptionError
 from conftest import TINY_ARCHS, Reference
@@ -20,12 +21,12 @@ TOLERANCE = 1e-4
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
-def test_every_architecture_matches_the_reference(arch, tiny_model_dirs, sentiment_texts):
+def test_every_architecture_matches_the_reference(arch, tiny_model_dirs, review_texts):
     model = tiny_model_dirs[arch]
     reference = Reference(model)
-    fits = [t for t in sentiment_texts[:80] if len(reference.tokenizer(t)["input_ids"]) <= 40]
+    fits = [t for t in review_texts[:80] if len(reference.tokenizer(t)["input_ids"]) <= 40]
     texts = ["Short.", "a", *fits[:10]]  # lengths 3 to 40: batches of several shapes
-    extractor = Extractor(str(model), backend="openvino")
+    extractor = Extractor(str(model), runtime="openvino")
     layers = extractor.info.num_layers + 1
 
     pooled = extractor.extract(texts, layers="all", pooling="mean", batch_tokens=128)
@@ -41,11 +42,11 @@ def test_every_architecture_matches_the_reference(arch, tiny_model_dirs, sentime
         assert np.abs(tokens[i].vectors - expected_tokens).max() <= TOLERANCE
 
 
-def test_bundled_model_long_texts_and_provenance(bundled, news_articles):
+def test_bundled_model_long_texts_and_provenance(bundled):
     """Long articles split into overlapping windows and stitched: equal to the torch backend
     (itself held to the reference in test_reference), on every layer and every token."""
-    extractor = Extractor(backend="openvino")
-    texts = ["A short one.", *news_articles[:3]]
+    extractor = Extractor(runtime="openvino")
+    texts = ["A short one.", *corpus.long_articles(3)]
     got = extractor.extract_tokens(texts, layers="all", long="split")
     want = bundled.extract_tokens(texts, layers="all", long="split")
     for g, w in zip(got, want, strict=True):
@@ -59,29 +60,18 @@ def test_bundled_model_long_texts_and_provenance(bundled, news_articles):
     assert "backend" not in bundled.identity(ExtractConfig())  # stores from torch runs resume
 
 
-@pytest.fixture(scope="module")
-def news_articles() -> list[str]:
-    from conftest import data_file
-
-    with data_file("news-bbc.jsonl").open(encoding="utf-8") as handle:
-        rows = [json.loads(line)["text"] for line in handle]
-    return [text for text in rows if len(text.split()) > 450][:3]
-
-
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"dtype": "bfloat16"}, "backend 'openvino' computes in float32, not bfloat16"),
         ({"device": "cuda"}, "backend 'openvino' runs on the CPU, not on device 'cuda'"),
-        ({"int8": True}, "backend 'openvino' cannot be combined with int8"),
-        ({"torch_compile": True}, "backend 'openvino' cannot be combined with torch.compile"),
-        ({}, "unknown backend 'onnx'; valid backend modes are: torch, openvino"),
+        ({}, "unknown runtime 'onnx'; valid runtime modes are: torch, compile, int8, openvino"),
     ],
 )
 def test_options_it_cannot_honour_are_refused(options, message):
-    backend = "onnx" if not options else "openvino"
+    runtime = "onnx" if not options else "openvino"
     with pytest.raises(OptionError, match=message.replace("(", r"\(")):
-        Extractor(backend=backend, **options)
+        Extractor(runtime=runtime, **options)
 
 
 def test_missing_package_names_the_extra():
@@ -89,7 +79,7 @@ def test_missing_package_names_the_extra():
         "import sys; sys.modules['openvino'] = None\n"  # as if it were not installed
         "from bertlayers import Extractor\n"
         "from bertlayers.errors import OptionError\n"
-        "try:\n    Extractor(backend='openvino')\n"
+        "try:\n    Extractor(runtime='openvino')\n"
         "except OptionError as err:\n    print(err)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -97,18 +87,18 @@ def test_missing_package_names_the_extra():
     assert "pip install 'bertlayers[openvino]'" in out.stdout
 
 
-def test_cli_backend(tmp_path, bundled):
+def test_cli_runtime(tmp_path, bundled):
     texts = ["The first line.", "A second, somewhat longer line of text to embed."]
     source = tmp_path / "in.txt"
     source.write_text("\n".join(texts) + "\n", encoding="utf-8")
     out = tmp_path / "out.npy"
-    result = run_cli("extract", str(source), "-o", str(out), "--backend", "openvino", "-q")
+    result = run_cli("extract", str(source), "-o", str(out), "--runtime", "openvino", "-q")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
     expected = bundled.embed(texts, layers="all")
     assert np.abs(np.load(out) - expected).max() <= TOLERANCE
     assert json.loads(out.with_suffix(".json").read_text())["backend"].startswith("openvino")
 
-    bad = run_cli("extract", str(source), "-o", str(tmp_path / "x.npy"), "--backend", "onnx")
-    assert_one_line_error(bad, "unknown backend 'onnx'")
+    bad = run_cli("extract", str(source), "-o", str(tmp_path / "x.npy"), "--runtime", "onnx")
+    assert_one_line_error(bad, "unknown runtime 'onnx'")
     assert not (tmp_path / "x.npy").exists()

@@ -1,6 +1,7 @@
-"""Probes, predictions, layer geometry, plots and the HTML report, on real data and the real
-model: scores are recomputed independently, saved probes are reloaded and used, the report is
-opened in a real headless browser."""
+"""Probes, predictions, layer geometry, plots and the HTML report, on real data (the shared
+sentiment and WSJ POS corpora: the tests that read them skip without them) and the real model:
+scores are recomputed independently, saved probes are reloaded and used, the report is opened
+in a real headless browser."""
 
 from __future__ import annotations
 
@@ -30,25 +31,24 @@ from bertlayers.analysis.probing import (
     save_probe,
 )
 from bertlayers.io.readers import read_records
-from conftest import data_file
 from test_cli import assert_one_line_error, run_cli
 
 # ---------------------------------------------------------------- data
 
 
 @pytest.fixture(scope="module")
-def sentiment_file(tmp_path_factory) -> Path:
+def sentiment_file(tmp_path_factory, shared_data) -> Path:
     """240 sentiment rows, both labels (every 16th row of the sorted shared file)."""
-    lines = data_file("sentiment-polarity.tsv").read_text(encoding="utf-8").splitlines()
+    lines = (shared_data / "sentiment-polarity.tsv").read_text(encoding="utf-8").splitlines()
     path = tmp_path_factory.mktemp("probe") / "sentiment.tsv"
     path.write_text("\n".join([lines[0], *lines[1::16][:240]]) + "\n", encoding="utf-8")
     return path
 
 
 @pytest.fixture(scope="module")
-def pos_file(tmp_path_factory) -> Path:
+def pos_file(tmp_path_factory, shared_data) -> Path:
     """The first 60 sentences of the shared WSJ POS file."""
-    text = data_file("pos-wsj.conll").read_text(encoding="utf-8")
+    text = (shared_data / "pos-wsj.conll").read_text(encoding="utf-8")
     path = tmp_path_factory.mktemp("probe") / "pos.conll"
     path.write_text("\n\n".join(text.strip().split("\n\n")[:60]) + "\n", encoding="utf-8")
     return path
@@ -279,7 +279,7 @@ def test_cli_predict_labels_new_text_with_the_saved_probe(sentiment_run, bundled
     assert all(0.5 <= float(r[2]) <= 1 for r in rows)
     assert rows[0][1] == "positive" and rows[1][1] == "negative"
     # the OpenVINO backend gives the same labels and probabilities
-    fast = run_cli("predict", "run/clf.joblib", "new.txt", "--proba", "--backend", "openvino",
+    fast = run_cli("predict", "run/clf.joblib", "new.txt", "--proba", "--runtime", "openvino",
                    cwd=root)  # fmt: skip
     assert fast.returncode == 0, fast.stderr
     fast_rows = [line.split("\t") for line in fast.stdout.splitlines()]
@@ -288,11 +288,11 @@ def test_cli_predict_labels_new_text_with_the_saved_probe(sentiment_run, bundled
 
 
 def test_cli_probe_with_the_openvino_backend(sentiment_run, sentiment_file):
-    """probe --backend openvino extracts the same vectors (within 1e-4) as the torch run."""
+    """probe --runtime openvino extracts the same vectors (within 1e-4) as the torch run."""
     root, _ = sentiment_run
     result = _probe_cli(
         str(sentiment_file), "--store", "ov/vectors.npy", "-o", "ov", "--folds", "3",
-        "--backend", "openvino", "--quiet", cwd=root,
+        "--runtime", "openvino", "--quiet", cwd=root,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     fast, exact = np.load(root / "ov" / "vectors.npy"), np.load(root / "run" / "vectors.npy")

@@ -18,11 +18,11 @@ import pytest
 import ray
 import ray.data
 
+import corpus as shipped
 from bertlayers import load
 from bertlayers.core.config import ExtractConfig
 from bertlayers.distributed import ReaderOptions, embed_dataset, extract_to_store
 from bertlayers.errors import InputError, OutputError, TruncationWarning
-from conftest import data_file, read_tsv_texts
 from test_cli import assert_one_line_error, run_cli
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -45,16 +45,11 @@ def cluster():
 
 
 def write_corpus(path: Path, texts: int = 30) -> Path:
-    """Sentiment texts, two whole BBC articles (longer than the model's 256 tokens) and an
-    empty text, as jsonl with ids."""
-    rows = [
-        {"id": f"s{i}", "text": t}
-        for i, t in enumerate(read_tsv_texts("sentiment-polarity.tsv", texts))
-    ]
-    with data_file("news-bbc.jsonl").open(encoding="utf-8") as handle:
-        for _ in range(2):
-            article = json.loads(handle.readline())
-            rows.insert(len(rows) // 2, {"id": article["id"], "text": article["text"]})
+    """Shipped reviews, two whole articles (business/001, 931 wordpieces: truncated at 512;
+    business/002, 307) and an empty text, as jsonl with ids."""
+    rows = [{"id": f"s{i}", "text": t} for i, t in enumerate(shipped.review_texts()[:texts])]
+    for article in shipped.articles()[:2]:
+        rows.insert(len(rows) // 2, {"id": article["id"], "text": article["text"]})
     rows.insert(5, {"id": "empty", "text": ""})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -162,11 +157,11 @@ def test_sentence_level_matches_the_one_text_reference(
         )
     result = load(tmp_path / "ray")
     texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
+    assert result.truncated.tolist() == [len(t.split()) > 700 for t in texts]
+    assert "" in texts  # the empty text: [CLS] [SEP], pooled over those two
     worst = 0.0
     for i, text in enumerate(texts):
-        if result.truncated[i] or not text:
-            continue
-        expected = bundled_reference.pooled(text, "mean")
+        expected = bundled_reference.pooled(text, "mean", max_length=512)
         worst = max(worst, float(np.abs(result.embeddings[i] - expected).max()))
     assert worst <= 1e-4
 
@@ -214,7 +209,7 @@ def test_embed_dataset_rows_equal_the_local_engine(cluster, corpus, tmp_path):
 
 
 def test_embed_dataset_numbers_rows_without_an_index(cluster):
-    texts = read_tsv_texts("sentiment-polarity.tsv", 12)
+    texts = shipped.review_texts()[:12]
     ds = ray.data.from_items([{"text": t} for t in texts], override_num_blocks=3)
     rows = embed_dataset(ds, layers=-1, actors=1, batch_size=5).take_all()
     rows.sort(key=lambda r: r["text_index"])
@@ -332,7 +327,7 @@ def test_ray_serve_replicas_answer_as_the_local_service(cluster, bundled):
         )
         assert url == f"http://127.0.0.1:{port}"
         assert running_replicas() == 2
-        texts = read_tsv_texts("sentiment-polarity.tsv", 6)
+        texts = shipped.review_texts()[:6]
         got = Client(url).extract(texts, layers=[0, -1], pooling="mean")
         expected = bundled.extract(texts, layers=[0, -1], pooling="mean")
         assert got.ids == expected.ids
@@ -368,7 +363,7 @@ def test_directories_globs_parquet_and_urls_as_inputs(cluster, tmp_path):
     store, and a `.partial` directory that is not a Ray run's is never touched."""
     import pyarrow as pa
 
-    texts = read_tsv_texts("sentiment-polarity.tsv", 9)
+    texts = shipped.review_texts()[:9]
     folder = tmp_path / "in"
     (folder / "b").mkdir(parents=True)
     (folder / "a.txt").write_text("".join(t + "\n" for t in texts[:4]), encoding="utf-8")
@@ -402,7 +397,7 @@ def test_directories_globs_parquet_and_urls_as_inputs(cluster, tmp_path):
 def test_resume_refuses_a_changed_input_and_finishes_an_overwrite(cluster, tmp_path):
     """An interrupted `--overwrite` run over a store resumes into its place; a half-written
     shard left by a killed actor does not reach the store; a changed input is refused."""
-    texts = read_tsv_texts("sentiment-polarity.tsv", 8)
+    texts = shipped.review_texts()[:8]
     source = tmp_path / "in.txt"
     source.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     config, out = ExtractConfig(layers=[-1]), tmp_path / "out"

@@ -6,9 +6,9 @@ import csv
 
 import pytest
 
+import corpus
 from bertlayers.errors import InputError
 from bertlayers.io.readers import Record, read_records, records_from_texts
-from conftest import data_file
 
 
 def test_txt_one_text_per_line_keeps_empty_lines(tmp_path):
@@ -19,13 +19,16 @@ def test_txt_one_text_per_line_keeps_empty_lines(tmp_path):
     assert [r.id for r in records] == ["1", "2", "3", "4"]
 
 
-def test_tsv_with_quotes_from_shared_data():
-    records = list(read_records(str(data_file("sentiment-polarity.tsv"))))
-    assert len(records) == 4000
-    assert records[0].text.startswith(
-        'the rock is destined to be the 21st century\'s new " conan "'
+def test_tsv_with_quoted_fields_and_doubled_quotes():
+    records = list(read_records(str(corpus.REVIEWS)))
+    assert len(records) == 320
+    assert records[0].text == (
+        "The street party was cancelled at the last minute, and nobody told the bands."
     )
     assert records[0].id == "2"  # line number in the file (line 1 is the header)
+    quoted = [r for r in records if r.text.startswith('"Best fish and chips on the coast"')]
+    assert len(quoted) == 2  # a field in quotes that starts with doubled ones, read as written
+    assert all('""' not in r.text for r in records)
 
 
 def test_jsonl_columns_ids_and_pairs(tmp_path):
@@ -203,12 +206,12 @@ def test_csv_writer_files_parse_as_the_csv_module_reads_them(tmp_path, delimiter
     assert [r.id for r in records] == ["2", "3", "5", "6", "8"]
 
 
-def test_shared_tsv_equals_the_csv_module_reading():
-    path = data_file("sentiment-polarity.tsv")
+def test_a_quoted_tsv_equals_the_csv_module_reading():
+    path = corpus.REVIEWS
     records = list(read_records(str(path), label_column="label"))
     with open(path, newline="", encoding="utf-8") as file:
         expected = [(row["text"], row["label"]) for row in csv.DictReader(file, delimiter="\t")]
-    assert len(expected) == 4000
+    assert len(expected) == 320 and sum('"' in text for text, _ in expected) >= 6
     assert [(r.text, r.label) for r in records] == expected
 
 

@@ -3,43 +3,31 @@ layer and every pooling, for the bundled model and tiny random models of each ar
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from bertlayers import Extractor, TruncationWarning
-from conftest import TINY_ARCHS, Reference, data_file
+from conftest import TINY_ARCHS, Reference
+from corpus import long_articles
 
 POOLINGS = ["cls", "mean", "max", "first", "last"]
 TOLERANCE = 1e-4
 
 
-def _long_articles(count: int) -> list[str]:
-    rows = []
-    with data_file("news-bbc.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
-            if len(row["text"].split()) > 600:
-                rows.append(row["text"])
-            if len(rows) == count:
-                break
-    return rows
-
-
 @pytest.fixture(scope="session")
-def mixed_texts(sentiment_texts) -> list[str]:
+def mixed_texts(review_texts) -> list[str]:
     """Very short, ordinary, long and over-long (truncated) texts, empty and blank ones."""
+    articles = long_articles(3)  # 830 to 931 wordpieces each
     return [
         "ok",
-        sentiment_texts[0],
+        review_texts[0],
         "",
-        *sentiment_texts[1:25],
+        *review_texts[1:25],
         "   ",
-        _long_articles(1)[0],
+        articles[0],
         "a",
-        " ".join(sentiment_texts[30:36]),  # a long but untruncated text
-        *_long_articles(3)[1:],
+        " ".join(review_texts[30:40]),  # a long but untruncated text
+        *articles[1:],
         "Zoë's café — naïve 🙂 façade!",
     ]
 
@@ -101,17 +89,17 @@ def test_empty_and_blank_texts_give_the_special_token_vectors(bundled_mixed, mix
     assert np.isfinite(result.embeddings[empty]).all()
 
 
-def test_include_special_pools_over_cls_and_sep(bundled, bundled_reference, sentiment_texts):
-    texts = sentiment_texts[:6]
+def test_include_special_pools_over_cls_and_sep(bundled, bundled_reference, review_texts):
+    texts = review_texts[:6]
     result = bundled.embed(texts, pooling="mean", include_special=True)
     for i, text in enumerate(texts):
         states, _ = bundled_reference.hidden(text)
         assert np.abs(result[i] - states.mean(axis=1)).max() <= TOLERANCE
 
 
-def test_sentence_pairs_use_segment_b(bundled, bundled_reference, sentiment_texts):
-    first, second = sentiment_texts[40:52], sentiment_texts[60:72]
-    second[3] = " ".join(sentiment_texts[100:140])  # a pair too long together: truncated
+def test_sentence_pairs_use_segment_b(bundled, bundled_reference, review_texts):
+    first, second = review_texts[40:52], review_texts[60:72]
+    second[3] = " ".join(review_texts[100:140])  # a pair too long together: truncated
     with pytest.warns(TruncationWarning):
         result = bundled.extract(first, pairs=second, pooling="mean")
     assert result.truncated.tolist() == [i == 3 for i in range(12)]
@@ -124,14 +112,14 @@ def test_sentence_pairs_use_segment_b(bundled, bundled_reference, sentiment_text
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
-def test_tiny_architectures_match_reference(arch, tiny_model_dirs, sentiment_texts):
+def test_tiny_architectures_match_reference(arch, tiny_model_dirs, review_texts):
     model_dir = tiny_model_dirs[arch]
     extractor = Extractor(str(model_dir), device="cpu")
     reference = Reference(model_dir)
     assert extractor.info.num_layers == 3
     max_length = extractor.info.max_length
-    texts = ["", "word", *sentiment_texts[:10], " ".join(sentiment_texts[10:20])]
-    for pooling in ("cls", "mean", "max", "last"):
+    texts = ["", "word", *review_texts[:10], " ".join(review_texts[10:20])]
+    for pooling in POOLINGS:
         with pytest.warns(TruncationWarning):
             result = extractor.extract(texts, pooling=pooling, batch_tokens=256)
         assert result.embeddings.shape == (len(texts), 4, 32)
@@ -141,7 +129,7 @@ def test_tiny_architectures_match_reference(arch, tiny_model_dirs, sentiment_tex
             diff = np.abs(result.embeddings[i] - expected).max()
             assert diff <= TOLERANCE, f"{arch} text {i} {pooling}: {diff}"
     # pairs, and the layer indexing: layer -1 is the last of 0..3, layer 0 the embeddings
-    pairs = sentiment_texts[30:40]
+    pairs = review_texts[30:40]
     with pytest.warns(TruncationWarning):
         result = extractor.extract(texts[1:11], pairs=pairs, layers="0,-1", pooling="mean")
     assert result.layers == [0, 3]
@@ -151,11 +139,63 @@ def test_tiny_architectures_match_reference(arch, tiny_model_dirs, sentiment_tex
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_long_texts_in_windows_match_the_reference_with_every_pooling(
+    arch, tiny_model_dirs, review_texts
+):
+    """`long='split'` on texts of 0 to ~280 tokens (up to 10 windows of a tiny model's 40),
+    every pooling, special tokens in and out, two strides: each window run alone."""
+    extractor = Extractor(str(tiny_model_dirs[arch]), device="cpu")
+    reference = Reference(tiny_model_dirs[arch])
+    max_length = extractor.info.max_length
+    texts = ["", "word", review_texts[5], " ".join(review_texts[:3]), " ".join(review_texts[:12])]
+    for stride, include_special in ((None, False), (5, True)):
+        expected = [
+            reference.windowed(t, max_length, stride, include_special=include_special)
+            for t in texts
+        ]
+        assert max(windows for _, windows in expected) >= 5
+        for pooling in POOLINGS:
+            result = extractor.extract(
+                texts,
+                long="split",
+                stride=stride,
+                pooling=pooling,
+                include_special=include_special,
+                batch_tokens=200,
+            )
+            assert result.windows.tolist() == [windows for _, windows in expected]
+            assert not result.truncated.any()
+            for i, (vectors, _) in enumerate(expected):
+                diff = np.abs(result.embeddings[i] - vectors[pooling]).max()
+                assert diff <= TOLERANCE, f"{arch} text {i} {pooling} {stride}: {diff}"
+
+
+def test_bundled_long_article_in_windows_matches_the_reference_with_every_pooling(
+    bundled, bundled_reference
+):
+    """An article of 929 wordpieces in windows of 510 (three of them), beside a short text:
+    the five poolings as jobs of one engine call, sharing its forward passes."""
+    from bertlayers import ExtractConfig
+    from bertlayers.io.readers import records_from_texts
+
+    texts = [long_articles(1)[0], "A short text after the long one."]
+    expected = [bundled_reference.windowed(t, bundled.info.max_length) for t in texts]
+    assert [count for _, count in expected] == [3, 1]
+    records = list(records_from_texts(texts))
+    jobs = [(records, ExtractConfig(long="split", pooling=p, layers="all")) for p in POOLINGS]
+    for pooling, results in zip(POOLINGS, bundled.engine.embed_many(jobs), strict=True):
+        assert [r.windows for r in results] == [3, 1]
+        for i, (vectors, _) in enumerate(expected):
+            diff = np.abs(results[i].vectors - vectors[pooling]).max()
+            assert diff <= TOLERANCE, f"text {i} {pooling}: {diff}"
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
 @pytest.mark.parametrize("layers", ["0", "1", "0:2"])
-def test_early_exit_layers_equal_the_full_run(arch, layers, tiny_model_dirs, sentiment_texts):
+def test_early_exit_layers_equal_the_full_run(arch, layers, tiny_model_dirs, review_texts):
     """Stopping at the deepest requested layer changes nothing (ModernBERT's final norm too)."""
     extractor = Extractor(str(tiny_model_dirs[arch]), device="cpu")
-    texts = sentiment_texts[:8]
+    texts = [*review_texts[:7], " ".join(review_texts[7:10])]  # the last one truncated
     kwargs = {"pooling": "mean", "max_length": 32}
     with pytest.warns(TruncationWarning):
         full = extractor.extract(texts, layers="all", **kwargs)

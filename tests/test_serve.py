@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import os
 import signal
@@ -110,10 +111,11 @@ def http(server):
 
 
 @pytest.fixture(scope="module")
-def texts(sentiment_texts) -> list[str]:
-    """Real texts of mixed lengths, an empty one and one over the model's 512 tokens."""
-    long_text = " ".join(sentiment_texts[:80])
-    return [*sentiment_texts[:10], "", long_text]
+def texts(review_texts) -> list[str]:
+    """Shipped reviews of mixed lengths, an empty text and one over the model's 512 tokens
+    (788)."""
+    long_text = " ".join(review_texts[:40])
+    return [*review_texts[:10], "", long_text]
 
 
 def _embed(http, **body) -> dict:
@@ -241,6 +243,90 @@ def test_concurrent_requests_with_different_options_each_get_what_they_get_alone
     assert calls < len(asks)  # embed calls held several requests each
 
 
+def _vectors(answer: dict) -> list[np.ndarray]:
+    """Each text's vectors from a base64 float32 answer: (K, H) per text at sentence level,
+    (T_i, K, H) per text at token and word level."""
+    flat = np.frombuffer(base64.b64decode(answer["embeddings"]), "<f4").reshape(answer["shape"])
+    if answer["offsets"] is None:
+        return list(flat)
+    return [flat[a:b] for a, b in itertools.pairwise(answer["offsets"])]
+
+
+def test_a_burst_of_every_kind_of_request_equals_the_reference(
+    http, bundled_reference, review_texts
+):
+    """139 texts in 33 requests of every kind, sent at once from 10 threads: plain, empty and
+    blank, truncated, in windows, pairs, pre-split words, token level. Each text's vectors
+    equal the reference (the text alone, unpadded, float32), however the server batched it."""
+    import corpus
+
+    reviews, ref = review_texts, bundled_reference
+    long_text = " ".join(reviews[:40])  # 788 wordpieces
+    sentences = [[w for w, _ in s] for s in corpus.tagged_sentences()]
+    common = {"encoding": "base64", "dtype": "float32"}
+
+    def plain(i):
+        mine = reviews[40 + 5 * i : 45 + 5 * i]
+        return {"texts": mine, "layers": "all"}, [ref.pooled(t, "mean") for t in mine]
+
+    def empty(i):
+        mine = ["", "   ", reviews[80 + i], "\t", ""]
+        return {"texts": mine, "layers": "all", "pooling": "max"}, [
+            ref.pooled(t, "max") for t in mine
+        ]
+
+    def truncated(i):
+        mine = [long_text, reviews[90 + i], " ".join(reviews[100 + 10 * i : 130 + 10 * i])]
+        expected = [ref.pooled(t, "cls", max_length=512) for t in mine]
+        return {"texts": mine, "layers": "all", "pooling": "cls"}, expected
+
+    def windowed(i):
+        pooling = ["mean", "max", "first", "last", "cls"][i]
+        mine = [long_text, reviews[150 + i], ""]
+        expected = [ref.windowed(t, 512)[0][pooling] for t in mine]
+        return {"texts": mine, "layers": "all", "long": "split", "pooling": pooling}, expected
+
+    def pairs(i):
+        first, second = reviews[160 + 4 * i : 164 + 4 * i], reviews[200 + 4 * i : 204 + 4 * i]
+        expected = [ref.pooled(a, "mean", pair=b) for a, b in zip(first, second, strict=True)]
+        return {"texts": first, "pairs": second, "layers": "all"}, expected
+
+    def words(i):
+        mine = sentences[5 * i : 5 * i + 5]
+        mode = ["first", "mean", "last", "max", "mean"][i]
+        expected = [ref.words(words=w)[mode][:, [0, 6]] for w in mine]
+        body = {"words": mine, "level": "word", "word_pooling": mode, "layers": "0,-1"}
+        return body, expected
+
+    def tokens(i):
+        mine = ["", *reviews[240 + 3 * i : 243 + 3 * i]]
+        expected = []
+        for text in mine:
+            states, special = ref.hidden(text)
+            expected.append(states[[0, 6]][:, ~special].transpose(1, 0, 2))  # (T, K, H)
+        return {"texts": mine, "level": "token", "layers": "0,-1"}, expected
+
+    kinds = [plain, empty, truncated, windowed, pairs, words, tokens]
+    asks = [kind(i) for kind in kinds for i in range(5 if kind is not truncated else 3)]
+    assert len(asks) == 33 and sum(len(e) for _, e in asks) == 139
+
+    def send(body: dict) -> dict:
+        return _embed(http, **body, **common)
+
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(send, [body for body, _ in asks]))
+    for (body, expected), answer in zip(asks, answers, strict=True):
+        got = _vectors(answer)
+        assert len(got) == len(expected)
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            assert g.shape == e.shape, (body, i)
+            assert np.abs(g - e).max(initial=0) <= TOLERANCE, (body.get("long"), i)
+        if body.get("long") == "split":
+            assert answer["texts"][0]["windows"] == 2 and not answer["texts"][0]["truncated"]
+        if "pooling" in body and body["pooling"] == "cls" and "long" not in body:
+            assert answer["texts"][0]["truncated"]
+
+
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -356,7 +442,7 @@ def test_limits_and_bad_input_are_one_line_4xx_naming_the_problem(http, texts):
     _error(http.post("/v1/embed", json={"texts": ["a"] * 65}), 413, "65 texts", "64")
     _error(http.post("/v1/embed", json={"texts": ["a" * 20001]}), 413, "20001 characters")
     _error(http.post("/v1/embed", content=b"x" * 400001), 413, "400000 bytes")
-    big = {"texts": [texts[-1]] * 4, "level": "token", "layers": "all"}  # ~4x 600 tokens x 7
+    big = {"texts": [texts[-1]] * 4, "level": "token", "layers": "all"}  # 4x 788 tokens x 7
     _error(http.post("/v1/embed", json=big), 413, "over the limit of 20000000")
     assert _error(http.post("/v1/embed", json={"texts": []}), 422, "no texts")["param"] == "texts"
     error = _error(http.post("/v1/embed", json={"texts": ["a"], "pooling": "avg"}), 422)
@@ -505,9 +591,10 @@ def tight():
 
 
 @pytest.fixture(scope="module")
-def heavy(sentiment_texts) -> dict:
-    """A request of ~1,200 tokens at token level, all layers: a second or so of work."""
-    return {"texts": [" ".join(sentiment_texts[:22])] * 2, "level": "token", "layers": "all"}
+def heavy(review_texts) -> dict:
+    """A request of ~950 tokens at token level, all layers (two texts of 469 tokens: one
+    window each): a second or so of work."""
+    return {"texts": [" ".join(review_texts[:23])] * 2, "level": "token", "layers": "all"}
 
 
 def test_a_full_queue_answers_429_with_retry_after_and_nothing_else_fails(tight, heavy):

@@ -20,20 +20,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import corpus
 from bertlayers import ExtractConfig, load
 from bertlayers.errors import InputError, OutputError, TruncationWarning
 from bertlayers.io.readers import records_from_texts, records_from_words
 from bertlayers.stores import StoreSink, convert, describe, disk_size
 from bertlayers.stores.parquet import write_parquet
 from bertlayers.stores.safetensors import write_safetensors
-from conftest import data_file
 
 SUFFIXES = [".npy", ".npz", ".h5", ".parquet", ".safetensors"]
 
 
 @pytest.fixture(scope="module")
-def texts(sentiment_texts) -> list[str]:
-    return ["", "Short one.", *sentiment_texts[:20], "   "]
+def texts(review_texts) -> list[str]:
+    return ["", "Short one.", *review_texts[:20], "   "]
 
 
 def _direct(extractor, level, texts, **options):
@@ -169,8 +169,8 @@ def _interrupting(records, after: int):
 
 
 @pytest.mark.parametrize("level", ["sentence", "token"])
-def test_resume_after_an_interruption_is_identical(tmp_path, bundled, sentiment_texts, level):
-    texts = sentiment_texts[:90]
+def test_resume_after_an_interruption_is_identical(tmp_path, bundled, review_texts, level):
+    texts = review_texts[:90]
     config = ExtractConfig(level=level, layers="0,-1", chunk_size=20, output_dtype="float16")
     whole = tmp_path / "whole.npy"
     _write(bundled, whole, records_from_texts(texts), config)
@@ -192,18 +192,18 @@ def test_resume_after_an_interruption_is_identical(tmp_path, bundled, sentiment_
         assert load(path).items == load(whole).items
 
 
-def test_resume_refuses_other_settings_or_input(tmp_path, bundled, sentiment_texts):
+def test_resume_refuses_other_settings_or_input(tmp_path, bundled, review_texts):
     config = ExtractConfig(layers="0,-1", chunk_size=10)
     path = tmp_path / "r.npy"
     with pytest.raises(KeyboardInterrupt):
-        _write(bundled, path, _interrupting(records_from_texts(sentiment_texts[:40]), 25), config)
+        _write(bundled, path, _interrupting(records_from_texts(review_texts[:40]), 25), config)
     other = ExtractConfig(layers="all", chunk_size=10)
     with pytest.raises(
         InputError,
         match=r"cannot resume: layers was \[0, 6\] in the interrupted run, now \[0, 1, 2",
     ):
         StoreSink(path, bundled.identity(other), resume=True)
-    changed = ["changed", *sentiment_texts[1:40]]
+    changed = ["changed", *review_texts[1:40]]
     with pytest.raises(InputError, match="the input differs from the interrupted run's"):
         _write(bundled, path, records_from_texts(changed), config, resume=True)
 
@@ -267,13 +267,13 @@ class DiskFullRuns:
 
 
 @pytest.fixture(scope="module")
-def disk_full_runs(tmp_path_factory, bundled, sentiment_texts) -> DiskFullRuns:
+def disk_full_runs(tmp_path_factory, bundled, review_texts) -> DiskFullRuns:
     import shutil
 
     from bertlayers.stores.staging import StagedStore
 
     base = tmp_path_factory.mktemp("disk-full")
-    texts = sentiment_texts[:100]
+    texts = review_texts[:100]
     config = ExtractConfig(level="token", layers="0", output_dtype="float16", chunk_size=20)
     whole = base / "whole.npy"
     _write(bundled, whole, records_from_texts(texts), config)
@@ -444,9 +444,8 @@ def _durable(journal: Path) -> int:
 
 
 def test_kill_9_and_resume_is_byte_identical(tmp_path):
-    lines = data_file("corpus-fortunes.txt").read_text(encoding="utf-8").splitlines()
-    source = tmp_path / "fortunes.txt"
-    source.write_text("\n".join(lines[:CRASH_TEXTS]) + "\n", encoding="utf-8")
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(corpus.many_texts(CRASH_TEXTS)) + "\n", encoding="utf-8")
     common = ["--layers", "0,3,-1", "--chunk-size", "100", "--output-dtype", "float16", "-q"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     whole = tmp_path / "whole.npy"
@@ -492,8 +491,7 @@ def test_token_rows_written_in_place_equal_the_in_memory_result(
 ):
     """Token rows go to the store's file as batches finish (length order, across records);
     with split long texts and several chunks, the file equals the in-memory result exactly."""
-    with (data_file("news-bbc.jsonl")).open(encoding="utf-8") as handle:
-        articles = [json.loads(next(handle))["text"] for _ in range(2)]
+    articles = [a["text"] for a in corpus.articles()[:2]]  # 931 and 307 wordpieces
     mixed = [texts[3], articles[0], *texts[:5], articles[1], texts[6]]
     options = {"layers": "0,2,-1", "include_special": include_special, "chunk_size": 4}
     config = ExtractConfig(level="token", **options)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import unicodedata
 
 import numpy as np
 import pytest
 import torch
 
+import corpus
 from bertlayers import Extractor, TruncationWarning
 from bertlayers.core.windows import plan_windows, window_owners
 from bertlayers.errors import InputError, OptionError
-from conftest import Reference, data_file
+from conftest import Reference
 
 TOLERANCE = 1e-4
 
@@ -24,21 +24,13 @@ def maxdiff(got: np.ndarray, expected: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def short_texts(sentiment_texts) -> list[str]:
-    return ["", "Hi!", "Zoë's café — naïve 🙂 façade!", *sentiment_texts[:12]]
+def short_texts(review_texts) -> list[str]:
+    return ["", "Hi!", "Zoë's café — naïve 🙂 façade!", *review_texts[:12]]
 
 
 @pytest.fixture(scope="module")
 def long_articles() -> list[str]:
-    texts = []
-    with data_file("news-bbc.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            text = json.loads(line)["text"]
-            if len(text.split()) > 650:
-                texts.append(text)
-            if len(texts) == 3:
-                return texts
-    return texts
+    return corpus.long_articles(3)  # 830 to 931 wordpieces each
 
 
 def _normalise(text: str) -> str:
@@ -73,10 +65,10 @@ def test_token_level_with_special_tokens(bundled, bundled_reference, short_texts
 
 
 @pytest.mark.parametrize("arch", ["roberta", "deberta-v2", "xlm-roberta", "modernbert"])
-def test_token_level_other_tokenizers(arch, tiny_model_dirs, sentiment_texts):
+def test_token_level_other_tokenizers(arch, tiny_model_dirs, review_texts):
     extractor = Extractor(str(tiny_model_dirs[arch]), device="cpu")
     reference = Reference(tiny_model_dirs[arch])
-    texts = ["", "one", *[t[:80] for t in sentiment_texts[:8]]]
+    texts = ["", "one", *[t[:80] for t in review_texts[:8]]]
     result = extractor.extract_tokens(texts, layers="all", long="truncate")
     for i, text in enumerate(texts):
         states, special = reference.hidden(text, max_length=extractor.info.max_length)
@@ -126,10 +118,47 @@ def test_pre_split_words_each_get_one_vector(bundled, bundled_reference):
     assert [joined[a:b] for a, b in result[0].spans] == words[0]
 
 
+@pytest.mark.parametrize("arch", ["roberta", "xlm-roberta", "deberta-v2"])
+def test_word_level_on_byte_level_bpe_and_unigram_tokenizers(arch, tiny_model_dirs, review_texts):
+    """Raw text (the tokenizer's own words) and pre-split words, every word pooling, against
+    each text run alone: byte-level BPE (RoBERTa: pre-split words get the space that precedes
+    them in running text) and Unigram with a metaspace (XLM-R, DeBERTa-v2)."""
+    extractor = Extractor(str(tiny_model_dirs[arch]), device="cpu")
+    reference = Reference(tiny_model_dirs[arch])
+    limit = extractor.info.max_length
+
+    def fits(n_tokens: int) -> bool:
+        return n_tokens <= limit
+
+    texts = ["", "one", "Zoë's café — naïve, 3.5/5!", *review_texts[:20]]
+    texts = [t for t in texts if fits(len(reference.tokenizer(t)["input_ids"]))][:10]
+    sentences = [[w for w, _ in s] for s in corpus.tagged_sentences()]
+    words = [
+        s
+        for s in sentences
+        if fits(len(reference.words_tokenizer(s, is_split_into_words=True)["input_ids"]))
+    ]
+    assert len(texts) >= 8 and len(words) >= 30
+    assert any("'s" in s or "n't" in s for s in words)  # pieces that glue to the word before
+    raw_expected = [reference.words(text=text) for text in texts]
+    split_expected = [reference.words(words=sentence) for sentence in words]
+    for mode in ("first", "last", "mean", "max"):
+        raw = extractor.extract_words(texts, layers="all", word_pooling=mode)
+        split = extractor.extract_words(words, layers="all", word_pooling=mode)
+        for i, text in enumerate(texts):
+            got, expected = raw[i].vectors, raw_expected[i][mode]
+            assert maxdiff(got, expected) <= TOLERANCE, f"{arch} {mode} text {i}"
+            assert [text[a:b] for a, b in raw[i].spans] == raw[i].items
+        for i, sentence in enumerate(words):
+            got, expected = split[i].vectors, split_expected[i][mode]
+            assert split[i].items == sentence
+            assert maxdiff(got, expected) <= TOLERANCE, f"{arch} {mode} words {i}"
+
+
 def test_every_word_of_the_conll_file_gets_a_vector(bundled):
     from bertlayers.io.readers import read_records
 
-    path = data_file("pos-wsj.conll")
+    path = corpus.TAGGED
     records = list(read_records(str(path)))
     lines = [line for line in path.read_text(encoding="utf-8").splitlines()]
     words_in_file = [line.split("\t")[0] for line in lines if line.strip()]

@@ -87,7 +87,7 @@ def warn_deprecated(message: str) -> None:
         name = frame.f_code.co_filename
         if not (name.startswith("<frozen") or os.path.abspath(name).startswith(package + os.sep)):
             break
-        frame, level = frame.f_back, level + 1
+        frame, level = frame.f_back, level + ("importlib._bootstrap" not in name)  # as warn
     warnings.warn(message, DeprecationWarning, stacklevel=level + 1)
 
 
