@@ -250,7 +250,7 @@ def sinusoidal_positions(n_pos: int, dim: int) -> torch.Tensor:
     return out
 
 
-@dataclass
+@dataclass(eq=False)
 class _Layer:
     qkv_w: torch.Tensor  # (3H, H): query, key and value in one matmul
     qkv_b: torch.Tensor
