@@ -286,7 +286,8 @@ def test_a_hub_snapshot_in_the_cache_runs_natively_with_its_commit(tiny_model_di
         "e = Encoder('someone/tiny-bert', device='cpu'); "
         "print(json.dumps([e.forward_path, e.info.revision, e.fingerprint]))"
     )
-    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_OFFLINE="1",
+               BERTLAYERS_CACHE=str(tmp_path / "cache"))  # fmt: skip
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
     )

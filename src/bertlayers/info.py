@@ -64,9 +64,11 @@ def hub_unreachable(model_id: str) -> bool:
     it falls back to its cache; one quick connection attempt decides that up front. Behind a
     proxy the direct attempt proves nothing, so the hub client is left to decide.
     """
+    if Path(model_id).exists():
+        return False
     from huggingface_hub import constants
 
-    if Path(model_id).exists() or constants.HF_HUB_OFFLINE:
+    if constants.HF_HUB_OFFLINE:
         return False
     if any(os.environ.get(name) for name in _PROXY_VARIABLES):
         return False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,15 @@ from ..info import (  # noqa: F401 (the names the core imported from here before
 )
 from ..options import Backend, Device, DType, Runtime
 from ..provenance import RunInfo
+from .modelcache import (
+    CachedConfig,
+    config_fields,
+    entry_key,
+    read_entry,
+    weights_fingerprint,
+    write_entry,
+)
+from .tokenizer import CachedTokenizer
 
 # which code runs the fast path's forward pass: `auto` (the native port where it is exact for
 # the model, see `bertlayers.backends.native`) or `transformers` (always transformers' model)
@@ -116,26 +124,55 @@ def forward_choice(forward: str | None = None) -> str:
     return name
 
 
-def _open(model_id: str, hub: dict, auto_config, auto_tokenizer):
+def _open(model_id: str, hub: dict):
     """The config (checked to be an encoder's), config.json as saved, the fast tokenizer and
-    the model's files: everything but the weights."""
+    the model's files: everything but the weights. From the model cache where it holds them
+    (no transformers import, see `modelcache.py`), else from transformers (then cached)."""
     unreachable = hub["local_files_only"]
     files = ModelFiles(model_id, hub["revision"], unreachable)
     try:
         raw = files.config()
-        config = auto_config.from_pretrained(model_id, **hub)
+    except (OSError, ValueError) as err:
+        raise ModelError(load_error(model_id, err, unreachable)) from None
+    key = entry_key(files)
+    entry = read_entry(key)
+    if entry is not None:
+        load = functools.partial(_transformers_tokenizer, model_id, hub)
+        return CachedConfig(entry["config"]), raw, CachedTokenizer(entry["tokenizer"], load), files
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(model_id, **hub)
     except (OSError, ValueError) as err:
         raise ModelError(load_error(model_id, err, unreachable)) from None
     _check_encoder(config, model_id)
-    try:
-        tokenizer = auto_tokenizer.from_pretrained(model_id, **hub)
-    except (OSError, ValueError) as err:
-        raise ModelError(load_error(model_id, err, unreachable)) from None
+    tokenizer = _transformers_tokenizer(model_id, hub)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(
             f"model '{model_id}' has no fast tokenizer; bertlayers needs one for offsets"
         )
+    words = tokenizer
+    if not getattr(tokenizer, "add_prefix_space", True):
+        words = _transformers_tokenizer(model_id, hub, words=True)
+    fields = config_fields(config)
+    fields["default_architecture"] = MODEL_MAPPING_NAMES.get(config.model_type, "AutoModel")
+    write_entry(key, fields, tokenizer, words)
     return config, raw, tokenizer, files
+
+
+def _transformers_tokenizer(model_id: str, hub: dict, words: bool = False):
+    """transformers' fast tokenizer of the model; for pre-split words (`words`) with the
+    space byte-level BPE (RoBERTa) puts before each word of running text."""
+    from transformers import AutoTokenizer
+
+    extra = {"add_prefix_space": True} if words else {}
+    try:
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(model_id, **hub, **extra)
+    except (OSError, ValueError) as err:
+        raise ModelError(load_error(model_id, err, hub["local_files_only"])) from None
 
 
 def _input_names(tokenizer) -> list[str]:
@@ -145,20 +182,22 @@ def _input_names(tokenizer) -> list[str]:
 
 def _describe(model_id: str, config, tokenizer, files: ModelFiles) -> ModelInfo:
     """What `info` shows and the provenance records, from the config and the tokenizer."""
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
-
     uses_token_types = "token_type_ids" in _input_names(tokenizer)
-    default_class = MODEL_MAPPING_NAMES.get(config.model_type, "AutoModel")
+    default = getattr(config, "default_architecture", None)
+    if default is None:
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+        default = MODEL_MAPPING_NAMES.get(config.model_type, "AutoModel")
     return ModelInfo(
         model_id=model_id,
         name=BUNDLED_NAME + " (bundled)" if is_bundled(model_id) else model_id,
         model_type=config.model_type,
-        architecture=(config.architectures or [default_class])[0],
+        architecture=(config.architectures or [default])[0],
         num_layers=int(config.num_hidden_layers),
         hidden_size=int(config.hidden_size),
         max_length=_max_length(config, tokenizer),
         has_segments=uses_token_types and getattr(config, "type_vocab_size", 1) > 1,
-        tokenizer=type(tokenizer).__name__,
+        tokenizer=getattr(tokenizer, "class_name", None) or type(tokenizer).__name__,
         revision=files.revision or getattr(config, "_commit_hash", None),
         num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
     )
@@ -166,12 +205,9 @@ def _describe(model_id: str, config, tokenizer, files: ModelFiles) -> ModelInfo:
 
 def load_model_info(model: str | None = None, revision: str | None = None) -> ModelInfo:
     """A model's `ModelInfo` from its config and tokenizer, without loading its weights."""
-    from transformers import AutoConfig, AutoTokenizer
-
     model_id = model or default_model()
     hub = {"revision": revision, "local_files_only": hub_unreachable(model_id)}
-    with quiet_transformers():
-        config, _, tokenizer, files = _open(model_id, hub, AutoConfig, AutoTokenizer)
+    config, _, tokenizer, files = _open(model_id, hub)
     return _describe(model_id, config, tokenizer, files)
 
 
@@ -198,8 +234,6 @@ class Encoder:
         float32, not equal to it) or `openvino` (CPU, float32). `forward` (default: the
         `BERTLAYERS_FORWARD` environment variable, else `auto`) is `transformers` to run
         transformers' model even where the native port would."""
-        from transformers import AutoConfig, AutoTokenizer
-
         model_id = model or default_model()
         self.runtime = Runtime.parse(runtime, "runtime")
         self.dtype = DType.parse(dtype, "dtype")
@@ -213,8 +247,7 @@ class Encoder:
         check_runtime(self.runtime, requested, self.device.type, self.dtype)
         # an unreachable hub: load from the cache at once instead of retrying for half a minute
         self._hub = {"revision": revision, "local_files_only": hub_unreachable(model_id)}
-        with quiet_transformers():
-            config, raw, tokenizer, files = _open(model_id, self._hub, AutoConfig, AutoTokenizer)
+        config, raw, tokenizer, files = _open(model_id, self._hub)
         self.config = config
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -306,7 +339,7 @@ class Encoder:
 
         try:
             with quiet_transformers():
-                encoder = AutoModel.from_pretrained(self.model_id, config=self.config, **self._hub)
+                encoder = AutoModel.from_pretrained(self.model_id, **self._hub)
         except (OSError, ValueError) as err:
             raise ModelError(load_error(self.model_id, err, self._unreachable)) from None
         encoder.eval().to(device=self.device, dtype=self.dtype.torch)
@@ -375,11 +408,11 @@ class Encoder:
     def words_tokenizer(self):
         """The tokenizer for pre-split words: byte-level BPE (RoBERTa) must add the space that
         precedes each word in running text, or a word would not tokenize as it does there."""
+        if isinstance(self.tokenizer, CachedTokenizer):
+            return self.tokenizer.words_variant()
         if getattr(self.tokenizer, "add_prefix_space", True):
             return self.tokenizer
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.model_id, add_prefix_space=True, **self._hub)
+        return _transformers_tokenizer(self.model_id, self._hub, words=True)
 
     @property
     def fingerprint(self) -> str:
@@ -388,17 +421,7 @@ class Encoder:
             if self.info.revision:
                 self._fingerprint = self.info.revision
             elif self.local_dir is not None:
-                digest = hashlib.sha256()
-                weights = sorted(
-                    p
-                    for p in self.local_dir.iterdir()
-                    if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file()
-                )
-                for file in weights:
-                    with file.open("rb") as handle:
-                        while chunk := handle.read(1 << 22):
-                            digest.update(chunk)
-                self._fingerprint = "sha256:" + digest.hexdigest()
+                self._fingerprint = weights_fingerprint(self.local_dir)
             else:
                 self._fingerprint = "unknown"
         return self._fingerprint
