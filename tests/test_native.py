@@ -295,6 +295,31 @@ def test_a_hub_snapshot_in_the_cache_runs_natively_with_its_commit(tiny_model_di
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["native", commit, commit]
 
 
+def test_weights_that_cannot_be_read_or_do_not_fit_the_config(tiny_model_dirs, tmp_path):
+    """A damaged weights file is one line naming it; weights of other sizes than the config
+    says are left to transformers (which says so in its own words)."""
+    import dataclasses
+
+    from bertlayers.backends.native import load_native, native_spec, weight_files
+    from bertlayers.errors import ModelError
+
+    path = tmp_path / "damaged"
+    shutil.copytree(tiny_model_dirs["bert"], path)
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelError, match=r"cannot read model\.safetensors"):
+        Encoder(str(path), device="cpu")
+    source = tiny_model_dirs["bert"]
+    encoder = Encoder(str(source), device="cpu")
+    spec = native_spec(encoder.config, json.loads((source / "config.json").read_text()))
+    files = weight_files(lambda name: (source / name) if (source / name).exists() else None)
+    for changes, named in (({"type_vocab_size": 5}, "segment embeddings"),
+                           ({"hidden_size": 64}, "word embeddings")):  # fmt: skip
+        refused = load_native(dataclasses.replace(spec, **changes), files, torch.device("cpu"),
+                              torch.float32)  # fmt: skip
+        assert isinstance(refused, str) and refused.startswith(f"the {named} weights are")
+
+
 # ---------------------------------------------------------------- what falls back
 
 

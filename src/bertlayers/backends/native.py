@@ -180,14 +180,19 @@ def weight_files(resolve: Callable[[str], Path | None]) -> list[Path] | str:
 
 
 def _read_tensors(files: Sequence[Path]) -> dict[str, torch.Tensor]:
+    """Every tensor of the weight files (OSError naming a file that cannot be read)."""
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        try:
+            if file.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            tensors.update(load_file(str(file)))
-        else:
-            tensors.update(torch.load(file, map_location="cpu", weights_only=True))
+                tensors.update(load_file(str(file)))
+            else:
+                tensors.update(torch.load(file, map_location="cpu", weights_only=True))
+        except Exception as err:  # safetensors' and pickle's own error types
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise OSError(f"cannot read {file.name}: {first}") from None
     return tensors
 
 
@@ -287,6 +292,39 @@ class NativeEncoder:
             spec.family == "mpnet") else None  # fmt: skip
         self.layers = [self._layer(w, _layer_names(spec, i)) for i in range(spec.num_layers)]
         self.act = ACTIVATIONS[spec.activation]
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        """ValueError where the weights do not have the config's sizes (transformers then
+        loads the model, and says so in its own words)."""
+        hidden, spec = self.spec.hidden_size, self.spec
+        width = self.word.shape[1]  # the embeddings' width (ELECTRA's may be smaller)
+        checks = [
+            ("position embeddings", self.position.shape[1:], (width,)),
+            ("embedding LayerNorm", self.emb_ln[0].shape, (width,)),
+        ]
+        if self.project is not None:
+            checks.append(("embeddings projection", self.project[0].shape, (hidden, width)))
+        else:
+            checks.append(("word embeddings", (width,), (hidden,)))
+        if self.types is not None:
+            checks.append(("segment embeddings", self.types.shape, (spec.type_vocab_size, width)))
+        if self.relative is not None:
+            checks.append(("relative position bias", self.relative.shape,
+                           (MPNET_BUCKETS, spec.num_heads)))  # fmt: skip
+        for i, layer in enumerate(self.layers, start=1):
+            inner = layer.ff1_w.shape[0]
+            checks += [
+                (f"layer {i} query, key and value", layer.qkv_w.shape, (3 * hidden, hidden)),
+                (f"layer {i} attention output", layer.o_w.shape, (hidden, hidden)),
+                (f"layer {i} feed-forward out", layer.ff2_w.shape, (hidden, inner)),
+                (f"layer {i} LayerNorms", (*layer.ln1[0].shape, *layer.ln2[0].shape),
+                 (hidden, hidden)),
+            ]  # fmt: skip
+        for name, found, wanted in checks:
+            if tuple(found) != tuple(wanted):
+                raise ValueError(f"the {name} weights are {tuple(found)}, the config says "
+                                 f"{tuple(wanted)}")  # fmt: skip
 
     @staticmethod
     def _layer(w: _Weights, names: dict[str, str]) -> _Layer:
@@ -396,6 +434,8 @@ def load_native(
         return NativeEncoder(spec, tensors, cast)
     except KeyError as err:
         return f"the checkpoint has no weight {err.args[0]}"
+    except ValueError as err:
+        return str(err)
 
 
 class NativeForward:
