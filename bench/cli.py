@@ -16,11 +16,21 @@ same way on a one-line file of the same kind and subtracted. Contenders, all flo
   saves the array (its last layer only, as it offers no more);
 - `tutorial`: a script with the 20-line loop: one text at a time, every hidden state,
   mean over tokens, truncated at 512.
+Before the rounds each contender runs once on the one-line file, untimed (as any earlier run
+would: the page cache warm for all, bertlayers' model cache built).
 Corpora: `short` (the first 4,000 lines of corpus-fortunes.txt under 300 characters),
 `mixed` (600 fortunes with 15 BBC articles spread through them, as bench/speed.py), and `long`
 (BBC articles as JSON lines; bertlayers splits them into windows, the others truncate).
 
+`--startup` measures start-up alone (#30): whole processes on a one-line file, round-robin,
+medians of `--rounds` (5 unless given): `bertlayers extract` (the model cache warm), the same
+without the cache (`BERTLAYERS_CACHE=off`: a model's first run), the same through
+transformers' model (`BERTLAYERS_FORWARD=transformers`, no cache: the start-up before #30),
+`bertlayers info`, `--layers 99` (refused from config.json), and the sentence-transformers
+script, each as a ratio to the script.
+
     python bench/cli.py --out bench/results/cli.json
+    python bench/cli.py --startup --out bench/results/startup.json
     python bench/cli.py --smoke          # a few texts, CI
     python bench/cli.py --worker ...     # (internal) one contender, in its own process
 """
@@ -238,6 +248,9 @@ def measure(corpora: dict, contenders: list[str], rounds: int, tmp: Path) -> dic
 
     results = {}
     for corpus_name, corpus in corpora.items():
+        for name in contenders:  # untimed: page cache and model cache warm, as after any run
+            timed(command_for(name, corpus["one"], tmp / f"one{suffix_of(name)}",
+                              corpus["options"]))  # fmt: skip
         runs = {name: {"walls": [], "startups": [], "rss": []} for name in contenders}
         for _ in range(rounds):
             for name in contenders:
@@ -320,6 +333,56 @@ def add_quality(result: dict, corpus_name: str, corpus: dict, tmp: Path) -> None
         row["mfu"] = round(done / row["net_s"] / ceiling, 3)
 
 
+STARTUP_RUNS = {  # name -> (bertlayers arguments after the one-line file, environment)
+    "extract": (["extract", "{one}", "-o", "{out}", "-q", "--overwrite"], {}),
+    "extract-no-cache": (
+        ["extract", "{one}", "-o", "{out}", "-q", "--overwrite"],
+        {"BERTLAYERS_CACHE": "off"},
+    ),
+    "extract-transformers": (
+        ["extract", "{one}", "-o", "{out}", "-q", "--overwrite"],
+        {"BERTLAYERS_CACHE": "off", "BERTLAYERS_FORWARD": "transformers"},
+    ),
+    "info": (["info"], {}),
+    "layers-99": (["extract", "{one}", "-o", "{out}", "--layers", "99"], {}),
+}
+
+
+def measure_startup(one: Path, rounds: int, tmp: Path) -> dict:
+    """Start-up alone: each command on one line, round-robin, medians (see the docstring)."""
+    import statistics
+
+    def command(name: str) -> tuple[list[str], dict]:
+        if name == "st-encode":
+            return command_for(name, one, tmp / "st.npy", []), {}
+        arguments, env = STARTUP_RUNS[name]
+        filled = [a.format(one=one, out=tmp / f"{name}.npy") for a in arguments]
+        return [str(BIN / "bertlayers"), *filled], env
+
+    names = [*STARTUP_RUNS, "st-encode"]
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds + 1):  # round 0 is untimed: page cache and model cache warm
+        for name in names:
+            argv, env = command(name)
+            start = time.perf_counter()
+            done = subprocess.run(argv, capture_output=True, env={**os.environ, **env})
+            wall = time.perf_counter() - start
+            if done.returncode != (1 if name == "layers-99" else 0):
+                raise SystemExit(f"failed: {' '.join(argv)}\n{done.stderr.decode()[-2000:]}")
+            if round_:
+                walls[name].append(wall)
+                print(f"start-up {name:22} {wall:5.2f} s", file=sys.stderr, flush=True)
+    medians = {name: statistics.median(w) for name, w in walls.items()}
+    return {
+        name: {
+            "median_s": round(medians[name], 3),
+            "runs_s": [round(w, 3) for w in walls[name]],
+            "vs_st_encode": round(medians[name] / medians["st-encode"], 3),
+        }
+        for name in names
+    }
+
+
 def print_table(results: dict) -> None:
     for corpus_name, result in results.items():
         ceiling = result["fp32_matmul_ceiling_gflops"]
@@ -349,6 +412,7 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join([*CLI_RUNS, *LIBRARY_RUNS,
                         "library-embed", "st-encode", "tutorial"]))  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="a few texts, one round (CI)")
+    parser.add_argument("--startup", action="store_true", help="start-up alone (see above)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", default=None, help=argparse.SUPPRESS)
@@ -361,6 +425,20 @@ def main() -> None:
     if args.smoke:  # whole processes each load the model: keep CI to a few of them
         args.short, args.rounds, args.corpora = 40, 1, "short"
         args.contenders = "cli,library,tutorial"
+    if args.startup:
+        with tempfile.TemporaryDirectory() as tmp:
+            one = write_corpora(Path(tmp), 1, 1, 0, 1)["short"]["one"]
+            table = measure_startup(one, args.rounds if args.rounds > 1 else 5, Path(tmp))
+        print("\n| command | median s | / st-encode |\n|---|---|---|")
+        for name, row in table.items():
+            print(f"| {name} | {row['median_s']:.2f} | {row['vs_st_encode']:.2f} |")
+        if args.out:
+            report = {"command": "python " + " ".join(sys.argv),
+                      "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                      "startup": table}  # fmt: skip
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        return
     contenders = args.contenders.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         corpora = write_corpora(Path(tmp), args.short, args.fortunes, args.news, args.long)

@@ -218,6 +218,28 @@ def test_the_layout_reads_as_the_data_flow():
     )
 
 
+# Start-up (#30) is imports: transformers' costs about half a second, its model code seconds.
+# What a model load and the fast path import at module level never reaches transformers; the
+# native port, the model cache and its tokenizer never import it at all (not even lazily);
+# model info from files needs no torch.
+START_UP = ("bertlayers.cli", "bertlayers.core.engine", "bertlayers.core.encoder")
+NEVER_TRANSFORMERS = (
+    "bertlayers.backends.native",
+    "bertlayers.core.modelcache",
+    "bertlayers.core.tokenizer",
+    "bertlayers.info",
+)
+
+
+def test_the_start_up_path_imports_transformers_only_when_it_needs_it():
+    for module in START_UP:
+        loaded = _closure(module)
+        assert not [m for m in loaded if _within(m, "transformers")], module
+    for module in NEVER_TRANSFORMERS:
+        assert _violations(module, ("transformers",)) == []
+    assert not [m for m in _closure("bertlayers.info") if _within(m, "torch")]
+
+
 def test_no_torch_for_the_analysis_the_stores_or_the_help():
     code = (
         "import sys\n"

@@ -203,7 +203,9 @@ def test_early_exit_layers_equal_the_full_run(arch, layers, tiny_model_dirs, rev
     np.testing.assert_allclose(part.embeddings, full.embeddings[:, part.layers], atol=1e-5)
 
 
-def test_only_layers_up_to_the_deepest_are_computed(tiny_model_dirs):
+def test_only_layers_up_to_the_deepest_are_computed(tiny_model_dirs, monkeypatch):
+    """transformers' model (the native port's early exit: tests/test_native.py)."""
+    monkeypatch.setenv("BERTLAYERS_FORWARD", "transformers")
     extractor = Extractor(str(tiny_model_dirs["bert"]), device="cpu")
     calls = []
     layers = extractor.encoder.model.encoder.layer

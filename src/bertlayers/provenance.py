@@ -29,6 +29,7 @@ class RunInfo:
     quantization: dict | None = None
     compiled: bool = False
     backend: str | dict | None = None  # `openvino 2026.4.1`, a server; None for PyTorch
+    forward: str | None = None  # PyTorch's forward pass: `native` (bertlayers') or `transformers`
 
 
 class PerTextLog:
@@ -104,6 +105,7 @@ def build_provenance(
         **({"quantization": run.quantization} if run.quantization else {}),
         **({"compiled": True} if run.compiled else {}),
         **({"backend": run.backend} if run.backend else {}),
+        **({"forward": run.forward} if run.forward else {}),
         "device": run.device,
         "shape": [log.rows, *row_shape],
         "num_texts": log.texts,

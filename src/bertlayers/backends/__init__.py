@@ -2,6 +2,10 @@
 
 Each runtime gives the encoder a `Forward`: called with a padded batch and the layers wanted,
 it returns one `(B, T, H)` tensor per layer, so the encoder calls one thing without branching.
+Eager PyTorch runs the native port of the model (`native.py`: BERT, RoBERTa, XLM-R, ELECTRA,
+DistilBERT, MPNet in plain torch, no transformers model code to import) where it is exact for
+the model's config, else transformers' model (`eager.py`); the other runtimes start from
+transformers' model.
 `resolve_runtime` is the one place that turns the options (and their deprecated spellings
 `int8=`, `torch_compile=`, `backend=`) into a `Runtime`, and `check_runtime` the one place
 that says what combines with what.

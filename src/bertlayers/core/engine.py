@@ -142,6 +142,8 @@ class Engine:
             "compute_dtype": encoder.compute,
             "compiled": encoder.compiled,
             **({"backend": "openvino"} if encoder.runtime is Runtime.OPENVINO else {}),
+            # the native port's rows equal transformers' within 1e-4, not to the bit
+            **({"forward": "native"} if encoder.forward_path == "native" else {}),
             "device": str(encoder.device),
             **plan.settings(),
             **plan.batching(),
