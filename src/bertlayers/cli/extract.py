@@ -551,7 +551,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         ("size", _human(report["bytes"])),
         ("created", report["created"]) if report.get("created") else None,
         ("started", report["started"]) if report.get("started") else None,
-        ("version", report.get("bertlayers_version", "?")),
+        ("version", report["bertlayers_version"]) if report.get("bertlayers_version") else None,
     ]
     for key, value in filter(None, rows):
         print(f"{key + ':':<11}{value}")

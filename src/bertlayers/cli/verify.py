@@ -107,9 +107,15 @@ def run_verify(args: argparse.Namespace) -> int:
     records = _user_records(args)
     options = model_options(args)
     report = verify(Engine.from_options(options), records, progress=not (args.quiet or args.json))
-    if args.json:
+    return show_report(report, as_json=args.json, quiet=args.quiet)
+
+
+def show_report(report, as_json: bool = False, quiet: bool = False) -> int:
+    """Print a `VerifyReport` on stdout (JSON; the verdict alone; or the table and the
+    verdict) and return the exit status: 0 within the bound, 1 over it."""
+    if as_json:
         print(json.dumps(report.to_dict(), indent=1))
-    elif args.quiet:
+    elif quiet:
         print(report.verdict())
     else:
         print(report.table())

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from . import awkward
 from ..chunks import RecordVectors
 from ..errors import BertlayersError, OptionError
 from ..io.readers import Record
 from ..options import Combine, DType, LongMode, Runtime
+from . import awkward
 from .config import ExtractConfig, ModelOptions
 from .engine import Engine
 from .plan import Plan
@@ -153,11 +153,16 @@ class VerifyRow:
             "passed": self.passed,
             "texts": self.texts,
             "columns": self.columns,
-            "max_abs": self.max_abs,
-            "min_cosine": self.min_cosine,
+            "max_abs": _finite(self.max_abs),
+            "min_cosine": _finite(self.min_cosine),
             "worst_text": self.worst,
             "problems": self.problems,
         }
+
+
+def _finite(values: list[float]) -> list[float | None]:
+    """JSON has no NaN or infinity: a value the engine gave none for (or not finite) is null."""
+    return [x if np.isfinite(x) else None for x in values]
 
 
 @dataclass
