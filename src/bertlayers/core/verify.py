@@ -234,14 +234,15 @@ class VerifyReport:
         failed otherwise (row counts, flags: see the verdict)."""
         columns = list(dict.fromkeys(c for row in self.rows for c in row.columns))
         name_width = max(len(row.check) for row in self.rows) + 2
-        cell = 9
+        labels = [f"L{c}" if c.lstrip("-").isdigit() else c for c in columns]
+        widths = [max(9, len(label) + 2) for label in labels]
         header = "check".ljust(name_width) + "".join(
-            (f"L{c}" if c.lstrip("-").isdigit() else c).rjust(cell) for c in columns
+            label.rjust(width) for label, width in zip(labels, widths, strict=True)
         )
         lines = [header]
         for row in self.rows:
             cells = []
-            for c in columns:
+            for c, cell in zip(columns, widths, strict=True):
                 if c not in row.columns:
                     cells.append("".rjust(cell))
                     continue
@@ -251,7 +252,7 @@ class VerifyReport:
                 mark = "" if self.bound.ok(row.max_abs[i], row.min_cosine[i]) else "*"
                 cells.append((text + mark).rjust(cell))
             flag = " !" if row.problems else ""
-            lines.append(row.check.ljust(name_width) + "".join(cells) + flag)
+            lines.append((row.check.ljust(name_width) + "".join(cells)).rstrip() + flag)
         what = "max |difference|" if self.bound.metric == "max_abs" else "lowest cosine"
         lines.append(f"({what} per layer against the reference: {self.reference})")
         return "\n".join(lines)
@@ -332,7 +333,7 @@ def _columns(plan: Plan) -> list[str]:
     combine = plan.config.combine
     if combine in (Combine.STACK, Combine.CONCAT):
         return [str(i) for i in plan.layers]
-    return [f"{combine.value}({','.join(str(i) for i in plan.layers)})"]
+    return [f"{combine.value} of {len(plan.layers)}"]  # the selected layers, combined
 
 
 def _by_column(vectors: np.ndarray, plan: Plan) -> np.ndarray:
