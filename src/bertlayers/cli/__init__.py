@@ -16,7 +16,7 @@ import warnings
 
 from .. import __version__
 from ..errors import BertlayersError, Spelled
-from . import analyze, attention, extract, predict, probe, search, truncate
+from . import analyze, attention, extract, predict, probe, search, truncate, verify
 from .options import ALLOCATOR, Formatter, Interrupted, Parser, UsageError, flag_spelling
 
 
@@ -34,13 +34,33 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     extract.add_commands(commands)
+    _add_serve(commands)
     probe.add_commands(commands)
     predict.add_commands(commands)
     analyze.add_commands(commands)
     attention.add_commands(commands)
     search.add_commands(commands)
     truncate.add_commands(commands)
+    verify.add_commands(commands)
     return parser
+
+
+def _add_serve(commands) -> None:
+    """`serve`, listed with the others (in the help and in an invalid-choice message): the
+    `bertlayers` program (`launch.py`) hands it to the service's front end before this parser
+    runs; `main` says so should it be called with it."""
+    commands.add_parser(
+        "serve",
+        help="the HTTP service: embeddings over HTTP, batched across requests (the `serve` "
+        "extra; 'bertlayers serve --help' for its options)",
+        add_help=False,
+    )
+
+
+SERVE_ELSEWHERE = (
+    "serve is run by the `bertlayers` program (or `python -m bertlayers serve`), not by "
+    "bertlayers.cli.main: see 'bertlayers serve --help'"
+)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -104,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     Python changes nothing but what the command writes."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        print(f"bertlayers: error: {SERVE_ELSEWHERE}", file=sys.stderr)
+        return 1
     try:
         args = parser.parse_args(_join_layer_values(argv))
         args.argv = argv  # what a results file records as its command

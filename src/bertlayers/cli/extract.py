@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -10,7 +11,7 @@ import sys
 from ..errors import BertlayersError, OptionError, OutputError, first_line
 from ..io.readers import InputFormat, Quoting, ReaderOptions, guess_format
 from ..options import Combine, Device, DType, Level, Pooling, WordPooling
-from ..outputs import check_outputs
+from ..outputs import check_not_input, check_outputs
 from ..stores import StoreFormat, store_format
 from .options import (
     ALLOCATOR,
@@ -70,7 +71,7 @@ def add_commands(commands) -> None:
         "--output",
         required=True,
         help="output store: .npy, .npz, .h5/.hdf5, .parquet (or a directory with --format "
-        "parquet), .safetensors",
+        "parquet), .safetensors; missing directories are created",
     )
     extract.add_argument(
         "--format",
@@ -235,7 +236,10 @@ def add_commands(commands) -> None:
         "  bertlayers convert tokens.h5 tokens.safetensors --overwrite\n",
     )
     convert.add_argument("source", help="a complete store")
-    convert.add_argument("target", help="the new store (format from its suffix or --format)")
+    convert.add_argument(
+        "target",
+        help="the new store (format from its suffix or --format; missing directories are created)",
+    )
     convert.add_argument("--format", default=None, help="npy|npz|hdf5|parquet|safetensors")
     convert.add_argument(
         "--overwrite",
@@ -245,11 +249,22 @@ def add_commands(commands) -> None:
     convert.set_defaults(handler=run_convert)
 
 
-def _count_records(args: argparse.Namespace) -> int | None:
-    """Read the input once before loading the model: fail early, and know the total."""
+def _count_records(args: argparse.Namespace, first: int | None = None) -> tuple[int, int] | None:
+    """Read the input once before loading the model: fail early, and know the total texts
+    and their characters (the progress bar counts tokens: see `core.progress`). `first`:
+    only the first so many records (a resumed run's, to leave out)."""
     if args.input == "-":
         return None
-    return sum(1 for _ in _records(args))
+    from ..core.progress import text_chars
+
+    records = _records(args)
+    if first is not None:
+        records = itertools.islice(records, first)
+    count = chars = 0
+    for record in records:
+        count += 1
+        chars += text_chars(record.text, record.pair)
+    return count, chars
 
 
 def _reader(args: argparse.Namespace) -> ReaderOptions:
@@ -270,6 +285,7 @@ def _records(args: argparse.Namespace):
 
 
 def _check_extract_args(args: argparse.Namespace) -> None:
+    check_not_input(args.output, [args.input])  # first: -o onto the input is about the input
     if args.engine == "ray" and args.format is None and "." not in os.path.basename(args.output):
         args.format = "parquet"  # a directory of shards is all the Ray runner writes
     fmt = (
@@ -351,14 +367,17 @@ def run_extract(args: argparse.Namespace) -> int:
         resume=args.resume,
         inputs=[args.input],
         trim_heap=ALLOCATOR["trim_heap"],
+        model_name=getattr(getattr(engine, "info", None), "name", None),
     )
     if sink.resumed_from and not args.quiet:
         print(f"bertlayers: resuming after {sink.resumed_from} texts", file=sys.stderr)
-    if total is not None:
-        total -= sink.resumed_from
+    total, chars = total if total is not None else (None, None)
+    if total is not None and sink.resumed_from:
+        done = _count_records(args, first=sink.resumed_from)
+        total, chars = total - done[0], chars - done[1]
     try:
         provenance = stream(
-            engine, sink.skip_done(_records(args)), sink, config, not args.quiet, total
+            engine, sink.skip_done(_records(args)), sink, config, not args.quiet, total, chars
         )
     except OutputError:  # it names what is kept, and how to resume
         raise
@@ -532,10 +551,11 @@ def run_inspect(args: argparse.Namespace) -> int:
         ("truncated", report.get("truncated", "-")),
         ("windowed", report.get("windowed", "-")),
         ("size", _human(report["bytes"])),
-        ("created", report.get("created", "?")),
-        ("version", report.get("bertlayers_version", "?")),
+        ("created", report["created"]) if report.get("created") else None,
+        ("started", report["started"]) if report.get("started") else None,
+        ("version", report["bertlayers_version"]) if report.get("bertlayers_version") else None,
     ]
-    for key, value in rows:
+    for key, value in filter(None, rows):
         print(f"{key + ':':<11}{value}")
     return 0
 

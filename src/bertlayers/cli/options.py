@@ -17,7 +17,14 @@ from ..outputs import Kind, Target
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Help with each option's default, said once: not for options without one (None), not
+    for flags (off unless given), not where the help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.nargs == 0 or "default" in text:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class UsageError(Exception):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import InputError, OptionError
 from ..io.readers import InputFormat, read_records
-from ..outputs import Kind, Target, check_outputs
+from ..outputs import Kind, Target, check_outputs, make_parents
 from .options import (
     Formatter,
     add_data_options,
@@ -101,6 +101,8 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     # written to OUT.tmp and renamed into place when every text is labelled
     tmp = Path(args.output).with_name(Path(args.output).name + ".tmp") if args.output else None
+    if tmp:
+        make_parents(tmp)
     out = tmp.open("w", encoding="utf-8") if tmp else sys.stdout
     done = False
     try:

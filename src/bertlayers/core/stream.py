@@ -4,14 +4,19 @@ The engine is a local `Engine` or a server seen as one (`bertlayers.client.Remot
 it plans the config once, then embeds chunk by chunk.
 
 Each chunk comes back whole and in input order; a store makes it durable (so a run can be
-resumed), the in-memory sink keeps it. The provenance of the whole run is built once, at the
-end, and the truncation warning counts every text (a resumed run's earlier ones too).
+resumed), the in-memory sink keeps it. A store's first chunk holds at most `FIRST_CHUNK` texts
+(then `chunk_size` each): work is durable within seconds, so an early Ctrl-C keeps it. The
+boundaries depend only on the position in the input (`FIRST_CHUNK`, then every `chunk_size`),
+and a resumed run, which starts at one, cuts the rest as the uninterrupted run would: its rows
+are the same bytes. The provenance of the whole run is built once, at the end, and the
+truncation warning counts every text (a resumed run's earlier ones too).
 """
 
 from __future__ import annotations
 
+import itertools
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ReplacedWordsWarning, TruncationWarning
@@ -19,11 +24,11 @@ from ..io.readers import Record
 from ..provenance import PerTextLog, RunInfo, build_provenance
 from ..sinks import Sink
 from .config import ExtractConfig
-from .progress import Progress
+from .progress import Progress, text_chars
+
+FIRST_CHUNK = 64  # texts in a store's first chunk: durable within seconds on a CPU
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from ..chunks import SentenceChunk
     from ..sinks import Reserve
     from .plan import Plan
@@ -53,12 +58,15 @@ def stream(
     config: ExtractConfig | Plan | None = None,
     progress: bool = False,
     total: int | None = None,
+    total_chars: int | None = None,
 ) -> dict:
     """Stream records through the engine into `sink`; returns the provenance written.
 
     On any failure (bad record, Ctrl-C) the sink is aborted with what it already has.
     Texts over the length limit are truncated (or split, or refused, as `long` says) and
-    truncation is reported with a `TruncationWarning`.
+    truncation is reported with a `TruncationWarning`. `total` (texts) and `total_chars`
+    (their characters, texts and pairs) size the progress bar: with the characters it
+    counts tokens, whose rate is steady, not texts, which come longest first.
     """
     plan = engine.plan(config or ExtractConfig())
     settings, row_shape, run = plan.settings(), plan.row_shape, engine.run_info
@@ -66,11 +74,14 @@ def stream(
     earlier = getattr(sink, "earlier_texts", None)  # a resumed store's first run
     if earlier:
         log.add_earlier(*earlier)
-    bar = Progress(progress, total if total is not None else _len_or_none(records))
+    bar = Progress(progress, total if total is not None else _len_or_none(records), total_chars)
+    read = _Counted(records)
     try:
-        for chunk in engine.iter_chunks(records, plan, bar, sink.reserve):
+        for chunk in _chunks(engine, read, plan, bar, sink):
             sink.write(chunk)
             log.add(chunk)
+            if chunk.chunk_end:
+                bar.calibrate(read.chars)
     except BaseException as err:
         bar.close(failed=True)
         message = str(err) or type(err).__name__
@@ -82,6 +93,35 @@ def stream(
     sink.close(provenance)
     # a store may complete the record (a resumed run's texts, its format)
     return getattr(sink, "provenance", None) or provenance
+
+
+class _Counted:
+    """The records, counting the characters of those read (what the chunks done weigh)."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self.records = records
+        self.chars = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        for record in self.records:
+            self.chars += text_chars(record.text, record.pair)
+            yield record
+
+
+def _chunks(
+    engine: Embedder, records: Iterable[Record], plan: Plan, bar: Progress, sink: Sink
+) -> Iterator[SentenceChunk]:
+    """The engine's chunks; a store that starts from nothing gets a first chunk of
+    `FIRST_CHUNK` texts (see the module docstring)."""
+    first = min(FIRST_CHUNK, plan.config.chunk_size)
+    fresh = getattr(sink, "resumed_from", None) == 0  # a store, nothing durable before
+    if not fresh or first >= plan.config.chunk_size:
+        yield from engine.iter_chunks(records, plan, bar, sink.reserve)
+        return
+    iterator = iter(records)
+    head = list(itertools.islice(iterator, first))
+    yield from engine.iter_chunks(head, plan, bar, sink.reserve)
+    yield from engine.iter_chunks(iterator, plan, bar, sink.reserve)
 
 
 def _len_or_none(items: object) -> int | None:

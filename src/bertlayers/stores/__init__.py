@@ -8,6 +8,7 @@ allows), `describe` tells what a store holds, `convert` turns one format into an
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -23,7 +24,7 @@ from ..extras import require
 from ..io.readers import Record
 from ..memory import trim_heap
 from ..options import StrEnum
-from ..outputs import Kind, Target, check_outputs
+from ..outputs import Kind, Target, check_outputs, make_parents
 from ..results import RaggedEmbeddings, SentenceEmbeddings, make_result
 from .base import ArraySource, LayerSource, StoreContent, StoreData
 from .hdf5 import read_hdf5, write_hdf5
@@ -196,7 +197,9 @@ class StoreSink:
     the input is checked with a running digest of the records already embedded. Existing
     outputs and `inputs` (the files read) go through `check_outputs` before anything is written.
     `trim_heap` gives freed heap pages back to the OS after each chunk (glibc's `malloc_trim`,
-    process-wide: the command line asks for it, the library does not).
+    process-wide: the command line asks for it, the library does not). `model_name` (a
+    readable name: the hub id, or what the bundled model is) and when the run started are
+    kept beside the staging area (`run.json`), for `describe` of an interrupted run.
     """
 
     def __init__(
@@ -208,6 +211,7 @@ class StoreSink:
         resume: bool = False,
         inputs: Iterable[str | Path] = (),
         trim_heap: bool = False,
+        model_name: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.trim_heap = trim_heap  # a front end's choice: it acts on the whole process
@@ -222,6 +226,7 @@ class StoreSink:
                 )
             check_outputs([Target(self.partial, Kind.STAGING)], inputs, overwrite=True)
         self.staging = Staging(self.partial, identity, resume=resume and not overwrite)
+        _note_run(self.partial, model_name or identity.get("model"))
         self.resumed_from = self.staging.records
         self.earlier_texts = self._earlier_texts() if self.resumed_from else None
         self._digests: dict[int, str] = {self.staging.records: self.staging.input_digest}
@@ -333,6 +338,29 @@ class StoreSink:
             self.staging.remove()
 
 
+RUN_NOTE = "run.json"  # beside the staging area: the model's name, when the run started
+
+
+def _note_run(partial: Path, model_name: str | None) -> None:
+    """Write `run.json` in a new staging area; a resumed one keeps its start."""
+    import datetime as _dt
+
+    note = partial / RUN_NOTE
+    if note.exists():
+        return
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    with contextlib.suppress(OSError):  # a note for people: never worth failing the run
+        note.write_text(json.dumps({"model": model_name, "started": started}) + "\n")
+
+
+def _run_note(partial: Path) -> dict:
+    try:
+        data = json.loads((partial / RUN_NOTE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _record_text(record: Record) -> str:
     return record.text if record.pair is None else f"{record.text}\x01{record.pair}"
 
@@ -404,6 +432,7 @@ def convert(
     keep["ids"] = [str(x) for x in keep["ids"]]
     written: list[Path] = []
     renamed: list[Path] = []
+    make_parents(target)
     try:
         written = _WRITERS[target_format](StoreContent(source, keep, provenance), target)
         _rename_into_place(written, target, renamed, target_format)
@@ -493,6 +522,7 @@ def describe(path: str | Path) -> dict:
     if not complete_exists and partial.is_dir():
         journal = json.loads((partial / "journal.json").read_text(encoding="utf-8"))
         identity = journal["identity"]
+        note = _run_note(partial)
         size = sum(f.stat().st_size for f in partial.rglob("*") if f.is_file())
         return {
             "path": str(path),
@@ -500,7 +530,9 @@ def describe(path: str | Path) -> dict:
             "complete": False,
             "status": f"an interrupted run: {journal['records']} texts durable "
             "({opt:resume=True} finishes it)",
-            "model": identity.get("model"),
+            "model": note.get("model") or identity.get("model"),
+            "fingerprint": identity.get("fingerprint"),
+            "started": note.get("started"),
             "level": identity.get("level"),
             "layers": identity.get("layers"),
             "pooling": identity.get("pooling"),
