@@ -103,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     Process-wide settings (the allocator) are left to `entry`, so that calling `main` from
     Python changes nothing but what the command writes."""
     parser = build_parser()
+    typed = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = parser.parse_args(_join_layer_values(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(_join_layer_values(typed))
     except UsageError as err:
         print(f"bertlayers: error: {err}", file=sys.stderr)
         return 2
+    args.argv = typed  # the command as given, for results that record it
     try:
         with warnings.catch_warnings():  # warnings as one line each, for this command only
             warnings.showwarning = _show_warning
