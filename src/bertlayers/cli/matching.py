@@ -16,7 +16,7 @@ from ..io.readers import read_records
 from ..options import LongMode, Pooling
 from ..outputs import check_outputs
 from .options import positive_int
-from .tradeoff import model_to_cut, run_tradeoff
+from .tradeoff import check_tradeoff, run_tradeoff
 
 MATCHING_EXAMPLES = """\
 matching (cosine of one vector per text; every layer, combined layers, baselines):
@@ -210,7 +210,7 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
                 _same_model(result, fit, (where, fit_where))
                 fits[label] = _stacked(fit, fit_where)
         if args.tradeoff:  # a model to cut, before the scoring
-            model_to_cut(args, provenance, where)
+            check_tradeoff(args, provenance, layers, where)
         bar, done = _progress(args, len(combos) * len(matching_views(layers)) * len(posts))
         try:
             report = similarity_report(
@@ -256,7 +256,7 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
                 _same_model(d, fit, (d_where, fit_where))
                 fits[label] = _stacked(fit, fit_where)
         if args.tradeoff:  # a model to cut, before the scoring
-            model_to_cut(args, provenance, d_where)
+            check_tradeoff(args, provenance, layers, d_where)
         bar, done = _progress(args, len(combos) * len(matching_views(layers)) * len(posts))
         task = {
             "data": args.data,
@@ -280,8 +280,8 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
         plot_matching(report, out)
         if not args.quiet:
             print(f"bertlayers: wrote probe.json, probe.csv and plots to {out}", file=sys.stderr)
-    print(report.table())
-    if args.tradeoff:
+    tradeoff = None
+    if args.tradeoff:  # before the tables: a refusal leaves stdout empty, the files kept
         best = next(s for s in report.scores if s.label == report.best)
         poolings = (best.pooling or "").split("/")
         query_pooling, doc_pooling = poolings[0], poolings[-1]
@@ -293,6 +293,8 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
                 (documents, vectors.config(False, pooling=doc_pooling, long=doc_long)),
             ]
         tradeoff = run_tradeoff(args, report.to_dict(), provenance, args.data, workloads)
+    print(report.table())
+    if tradeoff is not None:
         print()
         print(tradeoff.table())
     return 0

@@ -32,8 +32,8 @@ from .options import (
 from .tradeoff import (
     TRADEOFF_EXAMPLES,
     add_tradeoff_options,
+    check_tradeoff,
     check_tradeoff_options,
-    model_to_cut,
     run_tradeoff,
     tradeoff_targets,
 )
@@ -362,7 +362,7 @@ def run_probe(args: argparse.Namespace) -> int:
     vectors = _vectors(args)
     result, where = vectors.get(records, words, args.store, "the vectors")
     if args.tradeoff:  # a model to cut, before the probes run
-        model_to_cut(args, result.provenance, where)
+        check_tradeoff(args, result.provenance, result.layers, where)
     data = _probe_data(records, words, result, where, args.data)
     test = None
     if test_records is not None:
@@ -421,12 +421,14 @@ def run_probe(args: argparse.Namespace) -> int:
                 f"{probe.cv_score:.4f}) to {args.save_model}",
                 file=sys.stderr,
             )
-    print(report.table())
-    if args.tradeoff:
+    tradeoff = None
+    if args.tradeoff:  # before the tables: a refusal leaves stdout empty, the files kept
         kept = ("pooling", "word_pooling", "long", "max_length", "include_special")
         made = {k: result.provenance.get(k) for k in kept}  # as the probed vectors were made
         workload = (records, vectors.config(words, **made))
         tradeoff = run_tradeoff(args, report.to_dict(), result.provenance, where, [workload])
+    print(report.table())
+    if tradeoff is not None:
         print()
         print(tradeoff.table())
     return 0

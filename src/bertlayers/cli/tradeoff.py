@@ -132,9 +132,28 @@ def tradeoff_targets(args: argparse.Namespace) -> list[Target]:
     return result_targets(args.output_dir, "tradeoff", "tradeoff")
 
 
-def model_to_cut(args: argparse.Namespace, provenance: dict, where: str) -> str | None:
-    """The model whose vectors were probed, as `truncate_model` takes it (None: the bundled
-    one); refused in one line where there is none to cut."""
+def check_tradeoff(args: argparse.Namespace, provenance: dict, layers, where: str) -> str:
+    """The model to cut (the one whose vectors are probed), once the vectors' `layers` are
+    known and before the probes run: refused in one line where there is no model to cut, or
+    a K asked for is no encoder layer among the vectors'."""
+    scored = [layer for layer in layers if layer >= 1]
+    if not scored:
+        raise OptionError(
+            f"--tradeoff reads the score of each encoder layer K, but {where} holds layers "
+            f"{list(layers)} only: probe layers 1..L (e.g. --layers all)"
+        )
+    missing = [k for k in args.tradeoff_layers or [] if k not in scored]
+    if missing:
+        raise OptionError(
+            f"--tradeoff-layers {','.join(map(str, missing))}: no such encoder layer among the "
+            f"vectors' ({', '.join(map(str, scored))}); K is a layer the probe scores"
+        )
+    return model_to_cut(args, provenance, where)
+
+
+def model_to_cut(args: argparse.Namespace, provenance: dict, where: str) -> str:
+    """The model whose vectors were probed, as `truncate_model` takes it; refused in one
+    line where there is none to cut."""
     from ..core.encoder import bundled_model_path
 
     if args.model:
@@ -319,21 +338,15 @@ def git_commit() -> str | None:
 
 
 def run_tradeoff(args: argparse.Namespace, probe: dict, provenance: dict, where: str, workloads):
-    """Cut, load and time the model at each K; write tradeoff.json/.csv and the plot with -o;
-    print the table. `workloads` are `(records, ExtractConfig)`: what the probe embedded."""
+    """Cut, load and time the model at each K; write tradeoff.json/.csv and the plot with -o.
+    `workloads` are `(records, ExtractConfig)`: what the probe embedded."""
     from ..analysis.plots import plot_tradeoff
     from ..analysis.report import write_results
     from ..analysis.tradeoff import DEFAULT_TOLERANCE, depth_scores, tradeoff_report
 
-    source = model_to_cut(args, provenance, where)
     scored = list(depth_scores(probe).scores)
+    source = check_tradeoff(args, provenance, scored, where)
     depths = args.tradeoff_layers or scored
-    missing = [k for k in depths if k not in scored]
-    if missing:
-        raise OptionError(
-            f"--tradeoff-layers {','.join(map(str, missing))}: the probe scored no such "
-            f"layer (it scored {scored[0]}..{scored[-1]}); K is a layer of the probe"
-        )
     sample = split_sample(workloads, args.tradeoff_texts, args.seed)
     texts = sum(len(records) for records, _ in sample)
     vectors = {"where": where, "fingerprint": provenance.get("model", {}).get("fingerprint")}
