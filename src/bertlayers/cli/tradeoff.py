@@ -405,6 +405,8 @@ def run_tradeoff(args: argparse.Namespace, probe: dict, provenance: dict, where:
     model = provenance.get("model", {})
     source_record = {key: model.get(key) for key in ("name", "id", "fingerprint", "num_layers")}
     where_run = machine(args)
+    if "cuda" not in str(measure["settings"].get("device")):
+        where_run["gpu"] = None  # present or not, it ran nothing here
     where_run["load_average"] = {"before": before, "after": load()}  # others' work too
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     report = tradeoff_report(probe, found, tolerance, source_record, measure, where_run)
