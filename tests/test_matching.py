@@ -214,6 +214,9 @@ def test_probe_similarity_scores_every_layer_as_scipy_does(data_dir):
     assert_one_line_error(stale, "pairs.npy has")
     html = (data_dir / "sim" / "report.html").read_text()
     assert "Similarity by layer" in html and "layer 6 mean +whiten-16" in html
+    assert "Data: <b>pairs.tsv</b>" in html  # the data is named; the interval and measures said
+    assert "95% confidence interval [low, high]" in html and "300 bootstrap resamples" in html
+    assert "<i>auc</i>: the chance that a random positive pair" in html
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from bertlayers.analysis.geometry import analyze, linear_cka
 from bertlayers.analysis.metrics import entities, entity_f1, is_bio
+from bertlayers.analysis.plots import CKA_FONT, cka_figure, probe_figure
 from bertlayers.analysis.probe_data import sentence_data, word_data
 from bertlayers.analysis.probing import (
     _folds,
@@ -30,6 +32,7 @@ from bertlayers.analysis.probing import (
     run_probes,
     save_probe,
 )
+from bertlayers.core.encoder import bundled_model_path
 from bertlayers.io.readers import read_records
 from test_cli import assert_one_line_error, run_cli
 
@@ -194,6 +197,54 @@ def test_analyze_word_store_measures_every_layer(bundled, pos):
     cka = np.asarray(report.cka)
     assert np.allclose(np.diag(cka), 1) and np.allclose(cka, cka.T)
     assert report.sample["word_types"] > 10
+    # the heatmap's numbers are legible: >= 9 pt (12 px where the report shows the SVG at
+    # its size) and each inside its own cell
+    figure = cka_figure(report)
+    renderer = _drawn(figure)
+    axes = figure.axes[0]
+    numbers = axes.texts
+    assert len(numbers) == 49 and CKA_FONT >= 9
+    assert all(t.get_fontsize() >= 9 for t in numbers)
+    cell = axes.transData.transform((1, 0))[0] - axes.transData.transform((0, 0))[0]
+    assert all(t.get_window_extent(renderer).width < 0.9 * cell for t in numbers)
+
+
+def _drawn(figure):
+    """Lay the figure out and draw it (Agg, no screen); its renderer, for sizes in pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_probe_plot_fills_its_axis_and_its_legend_covers_nothing(sentiment):
+    data, _ = sentiment
+    report = run_probes(data, folds=3, seed=0)
+    figure = probe_figure(report)
+    renderer = _drawn(figure)
+    axes = figure.axes[0]
+    low, high = axes.get_ylim()
+    metric = report.metric
+    probes = [s for s in report.scores if s.kind != "baseline"]
+    tops = [s.mean[metric] + s.std[metric] for s in probes]
+    bottoms = [s.mean[metric] - s.std[metric] for s in probes]
+    # the axis is chosen from the probes' scores: they fill most of it, every bar inside
+    assert low <= min(bottoms) and max(tops) <= high
+    assert (max(tops) - min(bottoms)) / (high - low) >= 0.5
+    majority = report.score("majority").mean[metric]
+    assert majority < low  # far below: named in the legend, not drawn
+    legend = figure.legends[0]
+    names = [t.get_text() for t in legend.get_texts()]
+    assert f"majority baseline: {majority:.3f} (off the axis)" in names
+    assert f"best: {report.best} ({report.score(report.best).mean[metric]:.3f})" in names
+    # no "best" written over an error bar; the legend lies outside the axes
+    assert not any("best" in t.get_text() for t in axes.texts)
+    assert not _overlap(legend.get_window_extent(renderer), axes.get_window_extent(renderer))
 
 
 # ---------------------------------------------------------------- the command line
@@ -232,6 +283,7 @@ def test_cli_probe_writes_table_json_csv_plots_and_model(sentiment_run, sentimen
     assert "probing" in result.stderr and "saved the" in result.stderr
     report = json.loads((run / "probe.json").read_text())
     assert report["task"]["evaluation"] == "3-fold cross-validation"
+    assert report["task"]["data"] == str(sentiment_file)  # what the report names
     assert report["provenance"]["model"]["num_layers"] == 6 and "texts" not in report["provenance"]
     csv_rows = (run / "probe.csv").read_text().splitlines()
     assert len(csv_rows) == 13 and csv_rows[0].startswith("name,kind,layer,accuracy_mean")
@@ -318,24 +370,9 @@ def test_cli_word_probe_and_predict_conll(pos_file, tmp_path):
     assert tags[0][0] == "DT" and tags[0][-1] == "."
 
 
-def test_cli_analyze_and_report_open_in_a_real_browser(sentiment_run, pos_file, tmp_path):
-    root, _ = sentiment_run
-    words = tmp_path / "words.npz"
-    assert run_cli("extract", str(pos_file), "--level", "word", "-o", str(words)).returncode == 0
-    analyzed = run_cli("analyze", str(words), "-o", str(root / "run"))
-    assert analyzed.returncode == 0, analyzed.stderr
-    header = analyzed.stdout.splitlines()[0]
-    assert "anisotropy" in header and "self-sim" in header and "intra-sent" in header
-    assert len(analyzed.stdout.splitlines()) == 2 + 7
-    for name in ("geometry.png", "geometry.svg", "cka.png", "cka.svg", "analysis.json"):
-        assert (root / "run" / name).exists(), name
-    reported = run_cli("report", "run", cwd=root)
-    assert reported.returncode == 0, reported.stderr
-    page = root / "run" / "report.html"
-    text = page.read_text()
-    assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text
-    assert text.count('<img class="plot"') == 4 and "Provenance" in text
-
+def open_in_chromium(page: Path, profile: Path):
+    """Load `page` in headless Chromium, offline, and return (browser, flags, the run that
+    dumped its DOM); a message on the page's console (an error, an uncaught exception) fails."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         if os.environ.get("CI"):
@@ -346,10 +383,40 @@ def test_cli_analyze_and_report_open_in_a_real_browser(sentiment_run, pos_file, 
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
     ]  # fmt: skip
     dom = subprocess.run(
-        [browser, *flags, f"--user-data-dir={tmp_path / 'profile1'}",
+        [browser, *flags, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], console
+    return browser, flags, dom
+
+
+@pytest.fixture(scope="module")
+def reported_run(sentiment_run, pos_file, tmp_path_factory):
+    """The probe run's folder with the geometry of the POS words, and its report."""
+    root, _ = sentiment_run
+    words = tmp_path_factory.mktemp("words") / "words.npz"
+    assert run_cli("extract", str(pos_file), "--level", "word", "-o", str(words)).returncode == 0
+    analyzed = run_cli("analyze", str(words), "-o", str(root / "run"))
+    assert analyzed.returncode == 0, analyzed.stderr
+    header = analyzed.stdout.splitlines()[0]
+    assert "anisotropy" in header and "self-sim" in header and "intra-sent" in header
+    assert len(analyzed.stdout.splitlines()) == 2 + 7
+    for name in ("geometry.png", "geometry.svg", "cka.png", "cka.svg", "analysis.json"):
+        assert (root / "run" / name).exists(), name
+    reported = run_cli("report", "run", cwd=root)
+    assert reported.returncode == 0, reported.stderr
+    return root / "run" / "report.html"
+
+
+def test_cli_analyze_and_report_open_in_a_real_browser(reported_run, tmp_path):
+    page = reported_run
+    text = page.read_text()
+    assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text
+    assert text.count('<img class="plot"') == 4 and "Provenance" in text
+
+    browser, flags, dom = open_in_chromium(page, tmp_path / "profile1")
     assert 'data-plots-rendered="4"' in dom.stdout and 'data-plots-total="4"' in dom.stdout
     shot = tmp_path / "report.png"
     subprocess.run(
@@ -363,6 +430,26 @@ def test_cli_analyze_and_report_open_in_a_real_browser(sentiment_run, pos_file, 
     assert image.shape[:2] == (2400, 1200)
     colours = np.unique(image.reshape(-1, 3), axis=0)
     assert len(colours) > 100  # plots drawn, not a blank page
+
+
+def test_report_reads_well(reported_run, sentiment_file):
+    text = reported_run.read_text()
+    notes = re.findall(r'<p class="note">(.*?)</p>', text, re.S)
+    geometry = text.split("<h2>Layer geometry</h2>")[1].split("</p>")[0]
+    assert "{" not in geometry and "&quot;" not in geometry  # a sentence, not a JSON record
+    assert "random pairs of rows from different texts" in geometry
+    # the data file is named, the model by its name (never this machine's path to it)
+    assert f"Data: <b>{sentiment_file.name}</b>" in text
+    assert str(bundled_model_path()) not in text and "site-packages" not in text
+    assert "<h1>bertlayers report — sentence-transformers/all-MiniLM-L6-v2 (bundled)</h1>" in text
+    # one precision in every table cell: 0.500 ± 0.000, never 0.5000 ± 0.000
+    cells = re.findall(r"<td>([^<]*)</td>", text)
+    decimals = {len(n.split(".")[1]) for c in cells for n in re.findall(r"\d+\.\d+", c)}
+    assert decimals == {3}
+    # what ± is, and what each measure is, said in a sentence
+    assert any("± the standard deviation of the fold scores" in n for n in notes)
+    assert any("<i>macro f1</i>: F1 of each class" in n for n in notes)
+    assert any("<i>accuracy</i>: the share of examples" in n for n in notes)
 
 
 # ---------------------------------------------------------------- bad input

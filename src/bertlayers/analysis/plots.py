@@ -17,6 +17,7 @@ from ..outputs import write_atomically, write_text_atomically
 from .geometry import GeometryReport
 from .matching import MatchReport
 from .probing import ProbeData, ProbeReport
+from .tradeoff import TradeoffReport
 
 _PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
@@ -42,11 +43,21 @@ def _save(figure, directory: Path, stem: str) -> list[Path]:
 
 def plot_probe(report: ProbeReport, directory: str | Path, title: str | None = None) -> list[Path]:
     """Score vs layer with spread across folds, the combined layers and the baselines."""
+    return _save(probe_figure(report, title), Path(directory), "probe")
+
+
+def probe_figure(report: ProbeReport, title: str | None = None):
+    """The figure `plot_probe` writes. The y axis spans the probes' scores with their error
+    bars (a baseline far below them is named in the legend, not drawn); the best probe is
+    ringed and named in the legend; the legend sits outside the axes, covering nothing."""
+    from matplotlib.lines import Line2D
+
     metric = report.metric
     layers = [s for s in report.scores if s.kind == "layer"]
     combined = [s for s in report.scores if s.kind == "combined"]
     baselines = [s for s in report.scores if s.kind == "baseline"]
-    figure = _figure(7, 4.2)
+    test_split = report.task.get("evaluation") == "test set"
+    figure = _figure(8.2, 4.2)
     axes = figure.add_subplot()
     x = [s.layer for s in layers]
     axes.errorbar(
@@ -56,7 +67,7 @@ def plot_probe(report: ProbeReport, directory: str | Path, title: str | None = N
         marker="o",
         capsize=3,
         color=_PALETTE[0],
-        label="single layer",
+        label="single layer" if test_split else "single layer (± std over folds)",
     )
     right = (max(x) if x else 0) + 1
     for offset, s in enumerate(combined):
@@ -70,29 +81,57 @@ def plot_probe(report: ProbeReport, directory: str | Path, title: str | None = N
             color=_PALETTE[2 + offset],
             label=s.name,
         )
+    probes = layers + combined
+    low, high = score_limits(
+        [s.mean[metric] - s.std[metric] for s in probes],
+        [s.mean[metric] + s.std[metric] for s in probes],
+        [s.mean[metric] for s in baselines],
+    )
+    handles, labels = axes.get_legend_handles_labels()
     for style, s in zip(("--", ":"), baselines, strict=False):
-        axes.axhline(s.mean[metric], linestyle=style, color="#555555", label=f"{s.name} baseline")
+        value = s.mean[metric]
+        if low <= value <= high:
+            line = axes.axhline(value, linestyle=style, color="#555555")
+            handles.append(line)
+            labels.append(f"{s.name} baseline ({value:.3f})")
+        else:
+            handles.append(Line2D([], [], linestyle=style, color="#555555"))
+            labels.append(f"{s.name} baseline: {value:.3f} (off the axis)")
     best = report.score(report.best)
     best_x = best.layer if best.kind == "layer" else right + combined.index(best)
-    axes.annotate(
-        "best",
-        (best_x, best.mean[metric]),
-        textcoords="offset points",
-        xytext=(0, 10),
-        ha="center",
-        fontsize=9,
-    )
+    ring = axes.plot(
+        [best_x], [best.mean[metric]], marker="o", markersize=14, markerfacecolor="none",
+        markeredgecolor="#d62728", markeredgewidth=2, linestyle="none",
+    )[0]  # fmt: skip
+    handles.append(ring)
+    labels.append(f"best: {report.best} ({best.mean[metric]:.3f})")
+    axes.set_ylim(low, high)
     ticks = x + [right + i for i in range(len(combined))]
-    labels = [str(v) for v in x] + [_short(s.name) for s in combined]
-    axes.set_xticks(ticks, labels)
+    names = [str(v) for v in x] + [_short(s.name) for s in combined]
+    axes.set_xticks(ticks, names)
     axes.set_xlabel("layer (0 = embedding output)")
     axes.set_ylabel(metric.replace("_", " "))
     axes.set_title(
         title or f"probe: {metric.replace('_', ' ')} by layer ({report.task['evaluation']})"
     )
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
-    return _save(figure, Path(directory), "probe")
+    figure.legend(handles, labels, fontsize=8, loc="outside right upper")
+    return figure
+
+
+def score_limits(
+    lows: list[float], highs: list[float], others: list[float] = (), reach: float = 0.5
+) -> tuple[float, float]:
+    """y limits for scores: the range of `lows`..`highs` padded by a tenth, widened to take in
+    each of `others` (baselines) lying within `reach` of that range's span of it, so that the
+    scores compared fill most of the axis instead of its top fifth."""
+    low, high = min(lows), max(highs)
+    span = max(high - low, 0.01)
+    for value in others:
+        if low - reach * span <= value <= high + reach * span:
+            low, high = min(low, value), max(high, value)
+    pad = 0.1 * max(high - low, 0.01)
+    return low - pad, high + pad
 
 
 def plot_matching(report: MatchReport, directory: str | Path) -> list[Path]:
@@ -150,10 +189,80 @@ def plot_matching(report: MatchReport, directory: str | Path) -> list[Path]:
         axes.set_xlabel("layer (0 = embedding output)", fontsize=9)
         axes.set_ylabel(metric)
         axes.grid(alpha=0.3)
-        if column == 0:
-            axes.legend(fontsize=7, loc="best")
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    figure.legend(  # outside the panels: it covers no line, band or baseline
+        handles, labels, fontsize=8, loc="outside lower center", ncols=min(len(labels), 5)
+    )
     figure.suptitle(f"{report.task['kind']}: by layer, 95% bootstrap intervals")
     return _save(figure, Path(directory), "probe")
+
+
+def plot_tradeoff(report: TradeoffReport, directory: str | Path) -> list[Path]:
+    """Score (with its interval band) and measured texts/s against K, the layers kept, in
+    two panels sharing K; the size on disk beside each speed; the K chosen marked in both."""
+    return _save(tradeoff_figure(report), Path(directory), "tradeoff")
+
+
+def tradeoff_figure(report: TradeoffReport):
+    """The figure `plot_tradeoff` writes; one legend below both panels."""
+    metric = report.task["metric"]
+    rows = report.rows
+    ks = [r.k for r in rows]
+    figure = _figure(7.5, 6.4)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    band = "± std over folds" if report.task.get("symmetric") else "95% bootstrap interval"
+    top.fill_between(
+        ks, [r.low for r in rows], [r.high for r in rows], color=_PALETTE[0], alpha=0.18,
+        label=f"interval of layer K's score ({band})",
+    )  # fmt: skip
+    top.plot(ks, [r.score for r in rows], marker="o", color=_PALETTE[0], label="layer K's score")
+    floor = report.best["score"] - report.task["tolerance"]
+    top.axhline(
+        floor, linestyle="--", color="#555555",
+        label=f"best layer ({report.best['layer']}: {report.best['score']:.3f}) − "
+        f"tolerance {report.task['tolerance']:g}",
+    )  # fmt: skip
+    low, high = score_limits([r.low for r in rows], [r.high for r in rows], [floor])
+    top.set_ylim(low, high)
+    top.set_ylabel(metric.replace("_", " "))
+    rates = [r.texts_per_s for r in rows]
+    spread = [[r.texts_per_s - min(r.rounds_texts_per_s) for r in rows],
+              [max(r.rounds_texts_per_s) - r.texts_per_s for r in rows]]  # fmt: skip
+    rounds = report.measure.get("rounds")
+    bottom.errorbar(
+        ks, rates, yerr=spread, marker="s", capsize=3, color=_PALETTE[1],
+        label=f"texts/s of the cut model (median of {rounds} rounds; bars: min to max)",
+        clip_on=True,
+    )  # fmt: skip
+    for r in rows:
+        bottom.annotate(
+            f"{r.size_bytes / 1e6:.0f} MB", (r.k, r.texts_per_s), textcoords="offset points",
+            xytext=(8, 6), ha="left", fontsize=8,
+        )  # fmt: skip
+    # the axis follows the medians: a round far off (another job on a shared machine) is
+    # cut at the top rather than flattening every median (tradeoff.json keeps each round)
+    bottom.set_ylim(0, max(rates) * 1.6)
+    bottom.set_ylabel("texts / s")
+    bottom.set_xlabel("K: encoder layers kept (size on disk beside each point)")
+    bottom.set_xticks(ks, [str(k) for k in ks])
+    bottom.set_xlim(min(ks) - 0.5, max(ks) + 0.8)
+    if report.chosen is not None:
+        for axes in (top, bottom):
+            axes.axvline(report.chosen, color="#d62728", linewidth=1.5, alpha=0.7,
+                         label=f"chosen: K = {report.chosen}")  # fmt: skip
+    handles, labels = top.get_legend_handles_labels()
+    more = bottom.get_legend_handles_labels()
+    for handle, label in zip(*more, strict=True):
+        if label not in labels:
+            handles.append(handle)
+            labels.append(label)
+    for axes in (top, bottom):
+        axes.grid(alpha=0.3)
+    figure.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=2)
+    figure.suptitle(
+        f"{report.task['kind']}: {metric.replace('_', ' ')} and speed of the model cut to K layers"
+    )
+    return figure
 
 
 def _short(name: str) -> str:
@@ -193,7 +302,18 @@ def plot_geometry(report: GeometryReport, directory: str | Path) -> list[Path]:
             axes.legend(fontsize=7)
     paths = _save(figure, directory, "geometry")
 
-    figure = _figure(4.6, 4)
+    return paths + _save(cka_figure(report), directory, "cka")
+
+
+CKA_FONT = 10  # points: cell numbers legible where the report shows the figure
+
+
+def cka_figure(report: GeometryReport):
+    """The linear CKA heatmap, its cells numbered (up to 14 layers) in `CKA_FONT` points: the
+    figure grows with the layers so that each number fits its cell."""
+    layers = [row.layer for row in report.layers]
+    side = max(4.6, 0.55 * len(layers) + 1.8)
+    figure = _figure(side + 0.9, side)
     axes = figure.add_subplot()
     cka = np.asarray(report.cka)
     image = axes.imshow(cka, vmin=0, vmax=1, cmap="viridis")
@@ -201,16 +321,17 @@ def plot_geometry(report: GeometryReport, directory: str | Path) -> list[Path]:
     axes.set_yticks(range(len(layers)), [str(v) for v in layers])
     axes.set_xlabel("layer")
     axes.set_ylabel("layer")
-    axes.set_title("linear CKA between layers", fontsize=10)
+    axes.set_title("linear CKA between layers", fontsize=11)
     if len(layers) <= 14:
         for i in range(len(layers)):
             for j in range(len(layers)):
                 colour = "black" if cka[i, j] > 0.6 else "white"
                 axes.text(
-                    j, i, f"{cka[i, j]:.2f}", ha="center", va="center", fontsize=6, color=colour
-                )
+                    j, i, f"{cka[i, j]:.2f}", ha="center", va="center", fontsize=CKA_FONT,
+                    color=colour,
+                )  # fmt: skip
     figure.colorbar(image, ax=axes, shrink=0.8)
-    return paths + _save(figure, directory, "cka")
+    return figure
 
 
 def _project(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""One self-contained HTML report from what `probe`, `analyze` and `attention --stats` wrote in
-a directory.
+"""One self-contained HTML report from what `probe` (and its `--tradeoff`), `analyze` and
+`attention --stats` wrote in a directory.
 
 Plots are embedded as data URIs and the styles inline, so the file opens anywhere without a
 network. The page marks itself `data-plots-rendered="N"` once its N plots have decoded, which
@@ -26,6 +26,7 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 tr.best td { font-weight: bold; background: #eef6ff; }
 img { max-width: 100%; display: block; margin: 0.8em 0; }
+code { background: #f6f6f6; padding: 0 3px; font-size: 0.85em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }
 .note { color: #555; }
 """
@@ -45,7 +46,25 @@ _PLOTS = [
     ("projection.png", "Projection of each layer"),
     ("geometry.svg", "Geometry by layer"),
     ("cka.svg", "Similarity between layers (linear CKA)"),
+    ("tradeoff.svg", "Score and speed of the model cut to K layers"),
 ]
+DIGITS = 3  # every score, spread and bound in the report's tables
+
+# what each measure is, in a sentence (the report explains every column it shows)
+MEASURES = {
+    "accuracy": "the share of examples given the right label",
+    "macro_f1": "F1 of each class, averaged with every class weighted alike (a majority-class "
+    "guess scores low on it)",
+    "entity_f1": "F1 over whole BIO entity spans (type and boundaries both right), as conlleval",
+    "spearman": "rank correlation of the cosine similarities with the gold scores",
+    "pearson": "linear correlation of the cosine similarities with the gold scores",
+    "auc": "the chance that a random positive pair scores above a random negative one",
+    "mrr@10": "mean over queries of 1/rank of the first relevant document (0 past rank 10)",
+    "ndcg@10": "discounted gain of the top 10 against the best possible ranking",
+    "recall@1": "share of each query's relevant documents found at rank 1",
+    "recall@10": "share of each query's relevant documents found in the top 10",
+    "recall@100": "share of each query's relevant documents found in the top 100",
+}
 
 
 def _image(path: Path, caption: str) -> str:
@@ -63,8 +82,47 @@ def _table(header: list[str], rows: list[list[str]], best: int | None = None) ->
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _number(value: float | None, digits: int = 4) -> str:
+def _number(value: float | None, digits: int = DIGITS) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _measures(names: list[str]) -> str:
+    """One sentence naming what each measure shown is."""
+    known = [f"<i>{html.escape(n.replace('_', ' '))}</i>: {MEASURES[n]}" for n in names
+             if n in MEASURES]  # fmt: skip
+    return "; ".join(known) + "." if known else ""
+
+
+def is_local_path(model_id: str) -> bool:
+    """Whether a model id is a directory on this machine (not a hub id `org/name`)."""
+    return (
+        model_id.startswith(("/", ".", "~", "\\"))
+        or model_id.count("/") > 1
+        or (len(model_id) > 2 and model_id[1:3] in (":\\", ":/"))
+    )
+
+
+def model_label(model: dict) -> str:
+    """How the report names a model: the bundled one by its name, a hub id as it is, a local
+    directory by its last folder (its path is this machine's business, not the reader's)."""
+    name = str(model.get("name") or model.get("id") or "model")
+    if is_local_path(name):
+        return f"{Path(name).name} (local directory)"
+    return name
+
+
+def _shown_provenance(provenance: dict) -> dict:
+    """The provenance as the report prints it: a local model path named as `model_label`."""
+    shown = summary(provenance)
+    model = dict(shown.get("model") or {})
+    if model and is_local_path(str(model.get("id", ""))):
+        model["id"] = model_label(model)
+        shown["model"] = model
+    return shown
+
+
+def _data_name(path: object) -> str:
+    return html.escape(Path(str(path)).name) if path else "the data"
 
 
 def _matching_section(probe: dict, directory: Path) -> list[str]:
@@ -76,7 +134,7 @@ def _matching_section(probe: dict, directory: Path) -> list[str]:
         if s["label"] == probe["best"]:
             best = i
         cells = [
-            f"{_number(s['values'][m])} [{_number(s['ci'][m][0], 3)}, {_number(s['ci'][m][1], 3)}]"
+            f"{_number(s['values'][m])} [{_number(s['ci'][m][0])}, {_number(s['ci'][m][1])}]"
             for m in metrics
         ]
         rows.append([s["label"], *cells])
@@ -91,11 +149,15 @@ def _matching_section(probe: dict, directory: Path) -> list[str]:
             f"search (queries: --long {task.get('query_long')}, documents: --long "
             f"{task.get('doc_long')})"
         )
+    unit = "pairs" if task["kind"] == "similarity" else "queries"
     parts = [
         f"<h2>{task['kind'].capitalize()} by layer</h2>",
-        f'<p class="note">{html.escape(what)}. 95% percentile bootstrap intervals over '
-        f"{task['bootstrap']} resamples (seed {task['seed']}). Best by {probe['metric']}: "
-        f"<b>{html.escape(probe['best'])}</b>.</p>",
+        f'<p class="note">Data: <b>{_data_name(task.get("data"))}</b>. {html.escape(what)}. '
+        f"Best by {probe['metric']}: <b>{html.escape(probe['best'])}</b>.</p>",
+        f'<p class="note">Each cell is the score on all the {unit} followed by its 95% '
+        f"confidence interval [low, high]: the 2.5th and 97.5th percentiles of the score over "
+        f"{task['bootstrap']} bootstrap resamples of the {unit} (seed {task['seed']}). "
+        f"{_measures(metrics)}</p>",
         _table(["probe", *metrics], rows, best),
     ]
     if (directory / "probe.svg").exists():
@@ -109,25 +171,47 @@ def _probe_section(probe: dict, directory: Path) -> list[str]:
         return _matching_section(probe, directory)
     task, metric = probe["task"], probe["metric"]
     metrics = list(probe["scores"][0]["mean"])
+    test_split = task["evaluation"] == "test set"
     rows, best = [], None
     for i, s in enumerate(probe["scores"]):
         if s["name"] == probe["best"]:
             best = i
-        rows.append([s["name"]] + [f"{s['mean'][m]:.4f} ± {s['std'][m]:.3f}" for m in metrics])
+        rows.append(
+            [s["name"]]
+            + [
+                _number(s["mean"][m]) if test_split
+                else f"{_number(s['mean'][m])} ± {_number(s['std'][m])}"
+                for m in metrics
+            ]
+        )  # fmt: skip
     classes = task["classes"]
     shown = ", ".join(classes[:12]) + (f" … ({len(classes)} in all)" if len(classes) > 12 else "")
+    data = f"<b>{_data_name(task.get('data'))}</b>"
+    if task.get("test"):
+        data += f", tested on <b>{_data_name(task['test'])}</b>"
+    if test_split:
+        spread = "Each cell is the score on the test set (one split: no spread to show). "
+    else:
+        folds = task["evaluation"].split("-fold")[0]
+        spread = (
+            f"Each cell is the mean over the {folds} cross-validation folds ± the standard "
+            "deviation of the fold scores: how much the score moved from one held-out fold "
+            "to another (not a confidence interval). "
+        )
     parts = [
         "<h2>Probes</h2>",
-        f'<p class="note">{task["level"]}-level labels, {task["rows"]} examples from '
-        f"{task['texts']} texts; classes: {html.escape(shown)}. {task['classifier']} probes, "
-        f"{html.escape(task['evaluation'])}, seed {task['seed']}. Best by "
+        f'<p class="note">Data: {data}: {task["level"]}-level labels, {task["rows"]} examples '
+        f"from {task['texts']} texts; classes: {html.escape(shown)}. {task['classifier']} "
+        f"probes, {html.escape(task['evaluation'])}, seed {task['seed']}. Best by "
         f"{metric.replace('_', ' ')}: <b>{html.escape(probe['best'])}</b>.</p>",
+        f'<p class="note">{spread}{_measures(metrics)}</p>',
         _table(["probe", *[m.replace("_", " ") for m in metrics]], rows, best),
     ]
     mix = next((s for s in probe["scores"] if s.get("weights")), None)
     if mix:
         weights = ", ".join(
-            f"{layer}: {w:.2f}" for layer, w in zip(task["layers"], mix["weights"], strict=False)
+            f"{layer}: {_number(w)}"
+            for layer, w in zip(task["layers"], mix["weights"], strict=False)
         )
         parts.append(f'<p class="note">Scalar mix weights by layer — {weights}.</p>')
     for name, caption in _PLOTS[:2]:
@@ -139,16 +223,98 @@ def _probe_section(probe: dict, directory: Path) -> list[str]:
 def _analysis_section(analysis: dict, directory: Path) -> list[str]:
     layers = analysis["layers"]
     columns = [c for c in layers[0] if c != "layer" and layers[0][c] is not None]
-    rows = [[str(r["layer"])] + [f"{r[c]:.4f}" for c in columns] for r in layers]
+    rows = [[str(r["layer"])] + [_number(r[c]) for c in columns] for r in layers]
     parts = [
         "<h2>Layer geometry</h2>",
-        f'<p class="note">{analysis["level"]}-level vectors; sample: '
-        f"{html.escape(json.dumps(analysis['sample']))}.</p>",
+        f'<p class="note">{html.escape(_sample_sentence(analysis))}</p>',
         _table(["layer", *[c.replace("_", " ") for c in columns]], rows),
     ]
-    for name, caption in _PLOTS[2:]:
+    for name, caption in _PLOTS[2:4]:
         if (directory / name).exists():
             parts += [f"<h3>{caption}</h3>", _image(directory / name, caption)]
+    return parts
+
+
+def _sample_sentence(analysis: dict) -> str:
+    """What the geometry was measured on, as a sentence (not the raw sample record)."""
+    sample, level = analysis.get("sample") or {}, analysis["level"]
+    said = [f"{level.capitalize()}-level vectors: {sample.get('rows')} rows"]
+    if sample.get("anisotropy_pairs"):
+        said.append(
+            f"anisotropy is the mean cosine of {sample['anisotropy_pairs']} random pairs of rows "
+            "from different texts"
+        )
+    if sample.get("cka_rows"):
+        said.append(f"linear CKA and the mean norm use {sample['cka_rows']} of the rows")
+    if sample.get("word_types"):
+        said.append(
+            f"self-similarity is the mean cosine between a word's occurrences in different "
+            f"contexts, over {sample['word_types']} word types"
+        )
+    if sample.get("sentences"):
+        said.append(
+            f"intra-sentence similarity is the mean cosine of a sentence's words to its mean "
+            f"vector, over {sample['sentences']} sentences"
+        )
+    said.append("'adjusted' subtracts the layer's anisotropy")
+    return "; ".join(said) + f" (random seed {sample.get('seed')})."
+
+
+def _tradeoff_section(tradeoff: dict, directory: Path) -> list[str]:
+    """`probe --tradeoff`: score, measured speed and size per K, the K chosen, and where and
+    how it was measured."""
+    task, measure, where = tradeoff["task"], tradeoff["measure"], tradeoff["machine"]
+    metric = task["metric"].replace("_", " ")
+    rows, chosen = [], None
+    for i, r in enumerate(tradeoff["rows"]):
+        if r["k"] == tradeoff["chosen"]:
+            chosen = i
+        score = (
+            f"{_number(r['score'])} ± {_number((r['high'] - r['low']) / 2)}"
+            if task.get("symmetric")
+            else f"{_number(r['score'])} [{_number(r['low'])}, {_number(r['high'])}]"
+        )
+        rows.append([str(r["k"]), score, f"{r['texts_per_s']:.1f}", f"{r['size_bytes'] / 1e6:.1f}"])
+    best = tradeoff["best"]
+    if tradeoff["chosen"] is None:
+        verdict = (
+            f"No K measured is within {task['tolerance']:g} of the best layer, "
+            f"{best['layer']} ({_number(best['score'])})."
+        )
+    else:
+        verdict = (
+            f"The smallest K within {task['tolerance']:g} {metric} of the best layer, "
+            f"{best['layer']} ({_number(best['score'])}), is <b>K = {tradeoff['chosen']}</b>."
+        )
+    series = f", {html.escape(task['series'])} rows" if task.get("series") else ""
+    gpu = f", {html.escape(str(where.get('gpu')))}" if where.get("gpu") else ""
+    device = html.escape(str(measure.get("settings", {}).get("device")))
+    load = where.get("load_average") or {}
+    loads = ""
+    if load.get("before") and load.get("after"):
+        loads = (
+            f"; 1-minute load average {load['before'][0]:.1f} before, {load['after'][0]:.1f} "
+            "after (other work on the machine slows every figure)"
+        )
+    parts = [
+        "<h2>Depth trade-off</h2>",
+        f'<p class="note">For each K: the {metric} of layer K{series} (in the cell, '
+        f"{html.escape(task['interval'])}), which is exactly the last layer of the model cut "
+        "to its first K layers (<code>bertlayers truncate --keep-layers K</code>); that cut "
+        f"model's texts per second, measured here on {measure['texts']} of the probe's "
+        f"{measure['of']} texts (median of {measure['rounds']} rounds after a warm-up; "
+        f"{html.escape(measure.get('schedule', ''))}); and its size on disk. {verdict}</p>",
+        _table(["K", metric, "texts/s", "size MB"], rows, chosen),
+        f'<p class="note">Measured on {html.escape(str(where.get("cpu")))} '
+        f"({where.get('usable_cores')} of {where.get('cores')} cores usable, "
+        f"{where.get('torch_threads')} torch threads{gpu}), device {device}, torch "
+        f"{html.escape(str(where.get('torch')))}, {html.escape(str(where.get('date')))}, "
+        f"commit {html.escape(str(where.get('git_commit')))}{loads}. Command: "
+        f"<code>{html.escape(str(where.get('command')))}</code>.</p>",
+    ]
+    if (directory / "tradeoff.svg").exists():
+        caption = _PLOTS[4][1]
+        parts += [f"<h3>{caption}</h3>", _image(directory / "tradeoff.svg", caption)]
     return parts
 
 
@@ -176,8 +342,7 @@ def _attention_section(stats: dict, directory: Path) -> list[str]:
                 parts.append(_image(figure, f"{name} by layer and head"))
                 break
     rows = [
-        [str(r["layer"]), str(r["head"]), *(_number(r[m], 3) for m in measures)]
-        for r in stats["rows"]
+        [str(r["layer"]), str(r["head"]), *(_number(r[m]) for m in measures)] for r in stats["rows"]
     ]
     parts.append(_table(["layer", "head", *measures], rows))
     return parts
@@ -206,7 +371,8 @@ def report_inputs(directory: str | Path) -> list[Path]:
     """The files `build_report` reads in `directory` (its results and plots), and nothing
     else: an earlier report there is an output, not an input."""
     folder = Path(directory)
-    names = ["probe.json", "analysis.json", "attention-stats.json", *(n for n, _ in _PLOTS)]
+    names = ["probe.json", "tradeoff.json", "analysis.json", "attention-stats.json",
+             *(n for n, _ in _PLOTS)]  # fmt: skip
     found = [folder / n for n in names if (folder / n).is_file()]
     return found + sorted(p for p in folder.glob("attention-*.*") if p.suffix in (".svg", ".png"))
 
@@ -217,6 +383,7 @@ def build_report(directory: str | Path, output: str | Path | None = None) -> Pat
     if not folder.is_dir():
         raise InputError(f"not a directory: {directory}")
     probe = _read_json(folder / "probe.json")
+    tradeoff = _read_json(folder / "tradeoff.json")
     analysis = _read_json(folder / "analysis.json")
     attention = _read_json(folder / "attention-stats.json")
     if probe is None and analysis is None and attention is None:
@@ -230,10 +397,10 @@ def build_report(directory: str | Path, output: str | Path | None = None) -> Pat
         "layers": attention.get("layers"),
     }
     model = provenance.get("model", {})
-    title = f"bertlayers report — {model.get('name', 'model')}"
+    title = f"bertlayers report — {model_label(model)}"
     body = [f"<h1>{html.escape(title)}</h1>"]
     body.append(
-        f'<p class="note">Model {html.escape(str(model.get("name")))} '
+        f'<p class="note">Model {html.escape(model_label(model))} '
         f"({html.escape(str(model.get('architecture')))}, {model.get('num_layers')} layers, "
         f"hidden {model.get('hidden_size')}); layers {provenance.get('layers')} "
         "(0 = embedding output); "
@@ -242,6 +409,8 @@ def build_report(directory: str | Path, output: str | Path | None = None) -> Pat
     )
     if probe:
         body += _probe_section(probe, folder)
+    if tradeoff:
+        body += _tradeoff_section(tradeoff, folder)
     if analysis:
         body += _analysis_section(analysis, folder)
     if attention:
@@ -249,7 +418,7 @@ def build_report(directory: str | Path, output: str | Path | None = None) -> Pat
     body += [
         "<h2>Provenance</h2>",
         "<details><summary>how these vectors were made</summary><pre>",
-        html.escape(json.dumps(summary(provenance), indent=1)),
+        html.escape(json.dumps(_shown_provenance(provenance), indent=1)),
         "</pre></details>",
     ]
     page = (

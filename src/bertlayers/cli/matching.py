@@ -16,6 +16,7 @@ from ..io.readers import read_records
 from ..options import LongMode, Pooling
 from ..outputs import check_outputs
 from .options import positive_int
+from .tradeoff import check_tradeoff, run_tradeoff
 
 MATCHING_EXAMPLES = """\
 matching (cosine of one vector per text; every layer, combined layers, baselines):
@@ -208,6 +209,8 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
                 fit, fit_where = vectors.get(fit_records, False, None, "--fit-on", pooling=label)
                 _same_model(result, fit, (where, fit_where))
                 fits[label] = _stacked(fit, fit_where)
+        if args.tradeoff:  # a model to cut, before the scoring
+            check_tradeoff(args, provenance, layers, where)
         bar, done = _progress(args, len(combos) * len(matching_views(layers)) * len(posts))
         try:
             report = similarity_report(
@@ -252,6 +255,8 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
                 )  # fmt: skip
                 _same_model(d, fit, (d_where, fit_where))
                 fits[label] = _stacked(fit, fit_where)
+        if args.tradeoff:  # a model to cut, before the scoring
+            check_tradeoff(args, provenance, layers, d_where)
         bar, done = _progress(args, len(combos) * len(matching_views(layers)) * len(posts))
         task = {
             "data": args.data,
@@ -275,7 +280,23 @@ def run_matching(args: argparse.Namespace, vectors_of, targets) -> int:
         plot_matching(report, out)
         if not args.quiet:
             print(f"bertlayers: wrote probe.json, probe.csv and plots to {out}", file=sys.stderr)
+    tradeoff = None
+    if args.tradeoff:  # before the tables: a refusal leaves stdout empty, the files kept
+        best = next(s for s in report.scores if s.label == report.best)
+        poolings = (best.pooling or "").split("/")
+        query_pooling, doc_pooling = poolings[0], poolings[-1]
+        if args.task == "similarity":
+            workloads = [(records, vectors.config(False, pooling=query_pooling))]
+        else:
+            workloads = [
+                (queries, vectors.config(False, pooling=query_pooling)),
+                (documents, vectors.config(False, pooling=doc_pooling, long=doc_long)),
+            ]
+        tradeoff = run_tradeoff(args, report.to_dict(), provenance, args.data, workloads)
     print(report.table())
+    if tradeoff is not None:
+        print()
+        print(tradeoff.table())
     return 0
 
 

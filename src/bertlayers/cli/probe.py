@@ -29,6 +29,14 @@ from .options import (
     require_analysis,
     result_targets,
 )
+from .tradeoff import (
+    TRADEOFF_EXAMPLES,
+    add_tradeoff_options,
+    check_tradeoff,
+    check_tradeoff_options,
+    run_tradeoff,
+    tradeoff_targets,
+)
 
 PROBE_EXAMPLES = (
     """\
@@ -54,6 +62,14 @@ and standard deviation over folds of accuracy and macro-F1 (entity-level F1 too 
 Matching tables give each layer, the mean of all layers, the mean of layer 1 and the last,
 and the last four concatenated, per pooling and --post, with 95% bootstrap intervals, beside
 TF-IDF and word-overlap (similarity) or BM25 (retrieval) baselines.
+
+"""
+    + TRADEOFF_EXAMPLES
+    + """
+The trade-off table gives each K: layer K's score with its interval (it is exactly the last
+layer of the model cut to K), the texts/s of that cut model measured here, and its size on
+disk; with -o, tradeoff.json/.csv record the machine (CPU, cores, torch, date, commit) and
+the command, and tradeoff.png plots score and speed against K.
 """
 )
 
@@ -142,6 +158,7 @@ def add_commands(commands) -> None:
     add_data_options(probe)
     _add_extraction_options(probe)
     add_matching_options(probe)
+    add_tradeoff_options(probe)
     add_overwrite_option(probe)
     probe.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     probe.set_defaults(handler=run_probe)
@@ -268,6 +285,7 @@ def _check_probe_outputs(args: argparse.Namespace) -> None:
         targets.append(Target(Path(args.save_model), Kind.JOBLIB, make_parents=True))
     if args.tensorboard:
         targets += _tensorboard_targets(args.tensorboard, None)
+    targets += tradeoff_targets(args)
     for store in (args.store, args.test_store):
         if store and not Path(store).exists():  # extracted into: an output
             targets += [Target(t.path, t.kind, make_parents=True) for t in store_targets(store)]
@@ -285,6 +303,7 @@ def _matching_targets(args: argparse.Namespace):
         if getattr(args, flag):
             raise OptionError(f"--{flag.replace('_', '-')} is for --task classify")
     targets = result_targets(args.output_dir, "probe", "probe") if args.output_dir else []
+    targets += tradeoff_targets(args)
     inputs = [*_probe_inputs(args), *(Path(p) for p in matching_inputs(args))]
     for store in (args.store, args.corpus_store):
         if store and not Path(store).exists():  # extracted into: an output
@@ -296,6 +315,7 @@ def _matching_targets(args: argparse.Namespace):
 
 def run_probe(args: argparse.Namespace) -> int:
     require_analysis("probe")  # before the imports that need it
+    check_tradeoff_options(args)
     if args.task != "classify":
         return run_matching(args, _vectors, _matching_targets(args))
     for flag in ("pair_column", "corpus", "qrels", "doc_column", "corpus_store", "fit_on"):
@@ -341,6 +361,8 @@ def run_probe(args: argparse.Namespace) -> int:
             raise InputError(f"{args.data} and {args.test} must both be CoNLL, or both not")
     vectors = _vectors(args)
     result, where = vectors.get(records, words, args.store, "the vectors")
+    if args.tradeoff:  # a model to cut, before the probes run
+        check_tradeoff(args, result.provenance, result.layers, where)
     data = _probe_data(records, words, result, where, args.data)
     test = None
     if test_records is not None:
@@ -370,6 +392,9 @@ def run_probe(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     report.provenance = summary(report.provenance)
+    report.task["data"] = args.data  # what the report names
+    if args.test:
+        report.task["test"] = args.test
     if args.output_dir:  # the files first: a closed stdout (`| head`) then loses nothing
         out = Path(args.output_dir)
         write_results(out, "probe", report.to_dict(), report.to_csv())
@@ -396,5 +421,14 @@ def run_probe(args: argparse.Namespace) -> int:
                 f"{probe.cv_score:.4f}) to {args.save_model}",
                 file=sys.stderr,
             )
+    tradeoff = None
+    if args.tradeoff:  # before the tables: a refusal leaves stdout empty, the files kept
+        kept = ("pooling", "word_pooling", "long", "max_length", "include_special")
+        made = {k: result.provenance.get(k) for k in kept}  # as the probed vectors were made
+        workload = (records, vectors.config(words, **made))
+        tradeoff = run_tradeoff(args, report.to_dict(), result.provenance, where, [workload])
     print(report.table())
+    if tradeoff is not None:
+        print()
+        print(tradeoff.table())
     return 0
