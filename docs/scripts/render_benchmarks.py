@@ -645,7 +645,7 @@ def cli_tables(results: list[Result]) -> str:
                     )
         if extra:
             parts.append(
-                "<details markdown=\"1\"><summary>Other contenders in this file</summary>\n\n"
+                '<details markdown="1"><summary>Other contenders in this file</summary>\n\n'
                 + table(["corpus", "contender", "net s", "timed by", "MFU"], extra)
                 + "\n</details>\n\n"
             )
