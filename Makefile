@@ -9,7 +9,7 @@ DEMO_VENV ?= .venv-demo
 TORCH ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo verify test lint format bench gpu-check gpu-smoke clean
+.PHONY: setup demo verify test lint format bench gpu-check gpu-smoke docs docs-serve clean
 
 setup: $(VENV)/.installed
 
@@ -64,6 +64,27 @@ gpu-check:
 # Its rehearsal on the CPU (tiny model, the device's missing packages made unimportable)
 gpu-smoke: setup
 	PYTHONPATH=src $(BIN)/python bench/gpu.py --smoke --out out/gpu-smoke.json
+
+# The docs site: the generated pages rewritten from their sources (the CLI reference from
+# argparse, the HTTP reference from docs/openapi.json, the benchmark tables and the README's
+# results from the results files; tests/test_docs.py fails when a committed one is stale), then
+# a strict build into out/site. Offline: no plugin fetches, no web fonts.
+DOCS_STAMP := $(VENV)/.docs-installed
+export NO_MKDOCS_2_WARNING := 1
+
+$(DOCS_STAMP): $(VENV)/.installed requirements-docs.txt
+	$(BIN)/python -m pip install --quiet -r requirements-docs.txt
+	touch $@
+
+docs: $(DOCS_STAMP)
+	$(BIN)/python docs/scripts/gen_cli.py
+	$(BIN)/python docs/scripts/render_openapi.py
+	$(BIN)/python docs/scripts/render_benchmarks.py
+	$(BIN)/mkdocs build --strict --quiet
+
+# The site on http://127.0.0.1:8000, rebuilt on every change (loopback only)
+docs-serve: $(DOCS_STAMP)
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 lint: setup
 	$(BIN)/ruff check src tests bench
