@@ -433,9 +433,9 @@ def main() -> None:
         for name, row in table.items():
             print(f"| {name} | {row['median_s']:.2f} | {row['vs_st_encode']:.2f} |")
         if args.out:
-            report = {"command": "python " + " ".join(sys.argv),
-                      "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                      "startup": table}  # fmt: skip
+            from meta import run_record
+
+            report = {**run_record(), "startup": table}
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         return
