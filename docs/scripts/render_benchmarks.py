@@ -177,6 +177,17 @@ ANALYZE_COMMANDS = {
 }
 for _task, _command in ANALYZE_COMMANDS.items():
     SPECS[f"docs/results/{_task}/analysis.json"] = Spec(_command, machine=False)
+TRADEOFF_COMMAND = (
+    "bertlayers probe ../shared/data/sentiment-polarity.tsv --projection none --tradeoff "
+    "-o docs/results/tradeoff"
+)
+SPECS["docs/results/tradeoff/probe.json"] = Spec(TRADEOFF_COMMAND, machine=False)
+SPECS["docs/results/tradeoff/tradeoff.json"] = Spec(TRADEOFF_COMMAND)  # speed: machine matters
+SPECS["docs/results/attention/attention-stats.json"] = Spec(
+    "bertlayers attention ../shared/data/sentiment-polarity.tsv --text-column text --stats "
+    "-o docs/results/attention --overwrite -q",
+    machine=False,
+)
 
 
 @dataclass
