@@ -59,3 +59,14 @@ def int8_config():
 def test_int8_needs_float32_on_the_cpu():
     with pytest.raises(OptionError, match="int8 starts from float32"):
         Extractor(device="cpu", dtype="bfloat16", runtime="int8")
+
+
+def test_int8_calibrates_a_model_shorter_than_its_calibration_lines(tiny_model_dirs):
+    # the tiny RoBERTa has 40 positions: calibration lines longer than that are cut at its
+    # limit instead of overflowing the position table
+    tiny = Extractor(tiny_model_dirs["roberta"], device="cpu")
+    assert tiny.info.max_length < 100
+    approx = Extractor(tiny_model_dirs["roberta"], device="cpu", runtime="int8")
+    texts = ["a short text", "another one, somewhat longer than the first text"]
+    lowest = _cosines(approx.embed(texts, layers="all"), tiny.embed(texts, layers="all")).min(0)
+    assert (lowest >= 0.97).all(), lowest

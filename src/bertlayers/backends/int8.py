@@ -105,7 +105,10 @@ def _calibrate(encoder, modules: list[torch.nn.Linear]) -> list[torch.Tensor]:
     handles = [m.register_forward_pre_hook(hook(i)) for i, m in enumerate(modules)]
     try:
         for text in CALIBRATION.read_text(encoding="utf-8").splitlines():
-            batch = encoder.tokenizer(text, return_tensors="pt")
+            # cut at the model's own limit: a small model's positions end before a long line's
+            batch = encoder.tokenizer(
+                text, return_tensors="pt", truncation=True, max_length=encoder.info.max_length
+            )
             inputs = {k: v.to(encoder.device) for k, v in batch.items() if k in encoder.input_names}
             encoder.model(**inputs)
     finally:
