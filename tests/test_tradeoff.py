@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from bertlayers.analysis.tradeoff import choose_depth, depth_scores
 from bertlayers.core.encoder import bundled_model_path
-from conftest import build_tiny_model, data_file
+from conftest import build_tiny_model
 from test_cli import assert_one_line_error, run_cli
 from test_probe import open_in_chromium
 
@@ -21,9 +21,9 @@ TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
-def sentiment_file(tmp_path_factory) -> Path:
+def sentiment_file(tmp_path_factory, shared_data) -> Path:
     """240 rows of the shared sentiment file, both labels (every 16th row)."""
-    lines = data_file("sentiment-polarity.tsv").read_text(encoding="utf-8").splitlines()
+    lines = (shared_data / "sentiment-polarity.tsv").read_text(encoding="utf-8").splitlines()
     path = tmp_path_factory.mktemp("tradeoff") / "sentiment.tsv"
     path.write_text("\n".join([lines[0], *lines[1::16][:240]]) + "\n", encoding="utf-8")
     return path
@@ -136,9 +136,9 @@ def test_tradeoff_files_plot_and_report_section(sentiment_run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def bbc(tmp_path_factory) -> Path:
+def bbc(tmp_path_factory, shared_data) -> Path:
     """Every 140th BBC article (16), and 60 pairs of their titles scored 1 (same topic) or 0."""
-    lines = data_file("news-bbc.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (shared_data / "news-bbc.jsonl").read_text(encoding="utf-8").splitlines()
     articles = [json.loads(line) for line in lines[::140]]
     root = tmp_path_factory.mktemp("tradeoff-bbc")
     with open(root / "bbc.jsonl", "w", encoding="utf-8") as out:
