@@ -63,12 +63,12 @@ def load_texts(n: int) -> list[str]:
     return texts[:n]
 
 
-def request_sizes(n_texts: int, seed: int = 0) -> list[int]:
-    """1..16 texts per request, seeded, covering the corpus."""
+def request_sizes(n_texts: int, seed: int = 0, fixed: int | None = None) -> list[int]:
+    """1..16 texts per request, seeded (or `fixed` each), covering the corpus."""
     rng = random.Random(seed)
     sizes, total = [], 0
     while total < n_texts:
-        size = min(rng.randint(1, 16), n_texts - total)
+        size = min(fixed or rng.randint(1, 16), n_texts - total)
         sizes.append(size)
         total += size
     return sizes
@@ -132,14 +132,28 @@ def start_ours() -> Process:
     return Process("bertlayers", command, "/ready", port)
 
 
+INFINITY_FLAGS = ["--served-model-name", "all-MiniLM-L6-v2", "--engine", "torch",
+                  "--device", "cpu", "--no-bettertransformer", "--no-compile",
+                  "--no-vector-disk-cache"]  # fmt: skip
+
+
+def infinity_record() -> dict:
+    """infinity's version (from its own venv) and the flags it is started with."""
+    done = subprocess.run(
+        [str(INFINITY / "bin" / "python"), "-c",
+         "import importlib.metadata as m; print(m.version('infinity_emb'))"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    version = done.stdout.strip() if done.returncode == 0 else None
+    return {"version": version, "flags": " ".join(INFINITY_FLAGS)}
+
+
 def start_infinity(model_dir: str) -> Process | None:
     binary = INFINITY / "bin" / "infinity_emb"
     if not binary.exists():
         return None
     port = free_port()
-    command = [str(binary), "v2", "--model-id", model_dir, "--served-model-name",
-               "all-MiniLM-L6-v2", "--engine", "torch", "--device", "cpu",
-               "--no-bettertransformer", "--no-compile", "--no-vector-disk-cache",
+    command = [str(binary), "v2", "--model-id", model_dir, *INFINITY_FLAGS,
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     env = {
         "HF_HUB_OFFLINE": "1",
@@ -316,6 +330,10 @@ def main() -> int:
     parser.add_argument(
         "--server-arg", action="append", default=[], help="pass to bertlayers serve (repeat)"
     )
+    parser.add_argument(
+        "--per-request", type=int, default=None, metavar="N",
+        help="N texts in every request (default: 1 to 16, seeded)",
+    )  # fmt: skip
     args = parser.parse_args()
     SERVER_ARGS.extend(args.server_arg)
     if args.smoke:
@@ -325,7 +343,7 @@ def main() -> int:
 
     levels = [int(c) for c in args.clients.split(",")]
     texts = load_texts(args.texts)
-    sizes = request_sizes(len(texts))
+    sizes = request_sizes(len(texts), fixed=args.per_request)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()))
@@ -341,6 +359,7 @@ def main() -> int:
         "server_args": SERVER_ARGS,
         "texts": len(texts),
         "mean_texts_per_request": round(float(np.mean(sizes)), 2),
+        "texts_per_request": args.per_request or "1-16, seeded",
         "offline": offline(texts),
         "servers": {},
     }
@@ -374,6 +393,7 @@ def main() -> int:
         if peer is None:
             print(f"infinity: no venv at {INFINITY} (bench/setup_infinity.sh)", file=sys.stderr)
     if peer is not None:
+        report["peers"] = {"infinity": infinity_record()}
         try:
             rows = run_levels(peer, ["infinity"])
             report["servers"]["infinity"] = {"startup_s": round(peer.startup_s, 2), "rows": rows}
