@@ -91,9 +91,9 @@ COMPLETE = {
 
 def test_the_metadata_check_names_what_a_results_file_lacks():
     spec = render_benchmarks.SPECS["bench/results/cli.json"]
-    assert render_benchmarks._missing(COMPLETE, spec) == []
+    assert render_benchmarks.missing_metadata(COMPLETE, spec) == []
     bare = {"command": COMPLETE["command"], "machine": "x86_64, 2 cores"}
-    assert render_benchmarks._missing(bare, spec) == [
+    assert render_benchmarks.missing_metadata(bare, spec) == [
         "git commit",
         "date",
         "CPU model",
@@ -103,9 +103,9 @@ def test_the_metadata_check_names_what_a_results_file_lacks():
     ]
     serve = render_benchmarks.SPECS["bench/results/serve.json"]
     peers = {**COMPLETE, "peers": {"infinity": {"version": "0.0.78"}}}
-    assert render_benchmarks._missing(peers, serve) == ["infinity flags"]
+    assert render_benchmarks.missing_metadata(peers, serve) == ["infinity flags"]
     peers["peers"]["infinity"]["flags"] = ["--engine", "torch"]
-    assert render_benchmarks._missing(peers, serve) == []
+    assert render_benchmarks.missing_metadata(peers, serve) == []
 
 
 def test_a_results_file_without_metadata_is_shown_with_the_command_to_remake_it():
