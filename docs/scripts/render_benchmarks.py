@@ -38,6 +38,7 @@ from bench_tables import (
     truncate_table,
 )
 from docgen import ROOT, main
+from gpu_tables import gpu_tables
 from md_format import GENERATED
 from readme_results import README_END, README_START, readme_block
 from result_files import Result, latest, missing_metadata, read
@@ -55,6 +56,7 @@ __all__ = [
     "SPECS",
     "Result",
     "Spec",
+    "gpu_tables",
     "latest",
     "missing_metadata",
     "read",
@@ -108,7 +110,7 @@ def render() -> dict[Path, str]:
         ),
         "bench-ray.md": ray_tables(r["bench/results/ray.json"], r["bench/results/ray-rates.json"]),
         "bench-truncate.md": truncate_table(r["bench/results/truncate.json"]),
-        "bench-gpu.md": json_summary(r["bench/results/gpu.json"], ("status", "targets")),
+        "bench-gpu.md": gpu_tables(r["bench/results/gpu.json"]),
         "bench-attention-view.md": json_summary(
             r["bench/results/attention-view.json"], ("results",)
         ),

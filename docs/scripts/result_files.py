@@ -122,6 +122,12 @@ def machine_words(data: dict) -> str | None:
     return ", ".join(words) or None
 
 
+def _spellings(name: str) -> tuple[str, ...]:
+    """A package's name as a results file may key it: `sentence-transformers` or, as a Python
+    identifier, `sentence_transformers`."""
+    return tuple(dict.fromkeys((name, name.replace("-", "_"), name.replace("_", "-"))))
+
+
 def missing_metadata(data: dict | str, spec: Spec) -> list[str]:
     """What a file lacks of the metadata every result must record."""
     missing = []
@@ -151,8 +157,9 @@ def missing_metadata(data: dict | str, spec: Spec) -> list[str]:
     versions = data.get("versions") or {}
     peers = data.get("peers") or {}
     for peer in spec.peers:
-        if not (
-            versions.get(peer) or dig(peers, f"{peer}.version") or isinstance(data.get(peer), str)
+        if not any(
+            versions.get(name) or dig(peers, f"{name}.version") or isinstance(data.get(name), str)
+            for name in _spellings(peer)
         ):
             missing.append(f"{peer} version")
     for peer in spec.peer_flags:
