@@ -91,9 +91,9 @@ COMPLETE = {
 
 def test_the_metadata_check_names_what_a_results_file_lacks():
     spec = render_benchmarks.SPECS["bench/results/cli.json"]
-    assert render_benchmarks._missing(COMPLETE, spec) == []
+    assert render_benchmarks.missing_metadata(COMPLETE, spec) == []
     bare = {"command": COMPLETE["command"], "machine": "x86_64, 2 cores"}
-    assert render_benchmarks._missing(bare, spec) == [
+    assert render_benchmarks.missing_metadata(bare, spec) == [
         "git commit",
         "date",
         "CPU model",
@@ -103,9 +103,170 @@ def test_the_metadata_check_names_what_a_results_file_lacks():
     ]
     serve = render_benchmarks.SPECS["bench/results/serve.json"]
     peers = {**COMPLETE, "peers": {"infinity": {"version": "0.0.78"}}}
-    assert render_benchmarks._missing(peers, serve) == ["infinity flags"]
+    assert render_benchmarks.missing_metadata(peers, serve) == ["infinity flags"]
     peers["peers"]["infinity"]["flags"] = ["--engine", "torch"]
-    assert render_benchmarks._missing(peers, serve) == []
+    assert render_benchmarks.missing_metadata(peers, serve) == []
+
+
+def test_a_version_may_be_keyed_with_a_dash_or_an_underscore():
+    spec = render_benchmarks.SPECS["bench/results/gpu.json"]
+    versions = {"torch": "2.11.0", "transformers": "5.17.0", "sentence_transformers": "6.0.1"}
+    assert render_benchmarks.missing_metadata({**COMPLETE, "versions": versions}, spec) == []
+    del versions["sentence_transformers"]
+    assert render_benchmarks.missing_metadata({**COMPLETE, "versions": versions}, spec) == [
+        "sentence-transformers version"
+    ]
+
+
+def _gpu_row(kind: str, dtype: str | None, tokens_per_s: float, **more) -> dict:
+    return {"kind": kind, "dtype": dtype, "tokens_per_s": tokens_per_s, **more}
+
+
+GPU_RUN = {  # shaped like bench/gpu.py's results file, with made-up figures
+    **COMPLETE,
+    "git": {"commit": "feedfacefeedfacefeedfacefeedfacefeedface", "branch": "x"},
+    "git_on_device": {"commit": "badbadbadbadbadbadbadbadbadbadbadbadbad0", "branch": "main"},
+    "commit": None,
+    "status": "complete",
+    "elapsed_s": 41.2,
+    "machine": {
+        "cpu_model": "Some Xeon",
+        "logical_cores": 8,
+        "gpu": {"name": "Test GPU 9000", "capability": "8.0", "memory_gib": 40.0},
+        "nvidia_smi_start": {"name": "Test GPU 9000", "driver_version": "999.1"},
+    },
+    "versions": {
+        "torch": "9.9.9",
+        "cuda": "77.7",
+        "transformers": "8.8.8",
+        "sentence_transformers": "7.7.7",
+    },
+    "limits": {"float32_max_abs_diff": 1e-4, "half_min_cosine": 0.99},
+    "models": {"tiny": {"num_hidden_layers": 2, "hidden_size": 32, "weights": "random (seeded)"}},
+    "checks": [
+        {
+            "name": "tiny/float32: max |diff|",
+            "value": 3e-6,
+            "limit": 1e-4,
+            "kind": "max",
+            "passed": True,
+        },
+        {
+            "name": "tiny/bfloat16: lowest cosine",
+            "value": 0.95,
+            "limit": 0.99,
+            "kind": "min",
+            "passed": False,
+        },
+    ],
+    "ceilings": {
+        "linear": {
+            "tiny": {"rows": 1024, "float32": {"tflops": 12.5}, "bfloat16": {"tflops": 99.25}}
+        },
+        "square_bf16": {"shape": "64x64x64 bf16", "tflops": 123.4},
+        "datasheet_bf16": None,
+    },
+    "d2h": {
+        "bytes": 2**20,
+        "pinned_gb_per_s": 5.5,
+        "pageable_gb_per_s": 2.25,
+        "cpu_call_gb_per_s": 0.75,
+    },
+    "throughput": {
+        "tiny": {
+            "64": {
+                "texts": 1200,
+                "real_tokens": 76800,
+                "rows": {
+                    "tokenize-bl-sentence": _gpu_row(
+                        "tokenizer", None, 400000.0, how="bl-sentence", texts_per_s=6250.0
+                    ),
+                    "bl-all-pooled-bfloat16": _gpu_row(
+                        "bertlayers",
+                        "bfloat16",
+                        12345.6,
+                        texts_per_s=192.9,
+                        output="all layer(s) mean-pooled, float32",
+                        mfu=0.1234,
+                        tokenizer_share=0.25,
+                    ),
+                },
+            }
+        }
+    },
+    "compile": {
+        "tiny": {
+            "rows": {
+                "torch-bfloat16-64": {
+                    "runtime": "torch",
+                    "dtype": "bfloat16",
+                    "length": 64,
+                    "tokens_per_s": 1000.0,
+                },
+                "compile-bfloat16-64": {
+                    "runtime": "compile",
+                    "dtype": "bfloat16",
+                    "length": 64,
+                    "tokens_per_s": 1500.0,
+                    "speedup_vs_torch": 1.5,
+                },
+            },
+            "first_call_s": {"compile-bfloat16-64": 12.3},
+            "agreement": {"bfloat16-64": {"min_cosine_per_layer": [0.99991, 0.99987]}},
+            "outcome": "finished",
+        }
+    },
+    "targets": [
+        {
+            "name": "tiny-tokens-per-s-at-64",
+            "what": "tiny, 64-token texts: tokens/s",
+            "target": 20000.0,
+            "measured": 12345.6,
+            "met": False,
+            "row": "bl-all-pooled-bfloat16",
+        },
+        {
+            "name": "tiny-vs-st-at-64",
+            "what": "tiny over st",
+            "target": 2.0,
+            "measured": 2.5,
+            "met": True,
+            "row": "a / b",
+        },
+    ],
+    "skipped": [],
+    "errors": [],
+}
+
+
+def test_the_gpu_page_renders_the_rows_of_a_gpu_results_file():
+    spec = render_benchmarks.SPECS["bench/results/gpu.json"]
+    page = render_benchmarks.gpu_tables(render_benchmarks.Result("gpu.json", spec, GPU_RUN))
+    for line in (
+        "| GPU | Test GPU 9000 (compute capability 8.0, 40.0 GiB) |",
+        "| driver | 999.1 |",
+        "| CUDA | 77.7 |",
+        "| sentence-transformers | 7.7.7 |",
+        "**Exactness: 1 of 2 checks passed.**",
+        "max abs diff ≤ 1e-4 on every layer",
+        "lowest cosine per layer ≥ 0.99",
+        "| tiny/bfloat16: lowest cosine | 0.950000 | ≥ 0.99 | **failed** |",
+        "| tiny | 1,024 | 12.5 | 99.2 |  |",
+        "Square matmul, 64x64x64 bf16: 123.4 TFLOP/s.",
+        "5.50 GB/s into pinned memory, 2.25 GB/s into pageable memory",
+        "**tiny, 64-token texts**: 1,200 texts, 76,800 tokens",
+        "| `tokenize-bl-sentence` |  | the tokenizer alone (bl-sentence) | 400,000 | 6,250.0 |"
+        "  |  |",
+        "| `bl-all-pooled-bfloat16` | bfloat16 | bertlayers, all layer(s) mean-pooled, float32 "
+        "| 12,346 | 192.9 | 0.123 | 25.0% |",
+        "| 64 | bfloat16 | 1,000 | 1,500 | 1.50x | 12.3 | 0.999870 |",
+        "| tiny, 64-token texts: tokens/s | 12,346 tokens/s | 20,000 tokens/s | not met |",
+        "| tiny over st | 2.50x | 2.00x | **met** | `a / b` |",
+        "at commit `feedfacefeed`",
+    ):
+        assert line in page, line
+    assert "badbadbad" not in page  # the device's stale .git is not the tree that ran
+    assert "To be re-made" not in page  # sentence_transformers counts as its version
 
 
 def test_a_results_file_without_metadata_is_shown_with_the_command_to_remake_it():
