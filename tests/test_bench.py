@@ -197,7 +197,7 @@ def test_gpu_check_child_is_stopped_at_its_limit(tmp_path):
     """The compile step's child (its whole process group) is killed at its time limit, and
     what it printed is kept."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from gpu import run_child
+    from gpu_compile import run_child
 
     command = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
     outcome, tail, wall = run_child(command, 2, tmp_path / "child.log")
@@ -215,7 +215,7 @@ def test_gpu_check_without_cuda_says_so(tmp_path):
 
 def test_bf16_peak_table_picks_the_specific_name_first():
     sys.path.insert(0, str(ROOT / "bench"))
-    from gpu import BF16_PEAKS
+    from gpu_ceilings import BF16_PEAKS
 
     def peak(name: str) -> float:
         return next(tflops for key, tflops in BF16_PEAKS if key in name)
