@@ -134,6 +134,33 @@ def bundled() -> Extractor:
     return Extractor(device="cpu")
 
 
+# ---------------------------------------------------------------- a running server
+
+
+@pytest.fixture(scope="session")
+def server():
+    """`bertlayers serve` with an API key and small limits (`serving.SERVER_OPTIONS`), started
+    once for test_serve.py and test_serve_admission.py. Sharing it is safe: its settings are
+    fixed at start, no endpoint changes its state, and tests read its metrics as differences
+    or as names present (the queue-filling tests use a server of their own)."""
+    from serving import SERVER_OPTIONS, Server
+
+    s = Server(*SERVER_OPTIONS)
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="session")
+def http(server):
+    """An httpx client of `server`, with its API key."""
+    import httpx
+
+    from serving import AUTH
+
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=120) as client:
+        yield client
+
+
 # ---------------------------------------------------------------- tiny models, built offline
 
 

@@ -1,6 +1,8 @@
-"""`bertlayers serve` as users run it: a real uvicorn server on loopback in a subprocess,
-driven by httpx, the official `openai` client and `bertlayers.Client`; results against the
-library in this process, the reference, and sentence-transformers."""
+"""`bertlayers serve` gives what the library gives: a real uvicorn server on loopback in a
+subprocess (the session's `server` fixture, conftest.py), driven by httpx, the official
+`openai` client and `bertlayers.Client`; its embeddings of every level, layer choice and
+encoding, and its attention maps, against the library in this process, the reference, and
+sentence-transformers. What it refuses, and how it holds up under load: test_serve_admission.py."""
 
 from __future__ import annotations
 
@@ -8,130 +10,24 @@ import base64
 import io
 import itertools
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from bertlayers.core.encoder import bundled_model_path
+from serving import KEY, TOLERANCE, embed, metric, sample_texts
 
 pytestmark = pytest.mark.serve
-
-KEY = "test-key-1234"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-TOLERANCE = 1e-4
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python -m bertlayers serve` on a free loopback port, stopped (and reaped) at the end."""
-
-    def __init__(self, *options: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, HF_HUB_OFFLINE="1")
-        self.log = io.BytesIO()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bertlayers", "serve", "--port", str(self.port), *options],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.output()}")
-            try:
-                ready = httpx.get(f"{self.url}/ready", headers=AUTH, timeout=2)
-                if ready.status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not become ready in 120 s")
-
-    def _drain(self) -> None:
-        for line in self.process.stdout:  # type: ignore[union-attr]
-            self.log.write(line)
-
-    def output(self) -> str:
-        return self.log.getvalue().decode(errors="replace")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = Server(
-        "--api-key",
-        KEY,
-        "--max-texts",
-        "64",
-        "--max-chars",
-        "20000",
-        "--max-body-bytes",
-        "400000",
-        "--max-output-bytes",
-        "20000000",
-    )
-    yield s
-    assert s.stop() == 0
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.url, headers=AUTH, timeout=120) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
 def texts(review_texts) -> list[str]:
     """Shipped reviews of mixed lengths, an empty text and one over the model's 512 tokens
     (788)."""
-    long_text = " ".join(review_texts[:40])
-    return [*review_texts[:10], "", long_text]
-
-
-def _embed(http, **body) -> dict:
-    response = http.post("/v1/embed", json=body)
-    assert response.status_code == 200, response.text[:500]
-    return response.json()
-
-
-def _error(response, status: int, *words: str) -> dict:
-    assert response.status_code == status, response.text[:500]
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert "\n" not in error["message"] and "Traceback" not in error["message"]
-    for word in words:
-        assert word in error["message"], error["message"]
-    return error
+    return sample_texts(review_texts)
 
 
 # ---------------------------------------------------------------- results equal the library's
@@ -141,7 +37,7 @@ def test_sentence_vectors_equal_the_library_and_the_reference_in_every_encoding(
     http, bundled, bundled_reference, texts
 ):
     expected = bundled.extract(texts, layers="all")
-    got = _embed(http, texts=texts, layers="all")
+    got = embed(http, texts=texts, layers="all")
     assert got["shape"] == [len(texts), 7, 384] and got["layers"] == list(range(7))
     vectors = np.asarray(got["embeddings"], dtype=np.float32)
     assert np.abs(vectors - expected.embeddings).max() <= TOLERANCE
@@ -152,7 +48,7 @@ def test_sentence_vectors_equal_the_library_and_the_reference_in_every_encoding(
         reference = bundled_reference.pooled(texts[i], "mean", max_length=512)
         assert np.abs(vectors[i] - reference).max() <= TOLERANCE
 
-    b64 = _embed(http, texts=texts, layers="all", encoding="base64", dtype="float16")
+    b64 = embed(http, texts=texts, layers="all", encoding="base64", dtype="float16")
     raw = np.frombuffer(base64.b64decode(b64["embeddings"]), dtype="<f2").reshape(b64["shape"])
     assert np.abs(raw.astype(np.float32) - expected.embeddings).max() <= 2e-3
 
@@ -166,7 +62,7 @@ def test_sentence_vectors_equal_the_library_and_the_reference_in_every_encoding(
 
 def test_token_word_pair_and_split_requests_equal_the_library(http, bundled, texts):
     tokens = bundled.extract_tokens(texts[:4] + texts[-1:], layers="-2:")
-    got = _embed(http, texts=texts[:4] + texts[-1:], level="token", layers="-2:")
+    got = embed(http, texts=texts[:4] + texts[-1:], level="token", layers="-2:")
     assert got["offsets"] == tokens.offsets.tolist()
     for i, text_vectors in enumerate(got["embeddings"]):
         assert np.abs(np.asarray(text_vectors) - tokens[i].vectors).max() <= TOLERANCE
@@ -186,18 +82,18 @@ def test_token_word_pair_and_split_requests_equal_the_library(http, bundled, tex
         assert archive["items"].tolist() == expected.items
 
     words = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]]
-    got = _embed(http, words=words, level="word", layers=-1, word_pooling="mean")
+    got = embed(http, words=words, level="word", layers=-1, word_pooling="mean")
     expected = bundled.extract_words(words, layers=-1, word_pooling="mean")
     for i in range(2):
         assert got["texts"][i]["words"] == words[i]
         assert np.abs(np.asarray(got["embeddings"][i]) - expected[i].vectors).max() <= TOLERANCE
 
     questions, answers = texts[:3], texts[3:6]
-    got = _embed(http, texts=questions, pairs=answers, layers=-1, pooling="cls")
+    got = embed(http, texts=questions, pairs=answers, layers=-1, pooling="cls")
     expected = bundled.extract(questions, answers, layers=-1, pooling="cls")
     assert np.abs(np.asarray(got["embeddings"]) - expected.embeddings).max() <= TOLERANCE
 
-    got = _embed(http, texts=texts[-1:], long="split", layers="all", combine="mean")
+    got = embed(http, texts=texts[-1:], long="split", layers="all", combine="mean")
     expected = bundled.extract(texts[-1:], long="split", layers="all", combine="mean")
     assert np.abs(np.asarray(got["embeddings"]) - expected.embeddings).max() <= TOLERANCE
 
@@ -219,7 +115,7 @@ def test_concurrent_requests_with_different_options_each_get_what_they_get_alone
     def one(n: int):
         options = asks[n]
         mine = texts[n % 5 : n % 5 + 6]
-        return n, mine, _embed(http, texts=mine, **options)
+        return n, mine, embed(http, texts=mine, **options)
 
     metrics_before = http.get("/metrics").text
     with ThreadPoolExecutor(8) as pool:
@@ -238,8 +134,8 @@ def test_concurrent_requests_with_different_options_each_get_what_they_get_alone
             expected = method(mine, **options)
             for i, vectors in enumerate(got["embeddings"]):
                 assert np.abs(np.asarray(vectors) - expected[i].vectors).max() <= TOLERANCE
-    before = _metric(metrics_before, "bertlayers_batch_texts_count")
-    calls = _metric(http.get("/metrics").text, "bertlayers_batch_texts_count") - before
+    before = metric(metrics_before, "bertlayers_batch_texts_count")
+    calls = metric(http.get("/metrics").text, "bertlayers_batch_texts_count") - before
     assert calls < len(asks)  # embed calls held several requests each
 
 
@@ -311,7 +207,7 @@ def test_a_burst_of_every_kind_of_request_equals_the_reference(
     assert len(asks) == 33 and sum(len(e) for _, e in asks) == 139
 
     def send(body: dict) -> dict:
-        return _embed(http, **body, **common)
+        return embed(http, **body, **common)
 
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(send, [body for body, _ in asks]))
@@ -325,13 +221,6 @@ def test_a_burst_of_every_kind_of_request_equals_the_reference(
             assert answer["texts"][0]["windows"] == 2 and not answer["texts"][0]["truncated"]
         if "pooling" in body and body["pooling"] == "cls" and "long" not in body:
             assert answer["texts"][0]["truncated"]
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 # ---------------------------------------------------------------- the OpenAI endpoint
@@ -376,7 +265,7 @@ def test_the_openai_client_gets_sentence_transformers_vectors_and_other_layers(
         )
 
 
-# ---------------------------------------------------------------- info, auth, limits
+# ---------------------------------------------------------------- the attention endpoint
 
 
 def test_attention_maps_equal_the_library_in_every_encoding(http, bundled, texts):
@@ -410,92 +299,6 @@ def test_attention_maps_equal_the_library_in_every_encoding(http, bundled, texts
     assert long.status_code == 422 and "'long': 'truncate'" in long.json()["error"]["message"]
     huge = http.post("/v1/attention", json={"texts": [texts[-1]], "long": "truncate"})
     assert huge.status_code == 413 and "--max-output-bytes" in huge.json()["error"]["message"]
-
-
-def test_info_health_ready_metrics_and_auth(server, http):
-    info = http.get("/v1/info").json()
-    assert info["num_layers"] == 6 and info["hidden_size"] == 384 and info["max_length"] == 512
-    assert info["fingerprint"].startswith("sha256:")
-    assert info["sentence_pipeline"]["normalize"] is True
-    assert info["limits"]["max_texts"] == 64
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}  # open, as /ready
-    assert httpx.get(f"{server.url}/ready").json() == {"ready": True, "status": "ready"}
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": KEY}):
-        response = httpx.post(f"{server.url}/v1/embed", json={"texts": ["a"]}, headers=headers)
-        _error(response, 401, "API key")
-        assert response.headers["www-authenticate"] == "Bearer"
-    metrics = http.get("/metrics").text
-    for name in (
-        "bertlayers_requests_total",
-        "bertlayers_queue_tokens",
-        "bertlayers_batch_tokens_bucket",
-        "bertlayers_inference_seconds_bucket",
-        "bertlayers_queue_seconds_bucket",
-        "bertlayers_request_seconds_bucket",
-        "bertlayers_tokens_per_second",
-        'bertlayers_rejected_requests_total{reason="auth"}',
-    ):
-        assert name in metrics
-
-
-def test_limits_and_bad_input_are_one_line_4xx_naming_the_problem(http, texts):
-    _error(http.post("/v1/embed", json={"texts": ["a"] * 65}), 413, "65 texts", "64")
-    _error(http.post("/v1/embed", json={"texts": ["a" * 20001]}), 413, "20001 characters")
-    _error(http.post("/v1/embed", content=b"x" * 400001), 413, "400000 bytes")
-    big = {"texts": [texts[-1]] * 4, "level": "token", "layers": "all"}  # 4x 788 tokens x 7
-    _error(http.post("/v1/embed", json=big), 413, "over the limit of 20000000")
-    assert _error(http.post("/v1/embed", json={"texts": []}), 422, "no texts")["param"] == "texts"
-    error = _error(http.post("/v1/embed", json={"texts": ["a"], "pooling": "avg"}), 422)
-    assert error["param"] == "pooling" and "pooling" in error["message"]
-    _error(http.post("/v1/embed", json={"texts": ["a"], "layers": 9}), 422, "layer 9")
-    _error(http.post("/v1/embed", json={"texts": ["a"], "colour": 1}), 422, "colour")
-    json_type = {"Content-Type": "application/json"}
-    _error(http.post("/v1/embed", content=b"{nope", headers=json_type), 422, "not valid JSON")
-    _error(http.post("/v1/embed", content=b"[1]", headers=json_type), 422, "JSON object")
-    _error(http.post("/v1/embed", json={"texts": [texts[-1]], "long": "error"}), 422, "tokens")
-    _error(http.post("/v1/embed", json={"texts": ["a", "b"], "pairs": ["c"]}), 422, "1 pairs")
-    _error(http.get("/nowhere"), 404)
-    empty = _embed(http, texts=[""], layers=-1)  # an empty text is embedded, as the library does
-    assert empty["shape"] == [1, 1, 384] and empty["texts"][0]["n_tokens"] == 2
-
-
-def test_the_committed_openapi_document_is_the_apps(bundled):
-    from bertlayers.service import create_app
-    from bertlayers.service.cli import openapi_text
-
-    committed = (ROOT / "docs" / "openapi.json").read_text(encoding="utf-8")
-    assert committed.strip() == openapi_text(create_app(bundled.engine)), (
-        "docs/openapi.json is stale: bertlayers serve --openapi > docs/openapi.json"
-    )
-
-
-def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(server, tmp_path):
-    """A bounded schemathesis run against /openapi.json (negative and positive data)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "schemathesis.cli",
-            "run",
-            f"{server.url}/openapi.json",
-            "--header",
-            f"Authorization: Bearer {KEY}",
-            "--max-examples",
-            "6",
-            "--max-time",
-            "45",
-            "--generation-deterministic",
-            "--request-timeout",
-            "30",
-            "--exclude-checks",
-            "positive_data_acceptance",  # layers out of range are 422: the schema cannot know L
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=tmp_path,  # its example database goes there, not into the repository
-    )
-    assert result.returncode == 0, result.stdout[-4000:]
 
 
 # ---------------------------------------------------------------- the Python client, --server
@@ -577,125 +380,3 @@ def test_the_client_and_extract_with_server_in_use_load_no_torch(server, tmp_pat
     )
     assert out.stdout.split() == ["0", "False", "False"], out.stdout + out.stderr
     assert (tmp_path / "o.npy").exists()
-
-
-# ---------------------------------------------------------------- back-pressure, deadlines
-
-
-@pytest.fixture(scope="module")
-def tight():
-    """A server with a small queue, to fill."""
-    s = Server("--max-queue-tokens", "6000", "--batch-tokens", "512")
-    yield s
-    assert s.stop() == 0
-
-
-@pytest.fixture(scope="module")
-def heavy(review_texts) -> dict:
-    """A request of ~950 tokens at token level, all layers (two texts of 469 tokens: one
-    window each): a second or so of work."""
-    return {"texts": [" ".join(review_texts[:23])] * 2, "level": "token", "layers": "all"}
-
-
-def test_a_full_queue_answers_429_with_retry_after_and_nothing_else_fails(tight, heavy):
-    body = heavy
-    with httpx.Client(base_url=tight.url, timeout=120) as client, ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(lambda _: client.post("/v1/embed", json=body), range(12)))
-    statuses = sorted(a.status_code for a in answers)
-    assert set(statuses) == {200, 429} and statuses.count(200) >= 2, statuses
-    refused = next(a for a in answers if a.status_code == 429)
-    assert int(refused.headers["retry-after"]) >= 1 and "queue is full" in refused.text
-    too_big = httpx.post(f"{tight.url}/v1/embed", json={**body, "texts": body["texts"] * 7})
-    _error(too_big, 413, "over the queue's limit of 6000")
-
-
-def test_expired_and_abandoned_requests_are_dropped_before_they_are_computed(tight, heavy):
-    busy = {**heavy, "texts": heavy["texts"] * 6}  # a few seconds of work
-    with httpx.Client(base_url=tight.url, timeout=120) as client, ThreadPoolExecutor(4) as pool:
-        first = pool.submit(client.post, "/v1/embed", json=busy)
-        time.sleep(0.2)
-        asked = time.monotonic()
-        late = client.post("/v1/embed", json={"texts": ["quick"], "timeout": 0.05})
-        _error(late, 408, "deadline")
-        assert time.monotonic() - asked < 1.0  # answered at its deadline, not when computed
-        with pytest.raises(httpx.ReadTimeout):  # the client gives up while the worker is busy
-            httpx.post(f"{tight.url}/v1/embed", json=heavy, timeout=0.3)
-        assert first.result().status_code == 200
-        time.sleep(0.5)
-        metrics = client.get("/metrics").text
-        after = _embed(client, texts=["the worker lives on"], layers=-1)  # and serves again
-        assert after["shape"] == [1, 1, 384]
-    assert _metric(metrics, 'bertlayers_rejected_requests_total{reason="deadline"}') >= 1
-    assert _metric(metrics, 'bertlayers_rejected_requests_total{reason="disconnected"}') >= 1
-
-
-def test_the_client_retries_a_full_queue_until_it_is_served(tight, heavy, bundled, texts):
-    from bertlayers import Client
-
-    busy = {**heavy, "texts": heavy["texts"] * 6}  # the worker is busy for a few seconds
-    long_texts = [texts[-1]] * 16  # 512 tokens each once truncated: 2,048 per request
-    with httpx.Client(base_url=tight.url, timeout=120) as http, ThreadPoolExecutor(1) as pool:
-        refused = _counter(http.get("/metrics").text, QUEUE_FULL)
-        first = pool.submit(http.post, "/v1/embed", json=busy)
-        time.sleep(0.3)
-        with Client(tight.url, batch_size=4, concurrency=4) as client:
-            got = client.extract(long_texts, layers=-1)
-        assert first.result().status_code == 200
-        after = _counter(http.get("/metrics").text, QUEUE_FULL)
-    assert after > refused  # the client was refused at least once, and retried
-    expected = bundled.extract(long_texts[:1], layers=-1).embeddings
-    assert np.abs(got.embeddings - expected).max() <= TOLERANCE
-
-
-QUEUE_FULL = 'bertlayers_rejected_requests_total{reason="queue_full"}'
-
-
-def _counter(text: str, name: str) -> float:
-    """A counter's value; 0 before its first use (labelled counters appear when used)."""
-    try:
-        return _metric(text, name)
-    except AssertionError:
-        return 0.0
-
-
-def test_sigterm_lets_requests_in_flight_finish_then_exits_0(heavy):
-    s = Server()
-    body = heavy  # six of them: several seconds of work in flight when the signal comes
-    try:
-        with httpx.Client(base_url=s.url, timeout=120) as client, ThreadPoolExecutor(6) as pool:
-            futures = [pool.submit(client.post, "/v1/embed", json=body) for _ in range(6)]
-            time.sleep(0.3)
-            s.process.send_signal(signal.SIGTERM)
-            statuses = [f.result().status_code for f in futures]
-        assert statuses == [200] * 6
-        assert s.process.wait(60) == 0
-    finally:
-        s.stop()
-    assert "Shutting down" in s.output()
-
-
-def test_bad_serve_options_and_a_bad_model_are_one_line_errors(tmp_path, capsys, monkeypatch):
-    from bertlayers.service.cli import main
-
-    for argv, word in ((["--port", "99999"], "0..65535"), (["--bogus"], "--bogus")):
-        with pytest.raises(SystemExit) as stop:
-            main(argv)
-        assert stop.value.code == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and word in err and "serve --help" in err
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(["--model", str(tmp_path / "no-such-model")]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("bertlayers serve: error:") and err.count("\n") == 1
-
-
-def test_client_fails_fast_where_no_server_listens():
-    from bertlayers import Client
-    from bertlayers.client import ServerError
-
-    port = _free_port()  # nothing listens on it
-    started = time.perf_counter()
-    with Client(f"http://127.0.0.1:{port}") as client, pytest.raises(ServerError) as err:
-        client.info()
-    assert "cannot reach" in str(err.value) and str(port) in str(err.value)
-    assert time.perf_counter() - started < 5  # two quick retries, not eight with back-off
