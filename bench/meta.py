@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import shlex
@@ -40,15 +41,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def git_commit() -> str | None:
-    """The commit of the working tree (with `-dirty` when it has changes), or None."""
+def code_root() -> Path:
+    """The working tree whose `bertlayers` runs: this one, or the one `PYTHONPATH` points at
+    (how a before/after comparison runs one bench script on two versions of the code)."""
+    spec = importlib.util.find_spec("bertlayers")
+    if spec is None or spec.origin is None:
+        return ROOT
+    root = Path(spec.origin).resolve().parents[2]  # <root>/src/bertlayers/__init__.py
+    return root if (root / "src" / "bertlayers").is_dir() else ROOT  # else: installed
+
+
+def git_commit(root: Path = ROOT) -> str | None:
+    """The commit of a working tree (with `-dirty` when it has changes), or None."""
     try:
         commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
             check=True, timeout=10,
         ).stdout.strip()  # fmt: skip
         dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, timeout=10,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
@@ -85,9 +96,12 @@ def run_record(argv: list[str] | None = None, **extra: object) -> dict:
     """The record a results file starts with: command, commit, date, machine, versions."""
     argv = sys.argv if argv is None else argv
     script = os.path.relpath(argv[0], ROOT) if argv and os.path.exists(argv[0]) else argv[0]
+    code = code_root()
+    measured = {} if code == ROOT else {"code": {"path": str(code), "commit": git_commit(code)}}
     return {
         "command": "python " + shlex.join([script, *argv[1:]]),
         "commit": git_commit(),
+        **measured,  # the code measured, where it is not this tree's
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "versions": versions(),

@@ -17,7 +17,8 @@ class RowTarget(Protocol):
     """Room for one chunk's token-level rows, filled in any order as batches finish."""
 
     def put(self, row: int, rows: np.ndarray) -> None:
-        """Place `rows` `(n, K, H)` at row `row` of the chunk's output."""
+        """Place `rows` `(n, K, H)` at row `row` of the chunk's output; `rows` may be reused
+        once this returns (a GPU run's pinned buffer), so copy them."""
 
     @property
     def vectors(self) -> object:

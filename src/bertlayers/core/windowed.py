@@ -32,6 +32,7 @@ from .batching import (
     tokenize_content,
 )
 from .encoder import Encoder
+from .host import HostCopy
 from .plan import Plan, too_long
 from .pooling import combine_layers, pool_stitched, word_pooling
 from .progress import Progress
@@ -180,11 +181,12 @@ def _run_into(
     encoded = windows.encoded
     dtype = plan.config.output_dtype.torch
     last = np.r_[windows.record_of[1:] != windows.record_of[:-1], True]
+    host = HostCopy()  # the rows are put in the target before the next batch reuses it
     for rows in _batches(windows, plan):
         batch = collate(encoded, rows, encoder.pad_id)
         states = _layer_states(encoder, batch, plan)
         # (B, T, K', H'): each token's layers side by side, as its output row holds them
-        stacked = torch.stack([h.to(dtype) for h in states], dim=2).cpu().numpy()
+        stacked = host.numpy(torch.stack([h.to(dtype) for h in states], dim=2))
         del states
         for b, s in enumerate(rows):
             src_lo, src_hi, dst = layout[s]
