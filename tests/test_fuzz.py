@@ -156,7 +156,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 def test_the_table_is_whole():
     """Every case is there (the CUDA one only where no CUDA device is), once; every error
     case names its problem; every success has a check of its output."""
-    assert len(CASES) == 121 + (not torch.cuda.is_available())
+    assert len(CASES) == 123 + (not torch.cuda.is_available())
     assert len({c.id for c in CASES}) == len(CASES)
     assert all(len(c.message) >= 8 for c in CASES if c.rc != 0), "an error case names nothing"
     assert all(c.check is not None for c in CASES if c.rc == 0)
