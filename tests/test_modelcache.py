@@ -60,8 +60,8 @@ def _both(path: str) -> tuple[Encoder, Encoder]:
     return first, second
 
 
-def _texts(sentiment_texts) -> list[str]:
-    return [*ODD_TEXTS, *sentiment_texts[:150]]
+def _texts(review_texts) -> list[str]:
+    return [*ODD_TEXTS, *review_texts[:150]]
 
 
 def _same(ours, theirs, count: int) -> None:
@@ -73,9 +73,9 @@ def _same(ours, theirs, count: int) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_the_cached_tokenizer_tokenizes_as_transformers(arch, tiny_model_dirs, cache,
-                                                        sentiment_texts):  # fmt: skip
+                                                        review_texts):  # fmt: skip
     hf, cached = _both(_model(arch, tiny_model_dirs))
-    texts = _texts(sentiment_texts)
+    texts = _texts(review_texts)
     pairs = [*texts[1:], texts[0]]
     full = {"return_special_tokens_mask": True, "return_offsets_mapping": True, "verbose": False}
     calls = [
@@ -103,13 +103,13 @@ def test_the_cached_tokenizer_tokenizes_as_transformers(arch, tiny_model_dirs, c
 
 @pytest.mark.parametrize("arch", ["bundled", "roberta", "xlm-roberta", "deberta-v2"])
 def test_rows_from_the_cached_tokenizer_equal_transformers(arch, tiny_model_dirs, cache,
-                                                           sentiment_texts):  # fmt: skip
+                                                           review_texts):  # fmt: skip
     """Sentence, token and word level, texts and pre-split words: the same rows, items and
     spans either way."""
     path = _model(arch, tiny_model_dirs)
     hf, cached = (Extractor(path, device="cpu") for _ in range(2))
     assert isinstance(cached.encoder.tokenizer, CachedTokenizer)
-    texts = _texts(sentiment_texts)[:40]
+    texts = _texts(review_texts)[:40]
     np.testing.assert_array_equal(
         cached.extract(texts, layers="all", long="split").embeddings,
         hf.extract(texts, layers="all", long="split").embeddings,

@@ -130,13 +130,13 @@ def test_every_family_equals_transformers_every_layer(arch, random_models):
 
 
 @pytest.mark.parametrize("arch", ["bundled", *NATIVE_ARCHS])
-def test_native_rows_equal_the_reference_text_by_text(arch, random_models, sentiment_texts):
+def test_native_rows_equal_the_reference_text_by_text(arch, random_models, review_texts):
     """Through the library (batched, sorted, padded): each text as if it ran alone."""
     path = bundled_model_path() if arch == "bundled" else random_models[arch]
     extractor = Extractor(str(path), device="cpu")
     assert extractor.encoder.forward_path == "native"
     reference = Reference(path)
-    texts = [*TEXTS, *sentiment_texts[:6]]
+    texts = [*TEXTS, *review_texts[:6]]
     limit = min(extractor.encoder.info.max_length, 40)
     fits = [t for t in texts if len(reference.tokenizer(t)["input_ids"]) <= limit]
     result = extractor.extract(fits, layers="all", pooling="mean", max_length=limit)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import corpus
 from bertlayers import ExtractConfig
 from bertlayers.core.plan import (
     CPU_MAX_BATCH_TOKENS,
@@ -99,9 +100,9 @@ def test_the_command_line_says_the_cap_in_one_line_and_the_result_is_unchanged(t
 
 @pytest.mark.parametrize("level", ["sentence", "token"])
 def test_ctrl_c_within_the_first_chunk_keeps_64_texts_and_resumes_identically(
-    tmp_path, bundled, sentiment_texts, level
+    tmp_path, bundled, review_texts, level
 ):
-    texts = sentiment_texts[:150]  # one default chunk (1024) would hold them all
+    texts = review_texts[:150]  # one default chunk (1024) would hold them all
     config = ExtractConfig(level=level, layers="0,-1", output_dtype="float16")
     whole = tmp_path / "whole.npy"
     _store(bundled, whole, records_from_texts(texts), config)
@@ -130,8 +131,8 @@ class _Recording(Progress):
         self.updates.append((texts, tokens))
 
 
-def test_progress_counts_tokens_and_its_estimate_holds_after_one_chunk(bundled, sentiment_texts):
-    texts = sentiment_texts[:400]
+def test_progress_counts_tokens_and_its_estimate_holds_after_one_chunk(bundled):
+    texts = corpus.many_texts(400)  # reviews, then the articles' sentences
     records = list(records_from_texts(texts))
     plan = bundled.engine.plan(ExtractConfig(layers="-1", chunk_size=200))
     bar = _Recording(False, len(records), total_chars=sum(len(t) for t in texts))
