@@ -52,14 +52,15 @@ def code_root() -> Path:
 
 
 def git_commit(root: Path = ROOT) -> str | None:
-    """The commit of a working tree (with `-dirty` when it has changes), or None."""
+    """The commit of a working tree (with `-dirty` when its code has changes), or None."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
             check=True, timeout=10,
         ).stdout.strip()  # fmt: skip
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+             ".", ":!bench/results", ":!docs/results"],  # results are not the code measured
             capture_output=True, text=True, timeout=10,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):

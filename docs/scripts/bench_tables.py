@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from md_format import num, percent, ratio, table
 from result_files import Result, dig
 from verdicts import soak_trend
@@ -452,11 +450,3 @@ def truncate_table(result: Result) -> str:
         + "\n"
         + result.source()
     )
-
-
-def json_summary(result: Result, keys: tuple[str, ...]) -> str:
-    """A results file this page does not tabulate yet: its top-level figures as they stand."""
-    if not result.present:
-        return result.source()
-    rows = [[k, json.dumps(result.data.get(k))[:200]] for k in keys if k in result.data]
-    return (table(["field", "value"], rows) + "\n" if rows else "") + result.source()

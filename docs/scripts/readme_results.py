@@ -9,7 +9,7 @@ from verdicts import cli_corpus
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def readme_block(cli_files, serve, memory_token, probes) -> str:
+def readme_block(cli_files, serve, memory_token, probes, startup: Result | None = None) -> str:
     """The README's results table: a few headline figures, each with the command that makes
     its file; a file due to be re-made is marked."""
     rows = []
@@ -44,6 +44,17 @@ def readme_block(cli_files, serve, memory_token, probes) -> str:
                     f"`{short.spec.remake}`",
                 ]
             )
+    if startup is not None and startup.present:
+        extract = startup.data["startup"]["extract"]
+        rows.append(
+            [
+                "start-up: `bertlayers extract` on one line against a sentence-transformers "
+                "script, whole processes, medians",
+                f"{num(extract['median_s'])} s, {ratio(extract['vs_st_encode'])} of its time"
+                + mark(startup),
+                f"`{startup.spec.remake}`",
+            ]
+        )
     if any(m.present for m in memory_token):
         m = latest(memory_token)
         growths = [f"{f} {percent(x['rss_growth'])}" for f, x in m.data["formats"].items()]

@@ -29,13 +29,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tables import (
     backends_table,
     cli_tables,
-    json_summary,
     memory_table,
     ray_tables,
     serve_tables,
     speed_tables,
     text_file,
     truncate_table,
+)
+from compare_tables import (
+    attention_table,
+    attention_view_table,
+    before_after_table,
+    serve_variant_table,
+    startup_table,
 )
 from docgen import ROOT, main
 from gpu_tables import gpu_tables
@@ -111,9 +117,22 @@ def render() -> dict[Path, str]:
         "bench-ray.md": ray_tables(r["bench/results/ray.json"], r["bench/results/ray-rates.json"]),
         "bench-truncate.md": truncate_table(r["bench/results/truncate.json"]),
         "bench-gpu.md": gpu_tables(r["bench/results/gpu.json"]),
-        "bench-attention-view.md": json_summary(
-            r["bench/results/attention-view.json"], ("results",)
+        "bench-startup.md": startup_table(r["bench/results/startup.json"]),
+        "bench-before-after.md": before_after_table(
+            r["bench/results/cli-short-before.json"],
+            r["bench/results/cli-short.json"],
+            r["bench/results/serve-before.json"],
+            serve,
         ),
+        "bench-serve-variants.md": serve_variant_table(
+            [
+                serve,
+                r["bench/results/serve-4-per-request.json"],
+                r["bench/results/serve-rounds.json"],
+            ]
+        ),
+        "bench-attention.md": attention_table(r["bench/results/attention.json"]),
+        "bench-attention-view.md": attention_view_table(r["bench/results/attention-view.json"]),
         "bench-status.md": status_table(bench_files),
         "bench-remake.md": remake_list(bench_files),
         "results-status.md": status_table(doc_files),
@@ -130,7 +149,9 @@ def render() -> dict[Path, str]:
     if README_START in readme and README_END in readme:
         head, rest = readme.split(README_START, 1)
         _, tail = rest.split(README_END, 1)
-        block = readme_block(cli_files, serve, memory_token, probes)
+        block = readme_block(
+            cli_files, serve, memory_token, probes, r["bench/results/startup.json"]
+        )
         out[README] = head + block + tail
     return out
 

@@ -27,6 +27,38 @@ SPECS: dict[str, Spec] = {
         "python bench/cli.py --long 150 --out bench/results/cli.json",
         peers=("sentence-transformers", "transformers"),
     ),
+    "bench/results/startup.json": Spec(
+        "python bench/cli.py --startup --rounds 5 --out bench/results/startup.json",
+        peers=("sentence-transformers",),
+    ),
+    "bench/results/cli-short-before.json": Spec(
+        "git worktree add ../before f05ee2a && PYTHONPATH=../before/src python bench/cli.py "
+        "--corpora short --contenders cli,library,st-encode,tutorial,cli-openvino --rounds 3 "
+        "--out bench/results/cli-short-before.json",
+        peers=("sentence-transformers", "transformers", "openvino"),
+    ),
+    "bench/results/serve-before.json": Spec(
+        "git worktree add ../before f05ee2a && bench/setup_infinity.sh && "
+        "PYTHONPATH=../before/src python bench/serve.py --clients 32 "
+        "--out bench/results/serve-before.json",
+        peers=("infinity",),
+        peer_flags=("infinity",),
+    ),
+    "bench/results/serve-4-per-request.json": Spec(
+        "bench/setup_infinity.sh && python bench/serve.py --clients 32 --per-request 4 "
+        "--out bench/results/serve-4-per-request.json",
+        peers=("infinity",),
+        peer_flags=("infinity",),
+    ),
+    "bench/results/serve-rounds.json": Spec(
+        "python bench/serve.py --clients 32,128 --peer none --server-arg=--max-round-tokens "
+        "--server-arg=32768 --out bench/results/serve-rounds.json",
+        expects=("server_args",),
+    ),
+    "bench/results/attention.json": Spec(
+        "python bench/attention.py --out bench/results/attention.json",
+        peers=("transformers",),
+    ),
     "bench/results/cli-short.json": Spec(
         "python bench/cli.py --corpora short --contenders "
         "cli,library,st-encode,tutorial,cli-openvino --rounds 3 --out bench/results/cli-short.json",
