@@ -197,19 +197,18 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 def timed(command: list[str]) -> dict:
-    """Run a command; its wall seconds, peak RSS (MiB, from the kernel: wait4) and stdout."""
+    """Run a command; its wall seconds, peak RSS (MiB, VmHWM while it runs: see
+    `meta.run_with_peak_rss`) and stdout."""
+    from meta import run_with_peak_rss
+
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
+        status, wall, peak = run_with_peak_rss(command, stdout=out, stderr=err)
         out.seek(0)
         err.seek(0)
-        if process.returncode != 0:
+        if status != 0:
             tail = err.read().decode(errors="replace")[-2000:]
             raise SystemExit(f"failed: {' '.join(command)}\n{tail}")
-        return {"wall": wall, "rss_mib": usage.ru_maxrss / 1024, "stdout": out.read().decode()}
+        return {"wall": wall, "rss_mib": peak, "stdout": out.read().decode()}
 
 
 def command_for(name: str, corpus: Path, out: Path, options: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -112,18 +113,31 @@ def run_record(argv: list[str] | None = None, **extra: object) -> dict:
 
 
 def run_with_peak_rss(command: list[str], **popen: object) -> tuple[int, float, float]:
-    """Run a command; its exit status, wall seconds and peak RSS in MiB, read as VmHWM from
-    /proc while it runs. (wait4's ru_maxrss would do on a small parent only: on Linux a child's
-    figure starts from the parent's RSS at the fork, so a bench holding gigabytes of arrays
-    would report them as the child's.)"""
+    """Run a command; its exit status, wall seconds (from wait4) and peak RSS in MiB, read as
+    VmHWM from /proc by a thread while it runs. (wait4's ru_maxrss alone would do on a small
+    parent only: on Linux a child's figure starts from the parent's RSS at the fork, so a
+    bench holding gigabytes would report them as the child's.)"""
     start = time.perf_counter()
     process = subprocess.Popen(command, **popen)
     status_file = Path(f"/proc/{process.pid}/status")
-    peak_kib = 0
-    while process.poll() is None:
-        with contextlib.suppress(OSError):
-            for line in status_file.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak_kib = max(peak_kib, int(line.split()[1]))
-        time.sleep(0.02)
-    return process.returncode, time.perf_counter() - start, peak_kib / 1024
+    peak_kib = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in status_file.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak_kib[0] = max(peak_kib[0], int(line.split()[1]))
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    done.set()
+    watcher.join()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    # a process too short for one reading: the kernel's figure (an upper bound, see above)
+    peak = peak_kib[0] or usage.ru_maxrss
+    return process.returncode, wall, peak / 1024

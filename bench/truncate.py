@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cli import timed  # noqa: E402  (bench/cli.py: a process's wall time and peak RSS)
+from meta import git_commit  # noqa: E402  (the code's commit; results files aside)
 
 ST_BATCH = 32
 
@@ -107,19 +107,6 @@ def versions() -> dict:
         except PackageNotFoundError:
             found[name] = None
     return found
-
-
-def git_commit() -> str | None:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def measure(runs: dict[str, tuple[list[str], list[str]]], rounds: int) -> dict:
