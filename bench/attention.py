@@ -7,7 +7,8 @@ Contenders, on the bundled model, float32 on the CPU, every layer and head:
 Texts: fortunes joined and cut to 32, 128 and 512 tokens (specials included). Maps per second
 are texts per second (one text's maps are every layer x head x T x T); both contenders' maps are
 compared (max abs diff). Then the peak RSS of `bertlayers attention CORPUS --stats -o DIR` as a
-whole process on 1x and 10x a corpus: the statistics are streamed, so memory stays flat.
+whole process on 1x and 10x a corpus: the statistics are streamed; how flat memory stays is
+what it measures.
 
     python bench/attention.py --out bench/results/attention.json
     python bench/attention.py --smoke       # a few texts (CI)
@@ -144,7 +145,7 @@ def memory(lines: int, factor: int, tmp: Path) -> dict:
             "texts": len(texts) * times,
             "wall_s": round(wall, 2),
             "peak_rss_mib": round(peak, 1),
-            "peak_rss_from": "VmHWM in /proc, polled every 20 ms",
+            "peak_rss_from": "VmHWM in /proc, read every 50 ms while it runs",
             "command": " ".join(["bertlayers", *command[1:]]),
         }
         print(f"stats {times}x: {out[f'{times}x']}", file=sys.stderr)

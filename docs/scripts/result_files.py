@@ -41,6 +41,9 @@ class Result:
         commit, date = recorded_commit(self.data), self.date
         if commit:
             text += f" at commit `{commit[:12]}`"
+        code = self.data.get("code") if isinstance(self.data, dict) else None
+        if isinstance(code, dict) and code.get("commit"):
+            text += f", measuring the code of commit `{code['commit'][:12]}`"
         if date:
             text += f" on {date}"
         machine = machine_words(self.data) if isinstance(self.data, dict) else None
