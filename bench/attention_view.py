@@ -18,13 +18,9 @@ It also records the page size, the time to build it in Python and the lines draw
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -97,27 +93,6 @@ def one_load(browser, page_path: Path, cells: int) -> dict:
             "lines": lines}  # fmt: skip
 
 
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, text=True, capture_output=True).stdout.strip()  # fmt: skip
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", default="64,256,512", help="text lengths, comma-separated")
@@ -159,11 +134,10 @@ def main() -> None:
                   f"{row['layer_switch_ms']:7.1f} ms, model view {row['model_view_ms']:8.1f} ms, "
                   f"{row['html_bytes'] / 1e6:6.2f} MB page")  # fmt: skip
         browser.close()
+    from meta import run_record
+
     report = {
-        "command": "python " + " ".join(sys.argv),
-        "commit": commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} cores",
+        **run_record(),
         "chromium": version,
         "shape": {"layers": args.layers, "heads": args.heads},
         "rounds": args.rounds,
