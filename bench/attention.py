@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from meta import run_record
+from meta import run_record, run_with_peak_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -133,15 +133,18 @@ def memory(lines: int, factor: int, tmp: Path) -> dict:
             str(BIN / "bertlayers"), "attention", str(path), "--stats", "-o",
             str(tmp / f"stats-{times}x"), "--long", "truncate", "-q", "--overwrite",
         ]  # fmt: skip
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(process.pid, 0)
+        errors = tmp / f"stats-{times}x.stderr"
+        with errors.open("wb") as stderr:
+            status, wall, peak = run_with_peak_rss(
+                command, stdout=subprocess.DEVNULL, stderr=stderr
+            )
         if status != 0:
-            raise SystemExit(f"{' '.join(command)} failed: {process.stderr.read().decode()}")
+            raise SystemExit(f"{' '.join(command)} failed: {errors.read_text()[-2000:]}")
         out[f"{times}x"] = {
             "texts": len(texts) * times,
-            "wall_s": round(time.perf_counter() - start, 2),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "wall_s": round(wall, 2),
+            "peak_rss_mib": round(peak, 1),
+            "peak_rss_from": "VmHWM in /proc, polled every 20 ms",
             "command": " ".join(["bertlayers", *command[1:]]),
         }
         print(f"stats {times}x: {out[f'{times}x']}", file=sys.stderr)

@@ -13,6 +13,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,3 +109,21 @@ def run_record(argv: list[str] | None = None, **extra: object) -> dict:
         "versions": versions(),
         **extra,
     }
+
+
+def run_with_peak_rss(command: list[str], **popen: object) -> tuple[int, float, float]:
+    """Run a command; its exit status, wall seconds and peak RSS in MiB, read as VmHWM from
+    /proc while it runs. (wait4's ru_maxrss would do on a small parent only: on Linux a child's
+    figure starts from the parent's RSS at the fork, so a bench holding gigabytes of arrays
+    would report them as the child's.)"""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, **popen)
+    status_file = Path(f"/proc/{process.pid}/status")
+    peak_kib = 0
+    while process.poll() is None:
+        with contextlib.suppress(OSError):
+            for line in status_file.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kib = max(peak_kib, int(line.split()[1]))
+        time.sleep(0.02)
+    return process.returncode, time.perf_counter() - start, peak_kib / 1024
