@@ -7,7 +7,7 @@ token and word level. Sinks write chunks; `records()` gives one `RecordVectors` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,15 +133,3 @@ def take_records(chunk: SentenceChunk, start: int, stop: int) -> SentenceChunk:
         replaced=[r for r in chunk.replaced if r[0] in ids],
         **common,
     )
-
-
-def with_vectors(chunk: SentenceChunk, vectors: np.ndarray) -> SentenceChunk:
-    """The chunk with other vectors for the same rows (a job's own layers or dtype)."""
-    from dataclasses import replace
-
-    return replace(chunk, vectors=vectors)
-
-
-def iter_records(chunks: Sequence[SentenceChunk]) -> Iterator[RecordVectors]:
-    for chunk in chunks:
-        yield from chunk.records()

@@ -24,7 +24,7 @@ from .core.plan import Plan
 from .errors import BertlayersError, InputError, OptionError
 from .extras import require
 from .info import ModelInfo
-from .io.readers import Record, records_from_texts, records_from_words
+from .io.readers import Record, as_records, records_from_words
 from .layers import LayerSelection
 from .options import Combine, Level
 from .provenance import RunInfo
@@ -136,11 +136,11 @@ class Client:
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, **options: object
     ) -> SentenceEmbeddings:
         """Like `Extractor.extract`: `SentenceEmbeddings` with ids, token counts, flags."""
-        return self._extract(_records(texts, pairs), Level.SENTENCE, options)
+        return self._extract(as_records(texts, pairs), Level.SENTENCE, options)
 
     def extract_tokens(self, texts: Sequence[str], **options: object) -> RaggedEmbeddings:
         """Like `Extractor.extract_tokens`: every token's vectors, per text."""
-        return self._extract(_records(texts, None), Level.TOKEN, options)
+        return self._extract(as_records(texts, None), Level.TOKEN, options)
 
     def extract_words(
         self, texts: Sequence[str] | Sequence[Sequence[str]], **options: object
@@ -150,7 +150,7 @@ class Client:
         if items and all(isinstance(t, list | tuple) for t in items):
             records = list(records_from_words(items))
         else:
-            records = _records(items, None)
+            records = as_records(items, None)
         return self._extract(records, Level.WORD, options)
 
     def embed_records(
@@ -218,15 +218,6 @@ def _message(response) -> str:
         return f"server: {response.json()['error']['message']} (HTTP {response.status_code})"
     except Exception:
         return f"server answered HTTP {response.status_code}"
-
-
-def _records(texts: object, pairs: Sequence[str] | None) -> list[Record]:
-    if isinstance(texts, str):
-        raise OptionError("texts must be a list of strings, not one string")
-    items = list(texts)  # type: ignore[call-overload]
-    if items and all(isinstance(r, Record) for r in items):
-        return items
-    return list(records_from_texts(items, pairs))
 
 
 _WIRE = {  # ExtractConfig fields the server takes, by their name on the wire

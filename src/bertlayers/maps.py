@@ -13,10 +13,14 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import OptionError
+
+if TYPE_CHECKING:
+    from .chunks import RaggedChunk
 
 
 @dataclass
@@ -103,7 +107,7 @@ def merge_items(items: Sequence[str], starts: np.ndarray) -> list[str]:
 # ---------------------------------------------------------------- maps in a store
 
 
-def maps_chunk(texts: Sequence[AttentionMaps], dtype: str = "float32"):
+def maps_chunk(texts: Sequence[AttentionMaps], dtype: str = "float32") -> RaggedChunk:
     """Texts' maps as a ragged chunk for the stores: text i is `T_i²` rows, one per
     (query, key) pair in row-major order (row `q·T + k`), each `(K, A)`; a row's item and span
     are its key token's. `maps_from_rows` reads a text back."""

@@ -38,6 +38,9 @@ RECALL_QUERIES = 1000  # stored vectors used as queries to measure an approximat
 
 
 class IndexKind(StrEnum):
+    """The FAISS index `Index.build` makes: exact (flat), or approximate (HNSW, IVF) for many
+    vectors; `auto` chooses by size."""
+
     AUTO = "auto"  # flat up to EXACT_LIMIT vectors, HNSW beyond
     FLAT = "flat"  # exact inner product
     HNSW = "hnsw"  # graph, M=32, efSearch 128
@@ -93,14 +96,6 @@ def _layer_name(result: SentenceEmbeddings, layer: int | str) -> str:
     from .layers import resolve_layers
 
     return f"layer {resolve_layers(layer, result.provenance['model']['num_layers']).indices[0]}"
-
-
-def _is_index(folder: Path) -> bool:
-    """A directory `save` wrote: its index.json names our format."""
-    try:
-        return json.loads((folder / "index.json").read_text()).get("format") == INDEX_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 class Index:

@@ -25,6 +25,9 @@ from ..results import RaggedEmbeddings, SentenceEmbeddings
 
 @dataclass
 class LayerGeometry:
+    """One layer's row of a `GeometryReport`: anisotropy and mean norm, and at token and word
+    level self- and intra-sentence similarity, raw and adjusted (see the module docstring)."""
+
     layer: int
     anisotropy: float
     norm: float

@@ -32,11 +32,16 @@ PROBE_FORMAT = "bertlayers-probe/1"
 
 
 class Classifier(StrEnum):
+    """The linear model a probe fits: logistic regression, or a linear SVM (SGD, hinge loss)."""
+
     LOGREG = "logreg"
     SVM = "svm"
 
 
 class Metric(StrEnum):
+    """How a probe is scored: accuracy, macro-averaged F1, or entity F1 over BIO spans
+    (`default_metric` picks one from the data)."""
+
     ACCURACY = "accuracy"
     MACRO_F1 = "macro_f1"
     ENTITY_F1 = "entity_f1"

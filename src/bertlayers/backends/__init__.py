@@ -78,7 +78,9 @@ def resolve_runtime(
     return chosen
 
 
-def check_runtime(runtime: Runtime, requested_device: str | None, device_type: str, dtype: DType):
+def check_runtime(
+    runtime: Runtime, requested_device: str | None, device_type: str, dtype: DType
+) -> None:
     """Refuse what a runtime cannot honour, before the model is loaded."""
     if runtime is Runtime.OPENVINO:
         base = (requested_device or "auto").strip().lower().split(":")[0]

@@ -18,11 +18,17 @@ has them). Attention, LayerNorm and the embeddings stay in float32.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from ..errors import OptionError
+from ..options import DType
+
+if TYPE_CHECKING:
+    from ..info import ModelInfo
 
 CALIBRATION = Path(__file__).parent.parent / "data" / "calibration.txt"
 ALPHA = 0.8  # migration strength: the best of 0.6-1.0 measured on the bundled model
@@ -90,7 +96,7 @@ def bf16_matmul_supported() -> bool:
 
 
 @torch.inference_mode()
-def _calibrate(encoder, modules: list[torch.nn.Linear]) -> list[torch.Tensor]:
+def _calibrate(encoder: Quantizable, modules: list[torch.nn.Linear]) -> list[torch.Tensor]:
     """The largest |activation| per input channel of each module, over the calibration texts."""
     maxima: list[torch.Tensor | None] = [None] * len(modules)
 
@@ -117,7 +123,25 @@ def _calibrate(encoder, modules: list[torch.nn.Linear]) -> list[torch.Tensor]:
     return [m if m is not None else torch.ones(1) for m in maxima]
 
 
-def quantize_int8(encoder, alpha: float = ALPHA, keep_last: int = KEEP_LAST) -> dict:
+class Quantizable(Protocol):
+    """What `quantize_int8` needs of an encoder (`core.encoder.Encoder`, which the backends do
+    not import): its device and dtype, transformers' model and its encoder layers, and the
+    tokenizer, input names and length limit that run the calibration texts."""
+
+    device: torch.device
+    dtype: DType
+    tokenizer: Callable[..., Any]
+    input_names: list[str]
+    info: ModelInfo
+
+    @property
+    def model(self) -> torch.nn.Module: ...
+
+    @property
+    def _all_layers(self) -> list: ...
+
+
+def quantize_int8(encoder: Quantizable, alpha: float = ALPHA, keep_last: int = KEEP_LAST) -> dict:
     """Turn a float32 CPU encoder's linear layers into smoothed dynamic-int8 ones, in place;
     the feed-forward outputs run in bfloat16 where the CPU has bf16 matmuls, else float32.
 

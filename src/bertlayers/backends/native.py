@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -113,9 +114,10 @@ class NativeSpec:
     embedding_size: int  # ELECTRA's embeddings are projected to the hidden size when smaller
 
 
-def native_spec(config, raw: dict) -> NativeSpec | str:
-    """The native spec of a model (`config`: transformers' config object, for its defaults;
-    `raw`: config.json as saved, for the fields it names), or why it has none."""
+def native_spec(config: Any, raw: dict) -> NativeSpec | str:
+    """The native spec of a model (`config`: transformers' config object, or the model
+    cache's copy of its fields, for its defaults (read by attribute: no transformers import
+    here); `raw`: config.json as saved, for the fields it names), or why it has none."""
     model_type = raw.get("model_type") or getattr(config, "model_type", None)
     if model_type not in FAMILIES:
         return f"model type '{model_type}' is not ported"

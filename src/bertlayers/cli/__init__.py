@@ -1,8 +1,10 @@
 """The `bertlayers` command line: parses arguments into one config and calls the core.
 
 One module per command group (`extract.py`: extract, info, inspect, convert; `probe.py`:
-probe, predict, analyze, report, with `matching.py` for its similarity and retrieval tasks;
-`search.py`: index, search), the options they share in `options.py`. Errors are printed
+probe, with `matching.py` for its similarity and retrieval tasks and `tradeoff.py` for
+`--tradeoff`; `predict.py`: predict; `analyze.py`: analyze, report; `search.py`: index,
+search; `attention.py`: attention, lens; `truncate.py`: truncate; `verify.py`: verify), the
+options they share in `options.py`; `serve` is the service's own front end. Errors are printed
 as one line on stderr with a non-zero exit code; stdout carries only the output a command is
 asked for (e.g. `info`), never progress or warnings.
 """

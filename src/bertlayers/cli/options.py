@@ -1,6 +1,7 @@
-"""What the commands share: the parser class, checked number types, and the options that
-say how records are read, which model loads and what runs it; one place builds the
-`ExtractConfig` and the `Extractor` of every command (extract, probe, predict)."""
+"""What the commands share: the parser and help classes, checked number types, the options
+that say how records are read, which model loads, what runs it and what may be overwritten,
+how an option is spelled in an error, and the files a results command writes; one place builds
+the `ExtractConfig`, `ModelOptions` and `Extractor` of every command that runs a model."""
 
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input-format",
         default=None,
-        help="txt|csv|tsv|jsonl|conll (default: from the file suffix; txt for stdin)",
+        help="|".join(f.value for f in InputFormat)
+        + " (default: from the file suffix; txt for stdin)",
     )
     parser.add_argument(
         "--text-column", default="text", help="column (csv/tsv/jsonl) with the text"
@@ -111,11 +113,12 @@ def add_runtime_options(parser: argparse.ArgumentParser, legacy: tuple[str, ...]
         "--runtime",
         default=None,
         help="what runs the model: " + "|".join(r.value for r in Runtime) + " (default "
-        "torch); openvino (CPU, float32, `pip install 'bertlayers[openvino]'`) ran 1.1-1.2x "
-        "faster than torch on 2 CPU cores, every layer within 1e-4 of it (bench/backends.py); "
-        "int8 (CPU, approximate) 1.7-2x faster, every layer within cosine 0.99; compile "
-        "(torch.compile) compiles for 15-40 s on the first run, then reuses the cached "
-        "kernels (~/.cache/bertlayers)",
+        "torch: PyTorch, every device and dtype, the reference); openvino: OpenVINO on the "
+        "CPU in float32, faster on CPUs, every layer within 1e-4 of torch (`pip install "
+        "'bertlayers[openvino]'`); int8: int8 matmuls on the CPU, faster than torch but "
+        "approximate, checked against float32 by bertlayers verify (lowest cosine per layer "
+        "≥ 0.97); compile: torch.compile, slow to start on the first run, then reuses the "
+        "cached kernels (~/.cache/bertlayers); see the Speed benchmarks page",
     )
     if "backend" in legacy:
         parser.add_argument(

@@ -1,7 +1,8 @@
-"""`bertlayers probe | predict | analyze | report`: the layers put to work.
+"""`bertlayers probe`: which layer is best for my labels, put to a linear probe per layer.
 
-Thin front ends: they read labelled records, get vectors (from a store, or by extracting them
-with the core), and hand them to `probing`, `geometry`, `plots` and `report`.
+A thin front end: it reads labelled records, gets vectors (from a store, or by extracting them
+with the core), and hands them to `probing`, `plots` and `report`; `matching.py` runs its
+similarity and retrieval tasks, `tradeoff.py` its `--tradeoff`.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands) -> None:
-    """Register probe, predict, analyze and report on the main parser's subcommands."""
+    """Register `probe` on the main parser's subcommands."""
     probe = commands.add_parser(
         "probe",
         help="score a linear probe on every layer: which layer is best for my labels?",

@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -47,6 +48,9 @@ from .modelcache import (
     write_entry,
 )
 from .tokenizer import CachedTokenizer
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 # which code runs the fast path's forward pass: `auto` (the native port where it is exact for
 # the model, see `bertlayers.backends.native`) or `transformers` (always transformers' model)
@@ -474,7 +478,12 @@ class Encoder:
 
 
 @contextlib.contextmanager
-def first_layers(config, layer_list: torch.nn.ModuleList, all_layers: list, deepest: int):
+def first_layers(
+    config: PretrainedConfig,
+    layer_list: torch.nn.ModuleList,
+    all_layers: list[torch.nn.Module],
+    deepest: int,
+) -> Iterator[None]:
     """Run only the first `deepest` layers of `layer_list` (the model's own ModuleList, whose
     full contents are `all_layers`): the rest are never computed. The model is unmodified
     before and after."""
@@ -534,6 +543,8 @@ def _install_capture_hooks(model: torch.nn.Module) -> None:
 
 
 def load_error(model_id: str, err: Exception, unreachable: bool = False) -> str:
+    """The one-line message for a model that did not load: unknown (not a directory, not in
+    the cache, and the hub unreachable or without it), or found but unloadable, and why."""
     first = first_line(err)
     if unreachable:
         return (

@@ -15,7 +15,7 @@ import numpy as np
 from ..backends import resolve_runtime
 from ..errors import InputError, OptionError
 from ..info import ModelInfo
-from ..io.readers import Record, records_from_texts, records_from_words
+from ..io.readers import Record, as_records, records_from_words
 from ..layers import LayerSelection, LayerSpec
 from ..maps import AttentionMaps
 from ..options import Backend, DType, Level, Runtime
@@ -126,7 +126,7 @@ class Extractor:
         Options are `ExtractConfig` fields (`layers`, `pooling`, `combine`, `long`, ...).
         """
         config = _config(config, options, Level.SENTENCE)
-        records = _records(texts, pairs)
+        records = as_records(texts, pairs)
         if not records:
             plan = self.engine.plan(config)
             empty = np.zeros((0, *plan.row_shape), config.output_dtype.value)
@@ -160,7 +160,7 @@ class Extractor:
         split into windows unless `long` says otherwise.
         """
         config = _config(config, options, Level.TOKEN)
-        return self._extract_ragged(_records(texts, None), config, progress)
+        return self._extract_ragged(as_records(texts, None), config, progress)
 
     def extract_words(
         self,
@@ -176,7 +176,7 @@ class Extractor:
         if items and all(isinstance(t, list | tuple) for t in items):
             records = list(records_from_words(items))
         else:
-            records = _records(items, None)
+            records = as_records(items, None)
         return self._extract_ragged(records, config, progress)
 
     def embed(
@@ -191,7 +191,7 @@ class Extractor:
         `combine="stack"`. Use `extract` for ids, token counts and provenance too.
         """
         config = _config(None, options, Level.SENTENCE)
-        records = _records(texts, pairs)
+        records = as_records(texts, pairs)
         if not records:
             return self.extract([], config=config).embeddings
         embedded = self.engine.embed(records, config)
@@ -230,7 +230,7 @@ def _attention_records(texts: object, pairs: Sequence[str] | None) -> list[Recor
         if pairs is not None:
             raise OptionError("pre-split words come without pairs: give texts with their pairs")
         return list(records_from_words(items))
-    return _records(items, pairs)
+    return as_records(items, pairs)
 
 
 def _config(config: ExtractConfig | None, options: dict, level: Level) -> ExtractConfig:
@@ -247,12 +247,3 @@ def _config(config: ExtractConfig | None, options: dict, level: Level) -> Extrac
             f"config.level is {config.level.value}, but this method embeds {level.value}s"
         )
     return config
-
-
-def _records(texts: object, pairs: Sequence[str] | None) -> list[Record]:
-    if isinstance(texts, str):
-        raise OptionError("texts must be a list of strings, not one string")
-    items = list(texts)  # type: ignore[call-overload]
-    if items and all(isinstance(r, Record) for r in items):
-        return items
-    return list(records_from_texts(items, pairs))

@@ -557,10 +557,12 @@ def check_model_output(
     if not os.path.lexists(path):
         return
     if not overwrite:
-        raise OutputError(f"output exists: {path} (use --overwrite to replace it)")
+        raise OutputError(f"output exists: {path} (use {{opt:overwrite=True}} to replace it)")
     reason = not_ours(path)
     if reason:
-        raise OutputError(f"{reason}: --overwrite never replaces it (choose another output)")
+        raise OutputError(
+            f"{reason}: {{opt:overwrite=True}} never replaces it (choose another output)"
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:

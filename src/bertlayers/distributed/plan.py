@@ -114,6 +114,7 @@ def id_prefixes(files: list[str], reader: ReaderOptions) -> list[str]:
 
 
 def prefixed(records: Iterator[Record], prefix: str) -> Iterator[Record]:
+    """The records with `prefix` before each id (see `id_prefixes`); as they are without one."""
     for record in records:
         yield dataclasses.replace(record, id=prefix + record.id) if prefix else record
 
@@ -169,6 +170,8 @@ def write_manifest(directory: Path, request: dict, shards: list[Shard]) -> None:
 
 
 def read_manifest(directory: Path) -> tuple[dict, list[Shard]]:
+    """The request and shards `write_manifest` wrote in `directory`, for a resumed run; one
+    unreadable is an `InputError`."""
     path = directory / MANIFEST
     try:
         body = json.loads(path.read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ import sys
 import uuid
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
@@ -36,6 +37,9 @@ from .plan import (
 )
 from .worker import SHARD_METADATA, EmbedBatches, ShardWriter
 
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
 DEFAULT_SHARD_SIZE = 10_000  # texts per shard: its output file, and the unit of resume
 
 
@@ -51,7 +55,7 @@ def _pool(actors: int, gpus: float, cpus: float) -> dict:
 
 
 def embed_dataset(
-    ds,
+    ds: Dataset,
     text_column: str = "text",
     id_column: str | None = None,
     model: str | None = None,
@@ -68,7 +72,7 @@ def embed_dataset(
     revision: str | None = None,
     runtime: str | None = None,
     **options: object,
-):
+) -> Dataset:
     """Embed a Ray Dataset's texts: one output row per text (sentence level) or per
     token/word, with the local Parquet store's columns and types. The embedding is lazy (it
     runs when the result is consumed); numbering the rows, without `index_column`, is not.

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 from ..service.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from ray.serve import Application
 
 APP_NAME = "bertlayers"
 
@@ -22,7 +26,7 @@ def build_deployment(
     replicas: int = 1,
     cpus_per_replica: float = 1.0,
     gpus_per_replica: float = 0.0,
-):
+) -> Application:
     """A bound Serve application: `serve.run(build_deployment(...))` starts it."""
     from ray import serve
 

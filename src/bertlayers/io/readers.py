@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, OptionError
 from ..options import StrEnum
 from .delimited import QUOTING_HINT, Quoting, delimited_rows
 
@@ -96,6 +96,18 @@ def records_from_texts(
         raise InputError("more pairs than texts")
 
 
+def as_records(texts: object, pairs: Sequence[str] | None = None) -> list[Record]:
+    """Texts as `Extractor` and `Client` methods take them, as records: a list of `Record`s as
+    given, else `records_from_texts(texts, pairs)`; one string is refused (its characters would
+    be embedded one by one)."""
+    if isinstance(texts, str):
+        raise OptionError("texts must be a list of strings, not one string")
+    items = list(texts)  # type: ignore[call-overload]
+    if items and all(isinstance(r, Record) for r in items):
+        return items
+    return list(records_from_texts(items, pairs))
+
+
 def decoded_lines(
     stream: io.BufferedIOBase, name: str, keep_newline: bool = False, start: int = 1
 ) -> Iterator[tuple[int, str]]:
@@ -161,6 +173,8 @@ def open_url(path: str):
 
 
 def open_input(path: str) -> tuple[io.BufferedIOBase, str]:
+    """The input as a binary stream, and the name errors give it: `-` is standard input, a URL
+    is opened through pyarrow's filesystems, a missing file or a directory is an `InputError`."""
     if path == "-":
         return sys.stdin.buffer, "<stdin>"
     if is_url(path):

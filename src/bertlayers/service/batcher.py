@@ -58,6 +58,9 @@ class Request:
 
 @dataclass(eq=False)
 class Part:
+    """A request's records that run in one round: their plan, token count, the request they
+    belong to, and the future their result is set on."""
+
     records: list[Record]
     plan: Plan | AttentionPlan
     tokens: int

@@ -20,12 +20,6 @@ def to_base64(array: np.ndarray, dtype: str) -> str:
     return base64.b64encode(little_endian(array, dtype).tobytes()).decode("ascii")
 
 
-def from_base64(text: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    """What a client does with a base64 `embeddings`: the array back, in native order."""
-    raw = np.frombuffer(base64.b64decode(text), dtype=np.dtype(dtype).newbyteorder("<"))
-    return raw.reshape(shape).astype(dtype)
-
-
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)

@@ -60,6 +60,9 @@ class TextInfo(BaseModel):
 
 
 class Usage(BaseModel):
+    """Tokens the request ran, as OpenAI counts them: every text's tokens, special tokens
+    included (an embedding has no completion, so the two are equal)."""
+
     prompt_tokens: int
     total_tokens: int
 
@@ -104,6 +107,9 @@ class OpenAIEmbeddingRequest(BaseModel):
 
 
 class OpenAIEmbedding(BaseModel):
+    """One text's vector in `/v1/embeddings`: its position in `input`, and the vector (a float
+    list, or base64 of little-endian float32)."""
+
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str
@@ -123,6 +129,8 @@ class AppliedPipeline(BaseModel):
 
 
 class OpenAIEmbeddingResponse(BaseModel):
+    """`POST /v1/embeddings`'s answer, as OpenAI's: one vector per input text, in order."""
+
     object: Literal["list"] = "list"
     data: list[OpenAIEmbedding]
     model: str
@@ -133,6 +141,8 @@ class OpenAIEmbeddingResponse(BaseModel):
 
 
 class ErrorDetail(BaseModel):
+    """What went wrong: the message, its type, the field at fault (`param`) and a code."""
+
     message: str
     type: str
     param: str | None = None
@@ -140,10 +150,15 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """Every error's body: one `ErrorDetail` under `error`, as OpenAI's API nests it."""
+
     error: ErrorDetail
 
 
 class Info(BaseModel):
+    """`GET /v1/info`: the model, its fingerprint and layers, what runs it, its
+    sentence-transformers pipeline, and the limits of this service."""
+
     model: str
     served_model_name: str
     fingerprint: str
@@ -178,10 +193,14 @@ class SettingsRequest(BaseModel):
 
 
 class SettingsResponse(BaseModel):
+    """`POST /v1/settings`'s answer: what the options resolve to on this model."""
+
     settings: dict = Field(description="The resolved settings a store's provenance records.")
 
 
 class Ready(BaseModel):
+    """`GET /ready`: whether the service takes requests, and why not (loading, draining)."""
+
     ready: bool
     status: str
 
@@ -231,6 +250,8 @@ class AttentionText(BaseModel):
 
 
 class AttentionResponse(BaseModel):
+    """`POST /v1/attention`'s answer: which layers and heads, and each text's maps."""
+
     object: Literal["attention"] = "attention"
     model: str
     level: str

@@ -35,6 +35,8 @@ from .staging import FileRows, Staging, input_digest
 
 
 class StoreFormat(StrEnum):
+    """The file formats a store is written in, chosen by the output path's suffix."""
+
     NPY = "npy"
     NPZ = "npz"
     HDF5 = "hdf5"

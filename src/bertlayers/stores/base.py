@@ -309,6 +309,7 @@ def encode_strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode_strings(data: np.ndarray, offsets: np.ndarray) -> list[str]:
+    """The strings `encode_strings` packed: item i is `data[offsets[i]:offsets[i+1]]`, UTF-8."""
     raw = data.tobytes()
     return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())]
 

@@ -35,10 +35,12 @@ from .base import (
 
 
 def index_path(path: Path) -> Path:
+    """Where a `.npy` store's index lives: `NAME.index.npz` beside it."""
     return path.with_suffix(".index.npz")
 
 
 def sidecar_path(path: Path) -> Path:
+    """Where a `.npy` store's provenance lives: `NAME.json` beside it."""
     return path.with_suffix(".json")
 
 
@@ -90,6 +92,8 @@ def _sidecar_error(sidecar: Path, role: str, path: Path, err: Exception) -> Inpu
 
 
 def read_npy(path: Path) -> tuple[ArraySource, dict, dict]:
+    """A `.npy` store's vectors (memory-mapped), index and provenance; a missing or unreadable
+    sidecar is an `InputError` naming it."""
     sidecar = sidecar_path(path)
     if not sidecar.exists():
         raise InputError(f"{path} is incomplete: {sidecar.name} (its provenance) is missing")
@@ -114,6 +118,8 @@ def read_npy(path: Path) -> tuple[ArraySource, dict, dict]:
 
 
 def write_npz(data: StoreData, path: Path) -> list[Path]:
+    """Write the store as one `.npz` (members stored, not compressed) to a `*.tmp` file;
+    returns it for the caller to rename."""
     tmp = path.with_name(path.name + ".tmp")
     index = data.index()
     ensure_room(tmp, vector_bytes(data) + index_bytes(index))
@@ -142,8 +148,9 @@ def _stored_member_start(path: Path, name: str) -> int | None:
 
 
 def read_npz(path: Path) -> tuple[ArraySource, dict, dict]:
-    """The index and provenance are read whole; the vectors are memory-mapped (members are
-    stored uncompressed), unless someone has compressed the zip since."""
+    """A `.npz` store's vectors, index and provenance. The index and provenance are read
+    whole; the vectors are memory-mapped (members are stored uncompressed), unless someone has
+    compressed the zip since."""
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files if k != "vectors"}
         start = _stored_member_start(path, "vectors.npy")

@@ -31,14 +31,6 @@ _HEADER = NPY_HEADER_BYTES  # bytes reserved for the vectors' .npy header
 INDEX_TEXTS, INDEX_ITEMS = 4096, 65536  # texts, token strings read at a time to gather the index
 
 
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON to a temporary file, sync it, and rename it over `path` (the temporary
     file removed should that fail: a full disk)."""
