@@ -270,7 +270,12 @@ def test_the_gpu_page_renders_the_rows_of_a_gpu_results_file():
 
 
 def test_a_results_file_without_metadata_is_shown_with_the_command_to_remake_it():
-    result = render_benchmarks.read("bench/results/serve.json")
+    name = "bench/results/serve.json"
+    spec = render_benchmarks.SPECS[name]
+    bare = {"servers": {}, "texts": 10}  # figures, and nothing about the run that made them
+    result = render_benchmarks.Result(
+        name, spec, bare, render_benchmarks.missing_metadata(bare, spec)
+    )
     assert "command" in result.missing
     text = result.source()
     assert "To be re-made" in text
