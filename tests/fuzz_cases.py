@@ -338,7 +338,11 @@ CASES = [
         message="mydata is a directory that is not",
     ),
     Case("convert-parent-is-a-file", ["convert", "e.npy", "small.txt/e.h5"], message="a file, not"),
-    Case("convert-suffix", ["convert", "e.npy", "e.npz", "--format", "hdf5"], message=".npz"),
+    Case(
+        "convert-suffix",
+        ["convert", "e.npy", "e.npz", "--format", "hdf5"],
+        message="'e.npz' ends in .npz, which is npz, but the format asked for is hdf5",
+    ),
     # ---------------------------------------------------------------- probe, predict, report
     Case("probe-no-labels", ["probe", "small.txt"], message="a probe needs labels"),
     Case(
