@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cli import timed  # noqa: E402  (bench/cli.py: a process's wall time and peak RSS)
-from meta import git_commit  # noqa: E402  (the code's commit; results files aside)
+from meta import cpu_model, git_commit  # noqa: E402  (the code's commit; results files aside)
 
 ST_BATCH = 32
 
@@ -86,15 +85,7 @@ def size_mb(path: Path, pattern: str = "*") -> float:
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
 
 
 def versions() -> dict:

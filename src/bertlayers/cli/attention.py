@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BertlayersError, OptionError
-from ..io.readers import ReaderOptions
 from ..outputs import Kind, Target, check_outputs, write_text_atomically
 from .options import (
     ALLOCATOR,
@@ -25,6 +24,7 @@ from .options import (
     figure_targets,
     make_extractor,
     positive_int,
+    reader_options,
     require_analysis,
 )
 
@@ -124,18 +124,6 @@ def add_commands(commands) -> None:
 # ------------------------------------------------------------------ attention
 
 
-def _reader(args: argparse.Namespace) -> ReaderOptions:
-    return ReaderOptions(
-        input_format=args.input_format,
-        text_column=args.text_column,
-        pair_column=getattr(args, "pair_column", None),
-        id_column=args.id_column,
-        words_column=getattr(args, "words_column", None),
-        word_column=args.word_column,
-        quoting=args.quoting,
-    )
-
-
 def _kind_of(args: argparse.Namespace) -> str:
     """What the command writes: page, figure, store, stats, or the table on stdout."""
     if args.stats:
@@ -212,7 +200,7 @@ def run_attention(args: argparse.Namespace) -> int:
         raise OptionError("--resume continues a store's run: -o a store")
     if not args.resume:
         check_outputs(_targets(args, kind), [args.input], args.overwrite)
-    reader = _reader(args)
+    reader = reader_options(args)
     # a file is read once before the model loads (to fail early, and to count), then again
     # lazily as the maps stream; stdin is read once, as it comes
     total = None if args.input == "-" else sum(1 for _ in reader.records(args.input))
@@ -417,7 +405,7 @@ def run_lens(args: argparse.Namespace) -> int:
         if Path(args.output).suffix.lower() != ".json":
             raise OptionError("the lens writes JSON: -o OUT.json")
         check_outputs([Target(Path(args.output), Kind.PROVENANCE)], [args.input], args.overwrite)
-    records = list(_reader(args).records(args.input))
+    records = list(reader_options(args).records(args.input))
     lens = Lens(args.model, device=args.device, revision=args.revision)
     results = lens.read(
         [r.text for r in records],

@@ -9,7 +9,7 @@ import os
 import sys
 
 from ..errors import BertlayersError, OptionError, OutputError, first_line
-from ..io.readers import InputFormat, Quoting, ReaderOptions, guess_format
+from ..io.readers import InputFormat, Quoting, guess_format
 from ..options import Combine, Device, DType, Level, Pooling, WordPooling
 from ..outputs import check_not_input, check_outputs
 from ..stores import StoreFormat, store_format
@@ -25,6 +25,7 @@ from .options import (
     model_options,
     non_negative_int,
     positive_int,
+    reader_options,
 )
 
 EXTRACT_EXAMPLES = """\
@@ -267,21 +268,8 @@ def _count_records(args: argparse.Namespace, first: int | None = None) -> tuple[
     return count, chars
 
 
-def _reader(args: argparse.Namespace) -> ReaderOptions:
-    """How the input is read: the same for the local run and each Ray actor."""
-    return ReaderOptions(
-        input_format=args.input_format,
-        text_column=args.text_column,
-        pair_column=args.pair_column,
-        id_column=args.id_column,
-        words_column=args.words_column,
-        word_column=args.word_column,
-        quoting=args.quoting,
-    )
-
-
 def _records(args: argparse.Namespace):
-    return _reader(args).records(args.input)
+    return reader_options(args).records(args.input)
 
 
 def _check_extract_args(args: argparse.Namespace) -> None:
@@ -429,7 +417,7 @@ def _run_ray(args: argparse.Namespace) -> int:
     from ..distributed.runner import staging_dir
 
     config = _config(args)
-    reader = _reader(args)
+    reader = reader_options(args)
     engine = model_options(args)
     partial = staging_dir(args.output)
     try:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from ..io.readers import InputFormat, Quoting, guess_format
+from ..io.readers import InputFormat, Quoting, ReaderOptions, guess_format
 from ..options import Backend, Runtime
 from ..outputs import Kind, Target
 
@@ -76,6 +76,20 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "all-MiniLM-L6-v2)",
     )
     parser.add_argument("--revision", default=None, help="hub revision (branch, tag or commit)")
+
+
+def reader_options(args: argparse.Namespace) -> ReaderOptions:
+    """How a command's input is read, from the flags `add_input_options` added (the same for
+    a local run and each Ray actor); a column a command does not offer is None."""
+    return ReaderOptions(
+        input_format=args.input_format,
+        text_column=args.text_column,
+        pair_column=getattr(args, "pair_column", None),
+        id_column=args.id_column,
+        words_column=getattr(args, "words_column", None),
+        word_column=args.word_column,
+        quoting=args.quoting,
+    )
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from .options import (
     add_runtime_options,
     model_options,
     non_negative_int,
+    reader_options,
 )
 
 VERIFY_EXAMPLES = """\
@@ -85,18 +86,7 @@ def _user_records(args: argparse.Namespace) -> list | None:
     """FILE's first `--limit` records, read before the model loads (a bad file fails first)."""
     if args.input is None:
         return None
-    from ..io.readers import ReaderOptions
-
-    reader = ReaderOptions(
-        input_format=args.input_format,
-        text_column=args.text_column,
-        pair_column=args.pair_column,
-        id_column=args.id_column,
-        words_column=args.words_column,
-        word_column=args.word_column,
-        quoting=args.quoting,
-    )
-    records = reader.records(args.input)
+    records = reader_options(args).records(args.input)
     return list(records if not args.limit else itertools.islice(records, args.limit))
 
 
